@@ -1,0 +1,62 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DataSource } from 'typeorm';
+import { AuditController } from './audit/audit.controller.js';
+import { AuditService } from './audit/audit.service.js';
+import { CONFIG, type Config } from './config/config.js';
+import { LOGGER } from './common/logger.js';
+import { ConnectionsController } from './connections/connections.controller.js';
+import { ConnectionsService } from './connections/connections.service.js';
+import { DataKeyService } from './crypto/data-key.service.js';
+import { KeyBackends, MANAGED_KEY_BACKEND } from './crypto/key-backends.js';
+import { ManagedKeyBackend } from './crypto/managed-key-backend.js';
+import type { RootKeyring } from './crypto/root-keyring.js';
+import { HealthController } from './health/health.controller.js';
+import { AdminAuthGuard } from './identity/admin-auth.guard.js';
+import { AdminKeysService } from './identity/admin-keys.service.js';
+import { JOB_RUNNER, type JobRunner } from './jobs/job-runner.js';
+import { ProviderCatalog } from './providers/provider-catalog.js';
+import { ProvidersController } from './providers/providers.controller.js';
+import { TenantsController } from './tenants/tenants.controller.js';
+import { TenantsService } from './tenants/tenants.service.js';
+
+/** What is built before Nest starts: validated config, logger, migrated database, keyring, catalog, jobs. */
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  dataSource: DataSource;
+  keyring: RootKeyring;
+  catalog: ProviderCatalog;
+  jobs: JobRunner;
+}
+
+@Module({})
+export class AppModule {
+  static register(rt: Runtime): DynamicModule {
+    return {
+      module: AppModule,
+      controllers: [
+        HealthController,
+        ProvidersController,
+        TenantsController,
+        ConnectionsController,
+        AuditController,
+      ],
+      providers: [
+        { provide: CONFIG, useValue: rt.config },
+        { provide: LOGGER, useValue: rt.logger },
+        { provide: DataSource, useValue: rt.dataSource },
+        { provide: ProviderCatalog, useValue: rt.catalog },
+        { provide: JOB_RUNNER, useValue: rt.jobs },
+        { provide: MANAGED_KEY_BACKEND, useValue: new ManagedKeyBackend(rt.keyring) },
+        KeyBackends,
+        DataKeyService,
+        AuditService,
+        AdminKeysService,
+        AdminAuthGuard,
+        TenantsService,
+        ConnectionsService,
+      ],
+    };
+  }
+}

@@ -1,0 +1,45 @@
+import { Column, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+
+export type AuditOutcome = 'allowed' | 'denied' | 'failed';
+export type ActorType = 'admin_key' | 'connector' | 'user' | 'system';
+
+/** Append-only: the database refuses UPDATE, DELETE and TRUNCATE on this table (see the migration). */
+@Entity('audit_events')
+@Index('ix_audit_events_tenant_id', ['tenantId', 'id'])
+export class AuditEvent {
+  @PrimaryGeneratedColumn('identity', { type: 'bigint', generatedIdentity: 'ALWAYS' })
+  id!: string;
+
+  @Column('uuid', { name: 'tenant_id', nullable: true })
+  tenantId!: string | null;
+
+  @Column('timestamptz', { name: 'occurred_at', default: () => 'now()' })
+  occurredAt!: Date;
+
+  @Column('text')
+  action!: string;
+
+  @Column('text')
+  outcome!: AuditOutcome;
+
+  @Column('text', { name: 'actor_type' })
+  actorType!: ActorType;
+
+  @Column('text', { name: 'actor_id', nullable: true })
+  actorId!: string | null;
+
+  @Column('text', { name: 'subject_user_id', nullable: true })
+  subjectUserId!: string | null;
+
+  @Column('uuid', { name: 'connection_id', nullable: true })
+  connectionId!: string | null;
+
+  @Column('text', { nullable: true })
+  provider!: string | null;
+
+  @Column('text', { name: 'request_id', nullable: true })
+  requestId!: string | null;
+
+  @Column('jsonb', { default: () => "'{}'" })
+  details!: Record<string, unknown>;
+}

@@ -1,0 +1,141 @@
+/**
+ * Append-only audit events. A state change and its event commit in one transaction: callers pass the
+ * transaction's EntityManager. Events carry ids, names and outcomes, never a secret value.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource, type EntityManager } from 'typeorm';
+import { requestContext } from '../common/logger.js';
+import { CustosException } from '../common/errors.js';
+import type { ActorType, AuditOutcome } from './audit-event.entity.js';
+
+export interface Actor {
+  type: ActorType;
+  id: string | null;
+}
+
+export const systemActor: Actor = { type: 'system', id: null };
+
+export interface AuditRecord {
+  tenantId: string | null;
+  action: string;
+  outcome: AuditOutcome;
+  actor: Actor;
+  subjectUserId?: string | null;
+  connectionId?: string | null;
+  provider?: string | null;
+  details?: Record<string, unknown>;
+}
+
+export interface AuditEventView {
+  id: string;
+  occurredAt: string;
+  action: string;
+  outcome: AuditOutcome;
+  actor: Actor;
+  subject: { userId: string | null };
+  connectionId: string | null;
+  provider: string | null;
+  requestId: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface AuditQuery {
+  limit: number;
+  cursor?: string;
+  action?: string;
+  userId?: string;
+}
+
+interface AuditRow {
+  id: string;
+  occurred_at: Date;
+  action: string;
+  outcome: AuditOutcome;
+  actor_type: ActorType;
+  actor_id: string | null;
+  subject_user_id: string | null;
+  connection_id: string | null;
+  provider: string | null;
+  request_id: string | null;
+  details: Record<string, unknown>;
+}
+
+const insertSql = `INSERT INTO audit_events
+  (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+
+export function encodeCursor(id: string): string {
+  return Buffer.from(`a:${id}`).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): string {
+  const raw = Buffer.from(cursor, 'base64url').toString('utf8');
+  const m = /^a:(\d{1,19})$/.exec(raw);
+  if (!m) throw new CustosException('validation_failed', 'Malformed cursor');
+  return m[1];
+}
+
+@Injectable()
+export class AuditService {
+  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+
+  /** Writes an event inside the caller's transaction (or on its own when no manager is given). */
+  async record(event: AuditRecord, manager?: EntityManager): Promise<void> {
+    const requestId = requestContext.getStore()?.requestId ?? null;
+    await (manager ?? this.db.manager).query(insertSql, [
+      event.tenantId,
+      event.action,
+      event.outcome,
+      event.actor.type,
+      event.actor.id,
+      event.subjectUserId ?? null,
+      event.connectionId ?? null,
+      event.provider ?? null,
+      requestId,
+      JSON.stringify(event.details ?? {}),
+    ]);
+  }
+
+  async list(
+    tenantId: string,
+    q: AuditQuery,
+  ): Promise<{ items: AuditEventView[]; nextCursor: string | null }> {
+    const params: unknown[] = [tenantId];
+    let where = 'tenant_id = $1';
+    if (q.cursor) {
+      params.push(decodeCursor(q.cursor));
+      where += ` AND id < $${params.length}`;
+    }
+    if (q.action) {
+      params.push(q.action);
+      where += ` AND action = $${params.length}`;
+    }
+    if (q.userId) {
+      params.push(q.userId);
+      where += ` AND subject_user_id = $${params.length}`;
+    }
+    params.push(q.limit + 1);
+    const rows: AuditRow[] = await this.db.query(
+      `SELECT id, occurred_at, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider,
+              request_id, details
+         FROM audit_events WHERE ${where} ORDER BY id DESC LIMIT $${params.length}`,
+      params,
+    );
+    const page = rows.slice(0, q.limit);
+    return {
+      items: page.map((r) => ({
+        id: String(r.id),
+        occurredAt: r.occurred_at.toISOString(),
+        action: r.action,
+        outcome: r.outcome,
+        actor: { type: r.actor_type, id: r.actor_id },
+        subject: { userId: r.subject_user_id },
+        connectionId: r.connection_id,
+        provider: r.provider,
+        requestId: r.request_id,
+        details: r.details,
+      })),
+      nextCursor: rows.length > q.limit ? encodeCursor(String(page[page.length - 1].id)) : null,
+    };
+  }
+}

@@ -1,0 +1,157 @@
+/** Assembles and starts Custos: used by main.ts, the tests and the benchmarks alike. */
+import { randomUUID } from 'node:crypto';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import type { Logger } from 'pino';
+import { AppModule, type Runtime } from './app.module.js';
+import { describeConfig, loadConfig, type Config } from './config/config.js';
+import { CustosExceptionFilter } from './common/exception.filter.js';
+import { createLogger, PinoNestLogger, requestContext } from './common/logger.js';
+import { ConnectionsService } from './connections/connections.service.js';
+import { loadRootKeyring } from './crypto/root-keyring-file.js';
+import { createDataSource, runMigrations } from './database/data-source.js';
+import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
+import { AdminKeysService } from './identity/admin-keys.service.js';
+import { BullMqJobRunner, InProcessJobRunner, type JobRunner } from './jobs/job-runner.js';
+import { ProviderCatalog } from './providers/provider-catalog.js';
+
+export interface StartOptions {
+  env?: Record<string, string | undefined>;
+  config?: Config;
+  logger?: Logger;
+  /** Listen on HOST:PORT (default true); tests may use fastify inject instead. */
+  listen?: boolean;
+}
+
+export interface Custos {
+  app: NestFastifyApplication;
+  runtime: Runtime;
+  url: string;
+  close(): Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
+  const config = opts.config ?? loadConfig(opts.env);
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  logger.debug({ config: describeConfig(config) }, 'configuration');
+
+  let embedded: EmbeddedPostgresHandle | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedPostgres(config.dataDir, logger);
+    databaseUrl = embedded.databaseUrl;
+  }
+  const dataSource = createDataSource(databaseUrl, config.dbPoolSize);
+  const cleanups: (() => Promise<unknown>)[] = [];
+  try {
+    await dataSource.initialize();
+    cleanups.push(() => dataSource.destroy());
+    if (config.migrationsRun) {
+      const ran = await runMigrations(dataSource);
+      if (ran.length > 0) logger.info({ migrations: ran }, 'migrations applied');
+    }
+    const keyring = loadRootKeyring(config, logger);
+    const catalog = await ProviderCatalog.load();
+    const jobs: JobRunner = config.redisUrl
+      ? new BullMqJobRunner(config.redisUrl, logger)
+      : new InProcessJobRunner(logger);
+    const runtime: Runtime = { config, logger, dataSource, keyring, catalog, jobs };
+
+    const adapter = new FastifyAdapter({
+      bodyLimit: config.bodyLimitBytes,
+      trustProxy: false,
+      genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => {
+        const given = req.headers['x-request-id'];
+        return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+      },
+    });
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register(runtime), adapter, {
+      logger: new PinoNestLogger(logger),
+    });
+    cleanups.unshift(() => app.close());
+    const fastify = app.getHttpAdapter().getInstance();
+    fastify.addHook('onRequest', (req, reply, done) => {
+      requestContext.enterWith({ requestId: req.id });
+      void reply.header('x-request-id', req.id);
+      void reply.header('x-content-type-options', 'nosniff');
+      done();
+    });
+    fastify.addHook('onResponse', (req, reply, done) => {
+      logger.info(
+        {
+          requestId: req.id,
+          method: req.method,
+          route: req.routeOptions?.url,
+          status: reply.statusCode,
+          ms: Math.round(reply.elapsedTime),
+        },
+        'request',
+      );
+      done();
+    });
+    app.useGlobalFilters(new CustosExceptionFilter(logger));
+
+    const doc = SwaggerModule.createDocument(
+      app,
+      new DocumentBuilder()
+        .setTitle('Custos')
+        .setDescription('Credential vault and connector control plane')
+        .setVersion('0.1.0')
+        .addBearerAuth()
+        .build(),
+    );
+    SwaggerModule.setup('docs', app, doc, { jsonDocumentUrl: 'openapi.json' });
+
+    await app.init();
+    const admin = app.get(AdminKeysService);
+    const boot = await admin.ensureBootstrapKey(config.bootstrapAdminKey, config.dataDir);
+    if (boot.generatedAt) {
+      logger.warn(
+        { file: boot.generatedAt },
+        `the first platform admin key was written to ${boot.generatedAt}`,
+      );
+    }
+
+    const connections = app.get(ConnectionsService);
+    jobs.register('connections.mark-expired', 60_000, async () => {
+      const n = await connections.markExpired();
+      if (n > 0) logger.info({ count: n }, 'connections marked expired');
+    });
+    await jobs.start();
+    cleanups.splice(1, 0, () => jobs.stop());
+
+    let url = config.publicUrl;
+    if (opts.listen !== false) {
+      await app.listen({ port: config.port, host: config.host });
+      const addr = fastify.server.address();
+      const port = addr && typeof addr === 'object' ? addr.port : config.port;
+      const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+      url = `http://${host}:${port}`;
+      logger.info(
+        { url, jobs: jobs.kind, database: embedded ? 'embedded' : 'external' },
+        'Custos is listening',
+      );
+    } else {
+      await fastify.ready();
+    }
+    if (embedded) cleanups.push(() => embedded.stop());
+    let closed = false;
+    return {
+      app,
+      runtime,
+      url,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        for (const c of cleanups) await c().catch(() => undefined);
+      },
+    };
+  } catch (err) {
+    for (const c of cleanups) await c().catch(() => undefined);
+    await embedded?.stop();
+    throw err;
+  }
+}

@@ -1,0 +1,85 @@
+/** Structured JSON logs (pino) with central secret redaction and the request id on every line. */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { LoggerService } from '@nestjs/common';
+import { pino, type Logger } from 'pino';
+
+export interface RequestContext {
+  requestId: string;
+}
+export const requestContext = new AsyncLocalStorage<RequestContext>();
+
+/** Every field that can carry a secret, at any depth pino can express. */
+const secretFields = [
+  'authorization',
+  'cookie',
+  'set-cookie',
+  'password',
+  'secret',
+  'token',
+  'key',
+  'apiKey',
+  'api_key',
+  'accessToken',
+  'access_token',
+  'refreshToken',
+  'refresh_token',
+  'idToken',
+  'id_token',
+  'code',
+  'code_verifier',
+  'client_secret',
+  'clientSecret',
+  'subject_token',
+  'client_assertion',
+  'plaintext',
+  'dataKey',
+  'rootKeys',
+  'databaseUrl',
+  'redisUrl',
+  'bootstrapAdminKey',
+];
+export const redactPaths = [
+  ...secretFields,
+  ...secretFields.map((f) => `*.${f}`),
+  ...secretFields.map((f) => `*.*.${f}`),
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'res.headers["set-cookie"]',
+];
+
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: undefined,
+      redact: { paths: redactPaths, censor: '[redacted]' },
+      mixin: () => {
+        const ctx = requestContext.getStore();
+        return ctx ? { requestId: ctx.requestId } : {};
+      },
+    },
+    destination,
+  );
+}
+
+/** Nest's logger interface over pino, so framework messages get the same format and redaction. */
+export class PinoNestLogger implements LoggerService {
+  constructor(private readonly logger: Logger) {}
+  log(message: unknown, context?: string): void {
+    this.logger.info({ context }, String(message));
+  }
+  error(message: unknown, trace?: string, context?: string): void {
+    this.logger.error({ context, trace }, String(message));
+  }
+  warn(message: unknown, context?: string): void {
+    this.logger.warn({ context }, String(message));
+  }
+  debug(message: unknown, context?: string): void {
+    this.logger.debug({ context }, String(message));
+  }
+  verbose(message: unknown, context?: string): void {
+    this.logger.trace({ context }, String(message));
+  }
+}
+
+export const LOGGER = Symbol('LOGGER');

@@ -1,0 +1,80 @@
+import {
+  Column,
+  CreateDateColumn,
+  Entity,
+  Index,
+  PrimaryColumn,
+  UpdateDateColumn,
+  VersionColumn,
+  JoinColumn,
+  ManyToOne,
+  type Relation,
+} from 'typeorm';
+import { DataKey } from '../crypto/data-key.entity.js';
+import { Tenant } from '../tenants/tenant.entity.js';
+
+export type ConnectionType = 'api_key' | 'oauth2';
+export type ConnectionStatus = 'active' | 'expired' | 'needs_reauth' | 'revoked';
+
+/** One user's credential for one provider. Secret columns hold sealed envelopes, never plaintext. */
+@Entity('connections')
+@Index('uq_connections_live', ['tenantId', 'userId', 'provider'], {
+  unique: true,
+  where: '"revoked_at" IS NULL',
+})
+@Index('ix_connections_tenant_user', ['tenantId', 'userId'])
+export class Connection {
+  @PrimaryColumn('uuid')
+  id!: string;
+
+  @Column('uuid', { name: 'tenant_id' })
+  tenantId!: string;
+
+  @ManyToOne(() => Tenant, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'tenant_id' })
+  tenant?: Relation<Tenant>;
+
+  @ManyToOne(() => DataKey, { onDelete: 'RESTRICT' })
+  @JoinColumn({ name: 'data_key_id' })
+  dataKey?: Relation<DataKey>;
+
+  @Column('text', { name: 'user_id' })
+  userId!: string;
+
+  @Column('text')
+  provider!: string;
+
+  @Column('text')
+  type!: ConnectionType;
+
+  @Column('text')
+  status!: ConnectionStatus;
+
+  @Column('text', { array: true, default: () => "'{}'" })
+  scopes!: string[];
+
+  @Column('timestamptz', { name: 'expires_at', nullable: true })
+  expiresAt!: Date | null;
+
+  @Column('uuid', { name: 'data_key_id', nullable: true })
+  dataKeyId!: string | null;
+
+  /** The access token (oauth2) or the API key (api_key), sealed. Null once revoked. */
+  @Column('bytea', { name: 'secret', nullable: true })
+  secret!: Buffer | null;
+
+  @Column('bytea', { name: 'refresh_token', nullable: true })
+  refreshToken!: Buffer | null;
+
+  @VersionColumn()
+  version!: number;
+
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  createdAt!: Date;
+
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
+  updatedAt!: Date;
+
+  @Column('timestamptz', { name: 'revoked_at', nullable: true })
+  revokedAt!: Date | null;
+}

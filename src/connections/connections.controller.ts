@@ -1,0 +1,89 @@
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  HttpCode,
+  Inject,
+  Param,
+  Put,
+  Query,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
+import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
+import type { FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { CustosException } from '../common/errors.js';
+import { UserIdParam, UuidParam, ZodBody, ZodQuery } from '../common/validation.js';
+import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
+import { adminActor } from '../identity/admin-keys.service.js';
+import {
+  importCredentialSchema,
+  listConnectionsQuerySchema,
+  type ImportCredentialInput,
+} from './connections.dto.js';
+import { ConnectionsService } from './connections.service.js';
+
+const providerKey = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+@ApiTags('connections')
+@ApiBearerAuth()
+@Controller('v1/tenants/:tenantId')
+@UseGuards(AdminAuthGuard)
+export class ConnectionsController {
+  constructor(@Inject(ConnectionsService) private readonly connections: ConnectionsService) {}
+
+  @Put('users/:userId/connections/:provider')
+  @Access('tenant_admin')
+  @ApiBody({ schema: z.toJSONSchema(importCredentialSchema) as object })
+  async importCredential(
+    @Req() req: AuthedRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Param('userId', UserIdParam) userId: string,
+    @Param('provider') provider: string,
+    @Body(new ZodBody(importCredentialSchema)) body: ImportCredentialInput,
+  ) {
+    if (!providerKey.test(provider))
+      throw new CustosException('malformed_id', 'Malformed provider key in path');
+    const { connection, created } = await this.connections.importCredential(
+      adminActor(req.principal!),
+      tenantId,
+      userId,
+      provider,
+      body,
+    );
+    void reply.status(created ? 201 : 200);
+    return connection;
+  }
+
+  @Get('users/:userId/connections')
+  @Access('tenant_admin')
+  async list(
+    @Req() req: AuthedRequest,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Param('userId', UserIdParam) userId: string,
+    @Query(new ZodQuery(listConnectionsQuerySchema)) query: z.output<typeof listConnectionsQuerySchema>,
+  ) {
+    const items = await this.connections.listConnections(
+      adminActor(req.principal!),
+      tenantId,
+      userId,
+      query.includeRevoked === 'true',
+    );
+    return { items };
+  }
+
+  @Delete('connections/:connectionId')
+  @HttpCode(204)
+  @Access('tenant_admin')
+  async revoke(
+    @Req() req: AuthedRequest,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Param('connectionId', UuidParam) connectionId: string,
+  ): Promise<void> {
+    await this.connections.revokeConnection(adminActor(req.principal!), tenantId, connectionId);
+  }
+}

@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import { userIdSchema } from '../common/validation.js';
+
+const secret = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(/^[^\p{Cc}]+$/u, 'must not contain control characters');
+
+const scope = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be a valid OAuth scope token');
+
+export const importCredentialSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('api_key'),
+    apiKey: secret(8192),
+  }),
+  z.strictObject({
+    type: z.literal('oauth2'),
+    accessToken: secret(16384),
+    refreshToken: secret(16384).optional(),
+    expiresAt: z.iso.datetime({ offset: true }).optional(),
+    scopes: z.array(scope).max(200).optional(),
+  }),
+]);
+export type ImportCredentialInput = z.output<typeof importCredentialSchema>;
+
+export const listConnectionsQuerySchema = z.strictObject({
+  includeRevoked: z.enum(['true', 'false']).optional(),
+});
+
+export const auditQuerySchema = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().min(1).max(200).optional(),
+  action: z
+    .string()
+    .min(1)
+    .max(100)
+    .regex(/^[a-z_.]+$/)
+    .optional(),
+  userId: userIdSchema.optional(),
+});

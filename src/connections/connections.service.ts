@@ -1,0 +1,308 @@
+/**
+ * The credential store: import (create or replace), list, read for release, revoke. Each secret field is
+ * sealed under the tenant's current data key and bound to its row; a write and its audit event commit
+ * together, so a credential write is all or nothing.
+ */
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource, type EntityManager } from 'typeorm';
+import { AuditService, type Actor } from '../audit/audit.service.js';
+import { CustosException } from '../common/errors.js';
+import { DataKeyService } from '../crypto/data-key.service.js';
+import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
+import { returned } from '../database/sql.js';
+import { ProviderCatalog } from '../providers/provider-catalog.js';
+import type { ConnectionStatus, ConnectionType } from './connection.entity.js';
+import type { ImportCredentialInput } from './connections.dto.js';
+
+export interface ConnectionView {
+  id: string;
+  tenantId: string;
+  userId: string;
+  provider: string;
+  type: ConnectionType;
+  status: ConnectionStatus;
+  scopes: string[];
+  expiresAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Plaintext credential for release; callers must not log or persist it. */
+export interface OpenedCredential {
+  connection: ConnectionView;
+  secret: string;
+  refreshToken: string | null;
+}
+
+interface ConnectionRow {
+  id: string;
+  tenant_id: string;
+  user_id: string;
+  provider: string;
+  type: ConnectionType;
+  status: ConnectionStatus;
+  scopes: string[];
+  expires_at: Date | null;
+  data_key_id: string | null;
+  secret: Buffer | null;
+  refresh_token: Buffer | null;
+  has_refresh: boolean;
+  version: number;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const columns = `id, tenant_id, user_id, provider, type, status, scopes, expires_at, data_key_id, version,
+  created_at, updated_at, (refresh_token IS NOT NULL) AS has_refresh`;
+
+/** Status as a reader should see it: an access token past its expiry with no way to refresh is expired. */
+function effectiveStatus(r: ConnectionRow, now = Date.now()): ConnectionStatus {
+  if (
+    r.status === 'active' &&
+    r.type === 'oauth2' &&
+    !r.has_refresh &&
+    r.expires_at &&
+    r.expires_at.getTime() <= now
+  )
+    return 'expired';
+  return r.status;
+}
+
+export function connectionView(r: ConnectionRow): ConnectionView {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    userId: r.user_id,
+    provider: r.provider,
+    type: r.type,
+    status: effectiveStatus(r),
+    scopes: r.scopes,
+    expiresAt: r.expires_at ? r.expires_at.toISOString() : null,
+    createdAt: r.created_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+  };
+}
+
+const binding = (tenantId: string, connectionId: string, field: string, dataKeyId: string): FieldBinding => ({
+  tenantId,
+  scope: 'connection',
+  recordId: connectionId,
+  field,
+  dataKeyId,
+});
+
+@Injectable()
+export class ConnectionsService {
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+  ) {}
+
+  /** Creates or replaces the user's credential for a provider. */
+  async importCredential(
+    actor: Actor,
+    tenantId: string,
+    userId: string,
+    providerKey: string,
+    input: ImportCredentialInput,
+  ): Promise<{ connection: ConnectionView; created: boolean }> {
+    const provider = this.catalog.get(providerKey);
+    if (!provider) throw new CustosException('unknown_provider', `Unknown provider "${providerKey}"`);
+    const expected: ConnectionType = provider.authMode === 'oauth2' ? 'oauth2' : 'api_key';
+    if (input.type !== expected) {
+      throw new CustosException(
+        'credential_type_mismatch',
+        `Provider "${providerKey}" takes credentials of type "${expected}", not "${input.type}"`,
+      );
+    }
+    const { dataKeyId, key } = await this.dataKeys.sealingKey(tenantId);
+    const attempt = () =>
+      this.db.transaction(async (m) => {
+        const existing: { id: string }[] = await m.query(
+          `SELECT id FROM connections WHERE tenant_id = $1 AND user_id = $2 AND provider = $3 AND revoked_at IS NULL
+           FOR UPDATE`,
+          [tenantId, userId, providerKey],
+        );
+        const id = existing[0]?.id ?? randomUUID();
+        const isOauth = input.type === 'oauth2';
+        const secretPlain = isOauth ? input.accessToken : input.apiKey;
+        const secret = sealField(
+          key,
+          binding(tenantId, id, isOauth ? 'access_token' : 'api_key', dataKeyId),
+          Buffer.from(secretPlain, 'utf8'),
+        );
+        const refresh =
+          isOauth && input.refreshToken
+            ? sealField(
+                key,
+                binding(tenantId, id, 'refresh_token', dataKeyId),
+                Buffer.from(input.refreshToken, 'utf8'),
+              )
+            : null;
+        const scopes = isOauth ? [...new Set(input.scopes ?? [])] : [];
+        const expiresAt = isOauth && input.expiresAt ? new Date(input.expiresAt) : null;
+        const params = [
+          id,
+          tenantId,
+          userId,
+          providerKey,
+          input.type,
+          scopes,
+          expiresAt,
+          dataKeyId,
+          secret,
+          refresh,
+        ];
+        const rows = returned<ConnectionRow>(
+          existing[0]
+            ? await m.query(
+                `UPDATE connections SET type = $5, status = 'active', scopes = $6, expires_at = $7, data_key_id = $8,
+                 secret = $9, refresh_token = $10, version = version + 1, updated_at = now()
+               WHERE id = $1 AND tenant_id = $2 AND user_id = $3 AND provider = $4 RETURNING ${columns}`,
+                params,
+              )
+            : await m.query(
+                `INSERT INTO connections (id, tenant_id, user_id, provider, type, status, scopes, expires_at, data_key_id,
+                 secret, refresh_token, version)
+               VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, 1) RETURNING ${columns}`,
+                params,
+              ),
+        );
+        const created = existing.length === 0;
+        await this.audit.record(
+          {
+            tenantId,
+            action: created ? 'connection.created' : 'connection.replaced',
+            outcome: 'allowed',
+            actor,
+            subjectUserId: userId,
+            connectionId: id,
+            provider: providerKey,
+            details: { type: input.type, scopes, hasRefreshToken: refresh !== null, source: 'import' },
+          },
+          m,
+        );
+        return { connection: connectionView(rows[0]), created };
+      });
+    try {
+      return await attempt();
+    } catch (err) {
+      // Two first imports raced on the live-connection index: the loser replaces the winner's row.
+      if ((err as { driverError?: { code?: string }; code?: string }).driverError?.code === '23505')
+        return attempt();
+      throw err;
+    }
+  }
+
+  async listConnections(
+    actor: Actor,
+    tenantId: string,
+    userId: string,
+    includeRevoked: boolean,
+  ): Promise<ConnectionView[]> {
+    return this.db.transaction(async (m) => {
+      const rows: ConnectionRow[] = await m.query(
+        `SELECT ${columns} FROM connections WHERE tenant_id = $1 AND user_id = $2
+           ${includeRevoked ? '' : 'AND revoked_at IS NULL'} ORDER BY provider, created_at`,
+        [tenantId, userId],
+      );
+      await this.audit.record(
+        {
+          tenantId,
+          action: 'connection.listed',
+          outcome: 'allowed',
+          actor,
+          subjectUserId: userId,
+          details: { count: rows.length },
+        },
+        m,
+      );
+      return rows.map((r) => connectionView(r));
+    });
+  }
+
+  /** Destroys the secret material and keeps a tombstone row for the audit trail. */
+  async revokeConnection(actor: Actor, tenantId: string, connectionId: string): Promise<void> {
+    await this.db.transaction(async (m) => {
+      const rows = returned<ConnectionRow>(
+        await m.query(
+          `UPDATE connections SET status = 'revoked', secret = NULL, refresh_token = NULL, revoked_at = now(),
+           version = version + 1, updated_at = now()
+         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING ${columns}`,
+          [connectionId, tenantId],
+        ),
+      );
+      const row = rows[0];
+      if (!row) throw new CustosException('not_found', 'Connection not found');
+      await this.audit.record(
+        {
+          tenantId,
+          action: 'connection.revoked',
+          outcome: 'allowed',
+          actor,
+          subjectUserId: row.user_id,
+          connectionId,
+          provider: row.provider,
+        },
+        m,
+      );
+    });
+  }
+
+  /** Decrypts a connection's secrets. Release paths must audit before handing the result out. */
+  async openCredential(
+    tenantId: string,
+    connectionId: string,
+    manager?: EntityManager,
+  ): Promise<OpenedCredential> {
+    const rows: ConnectionRow[] = await (manager ?? this.db.manager).query(
+      `SELECT ${columns}, secret, refresh_token FROM connections WHERE id = $1 AND tenant_id = $2`,
+      [connectionId, tenantId],
+    );
+    const row = rows[0];
+    if (!row || !row.secret) throw new CustosException('not_found', 'Connection not found or revoked');
+    const open = async (field: string, envelope: Buffer) => {
+      const { dataKeyId } = readEnvelopeHeader(envelope);
+      const key = await this.dataKeys.keyById(tenantId, dataKeyId);
+      return openField(key, binding(tenantId, row.id, field, dataKeyId), envelope).toString('utf8');
+    };
+    return {
+      connection: connectionView(row),
+      secret: await open(row.type === 'oauth2' ? 'access_token' : 'api_key', row.secret),
+      refreshToken: row.refresh_token ? await open('refresh_token', row.refresh_token) : null,
+    };
+  }
+
+  /** Marks access tokens past expiry with no refresh token as expired; run by a background job. */
+  async markExpired(limit = 1000): Promise<number> {
+    return this.db.transaction(async (m) => {
+      const rows = returned<ConnectionRow>(
+        await m.query(
+          `UPDATE connections SET status = 'expired', version = version + 1, updated_at = now()
+          WHERE id IN (SELECT id FROM connections WHERE status = 'active' AND type = 'oauth2' AND revoked_at IS NULL
+                         AND refresh_token IS NULL AND expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)
+          RETURNING ${columns}`,
+          [limit],
+        ),
+      );
+      for (const r of rows) {
+        await this.audit.record(
+          {
+            tenantId: r.tenant_id,
+            action: 'connection.expired',
+            outcome: 'allowed',
+            actor: { type: 'system', id: null },
+            subjectUserId: r.user_id,
+            connectionId: r.id,
+            provider: r.provider,
+          },
+          m,
+        );
+      }
+      return rows.length;
+    });
+  }
+}

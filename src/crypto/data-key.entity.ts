@@ -1,0 +1,45 @@
+import {
+  Column,
+  CreateDateColumn,
+  Entity,
+  Index,
+  PrimaryColumn,
+  JoinColumn,
+  ManyToOne,
+  type Relation,
+} from 'typeorm';
+import { Tenant } from '../tenants/tenant.entity.js';
+import type { KeyBackendType } from './key-backend.js';
+
+/** A tenant's data key for one epoch, stored only wrapped by the tenant's key backend. */
+@Entity('data_keys')
+@Index('uq_data_keys_tenant_epoch', ['tenantId', 'epoch'], { unique: true })
+export class DataKey {
+  @PrimaryColumn('uuid')
+  id!: string;
+
+  @Column('uuid', { name: 'tenant_id' })
+  tenantId!: string;
+
+  @ManyToOne(() => Tenant, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'tenant_id' })
+  tenant?: Relation<Tenant>;
+
+  @Column('int')
+  epoch!: number;
+
+  @Column('text', { name: 'backend_type' })
+  backendType!: KeyBackendType;
+
+  @Column('text', { name: 'key_ref' })
+  keyRef!: string;
+
+  @Column('bytea')
+  wrapped!: Buffer;
+
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'retired_at', nullable: true })
+  retiredAt!: Date | null;
+}

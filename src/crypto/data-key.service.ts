@@ -1,0 +1,168 @@
+/**
+ * Tenant data keys: the current epoch for sealing, any epoch by id for opening. Unwrapped keys are cached
+ * with a bounded age and count; concurrent misses for one key share one unwrap, so backend calls grow with
+ * tenants x epochs, never with reads.
+ */
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { CONFIG, type Config } from '../config/config.js';
+import { CustosException } from '../common/errors.js';
+import { KeyBackends } from './key-backends.js';
+
+interface CachedKey {
+  tenantId: string;
+  key: Buffer;
+  expiresAt: number;
+}
+
+interface CurrentKey {
+  dataKeyId: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+interface DataKeyRow {
+  id: string;
+  tenant_id: string;
+  epoch: number;
+  wrapped: Buffer;
+  created_at: Date;
+}
+
+const DAY_MS = 86_400_000;
+
+@Injectable()
+export class DataKeyService {
+  private readonly keys = new Map<string, CachedKey>();
+  private readonly current = new Map<string, CurrentKey>();
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+  /** Backend unwrap calls made by this process (for metrics and benchmarks). */
+  unwrapCalls = 0;
+
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(CONFIG) private readonly config: Config,
+    @Inject(KeyBackends) private readonly backends: KeyBackends,
+  ) {}
+
+  private get ttlMs(): number {
+    return this.config.dataKeyCacheTtlSeconds * 1000;
+  }
+
+  /** The data key new secrets of this tenant are sealed under (creating a new epoch when due). */
+  async sealingKey(tenantId: string): Promise<{ dataKeyId: string; key: Buffer }> {
+    const now = Date.now();
+    const maxAge = this.config.dataKeyMaxAgeDays * DAY_MS;
+    const cur = this.current.get(tenantId);
+    if (cur && cur.expiresAt > now && now - cur.createdAt < maxAge) {
+      return { dataKeyId: cur.dataKeyId, key: await this.keyById(tenantId, cur.dataKeyId) };
+    }
+    let row = await this.latest(tenantId);
+    if (!row || now - row.created_at.getTime() >= maxAge)
+      row = await this.createEpoch(tenantId, row?.epoch ?? 0);
+    this.current.set(tenantId, {
+      dataKeyId: row.id,
+      createdAt: row.created_at.getTime(),
+      expiresAt: now + Math.min(this.ttlMs, 60_000),
+    });
+    return { dataKeyId: row.id, key: await this.unwrapCached(row) };
+  }
+
+  /** The unwrapped data key with this id, which must belong to the tenant. */
+  async keyById(tenantId: string, dataKeyId: string): Promise<Buffer> {
+    const hit = this.keys.get(dataKeyId);
+    if (hit && hit.expiresAt > Date.now()) {
+      if (hit.tenantId !== tenantId)
+        throw new CustosException('decryption_failed', 'Data key does not belong to tenant');
+      return hit.key;
+    }
+    const rows: DataKeyRow[] = await this.db.query(
+      'SELECT id, tenant_id, epoch, wrapped, created_at FROM data_keys WHERE id = $1 AND tenant_id = $2',
+      [dataKeyId, tenantId],
+    );
+    if (rows.length === 0) throw new CustosException('decryption_failed', 'Unknown data key');
+    return this.unwrapCached(rows[0]);
+  }
+
+  /** Drops this tenant's unwrapped keys from this process's cache. */
+  flushTenant(tenantId: string): void {
+    for (const [id, k] of this.keys) {
+      // Dropped, not zeroed: a request in flight may still hold this buffer.
+      if (k.tenantId === tenantId) this.keys.delete(id);
+    }
+    this.current.delete(tenantId);
+  }
+
+  cacheSize(): number {
+    return this.keys.size;
+  }
+
+  private async latest(tenantId: string): Promise<DataKeyRow | undefined> {
+    const rows: DataKeyRow[] = await this.db.query(
+      `SELECT id, tenant_id, epoch, wrapped, created_at FROM data_keys
+        WHERE tenant_id = $1 AND retired_at IS NULL ORDER BY epoch DESC LIMIT 1`,
+      [tenantId],
+    );
+    return rows[0];
+  }
+
+  private async createEpoch(tenantId: string, previousEpoch: number): Promise<DataKeyRow> {
+    const backend = await this.backends.forTenant(tenantId);
+    const id = randomUUID();
+    const generated = await backend.generateDataKey({ tenantId, dataKeyId: id });
+    const epoch = previousEpoch + 1;
+    // Replicas racing to create the same epoch: one insert wins, the others read the winner.
+    const inserted: DataKeyRow[] = await this.db.transaction(async (m) => {
+      const rows: DataKeyRow[] = await m.query(
+        `INSERT INTO data_keys (id, tenant_id, epoch, backend_type, key_ref, wrapped) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id, epoch) DO NOTHING RETURNING id, tenant_id, epoch, wrapped, created_at`,
+        [id, tenantId, epoch, backend.type, generated.keyRef, generated.wrapped],
+      );
+      if (rows.length > 0) {
+        await m.query(
+          'UPDATE data_keys SET retired_at = now() WHERE tenant_id = $1 AND epoch < $2 AND retired_at IS NULL',
+          [tenantId, epoch],
+        );
+      }
+      return rows;
+    });
+    if (inserted.length > 0) {
+      this.store(tenantId, id, generated.plaintext);
+      return inserted[0];
+    }
+    generated.plaintext.fill(0);
+    const winner = await this.latest(tenantId);
+    if (!winner) throw new CustosException('internal_error', 'Data key epoch vanished');
+    return winner;
+  }
+
+  private unwrapCached(row: DataKeyRow): Promise<Buffer> {
+    const hit = this.keys.get(row.id);
+    if (hit && hit.expiresAt > Date.now()) return Promise.resolve(hit.key);
+    const pending = this.inflight.get(row.id);
+    if (pending) return pending;
+    const p = (async () => {
+      try {
+        const backend = await this.backends.forTenant(row.tenant_id);
+        this.unwrapCalls++;
+        const key = await backend.unwrapDataKey(row.wrapped, { tenantId: row.tenant_id, dataKeyId: row.id });
+        this.store(row.tenant_id, row.id, key);
+        return key;
+      } finally {
+        this.inflight.delete(row.id);
+      }
+    })();
+    this.inflight.set(row.id, p);
+    return p;
+  }
+
+  private store(tenantId: string, dataKeyId: string, key: Buffer): void {
+    if (this.ttlMs === 0) return;
+    if (this.keys.size >= this.config.dataKeyCacheMaxEntries) {
+      const oldest = this.keys.keys().next();
+      if (!oldest.done) this.keys.delete(oldest.value);
+    }
+    this.keys.set(dataKeyId, { tenantId, key, expiresAt: Date.now() + this.ttlMs });
+  }
+}

@@ -1,0 +1,4 @@
+/** Migration classes, listed explicitly (a glob finds nothing when tests run from .ts). */
+import { Initial1795304937774 } from '../../migrations/1795304937774-Initial.js';
+
+export const migrations = [Initial1795304937774];

@@ -1,0 +1,138 @@
+/**
+ * The job runner port: BullMQ when REDIS_URL is set, in-process otherwise. Jobs are named, periodic and
+ * idempotent; their due state lives in PostgreSQL, so losing Redis loses nothing.
+ */
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+
+export type JobHandler = () => Promise<void>;
+
+export interface JobRunner {
+  readonly kind: 'bullmq' | 'in-process';
+  register(name: string, everyMs: number, handler: JobHandler): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Readiness: the runner's backing store answers. */
+  check(): Promise<void>;
+}
+
+export const JOB_RUNNER = Symbol('JOB_RUNNER');
+
+interface Registered {
+  name: string;
+  everyMs: number;
+  handler: JobHandler;
+}
+
+export class InProcessJobRunner implements JobRunner {
+  readonly kind = 'in-process';
+  private readonly jobs: Registered[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly running = new Set<string>();
+
+  constructor(private readonly log: Logger) {}
+
+  register(name: string, everyMs: number, handler: JobHandler): void {
+    this.jobs.push({ name, everyMs, handler });
+  }
+
+  async start(): Promise<void> {
+    for (const job of this.jobs) {
+      const t = setInterval(() => void this.runOnce(job), job.everyMs);
+      t.unref();
+      this.timers.push(t);
+    }
+  }
+
+  /** Runs a job now unless it is already running (no overlap). */
+  async runOnce(job: Registered): Promise<void> {
+    if (this.running.has(job.name)) return;
+    this.running.add(job.name);
+    try {
+      await job.handler();
+    } catch (err) {
+      this.log.error(
+        { job: job.name, err: { name: (err as Error).name, message: (err as Error).message } },
+        'job failed',
+      );
+    } finally {
+      this.running.delete(job.name);
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers.length = 0;
+    while (this.running.size > 0) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  async check(): Promise<void> {}
+}
+
+export class BullMqJobRunner implements JobRunner {
+  readonly kind = 'bullmq';
+  private readonly jobs = new Map<string, Registered>();
+  private readonly connection: Redis;
+  private queue?: Queue;
+  private worker?: Worker;
+
+  constructor(
+    redisUrl: string,
+    private readonly log: Logger,
+    private readonly queueName = 'custos-maintenance',
+  ) {
+    this.connection = new Redis(redisUrl, {
+      maxRetriesPerRequest: null,
+      lazyConnect: true,
+      enableOfflineQueue: true,
+    });
+    this.connection.on('error', (err: Error) =>
+      this.log.warn({ err: { name: err.name } }, 'redis connection error'),
+    );
+  }
+
+  register(name: string, everyMs: number, handler: JobHandler): void {
+    this.jobs.set(name, { name, everyMs, handler });
+  }
+
+  async start(): Promise<void> {
+    await this.connection.connect();
+    this.queue = new Queue(this.queueName, { connection: this.connection });
+    for (const job of this.jobs.values()) {
+      await this.queue.upsertJobScheduler(
+        job.name,
+        { every: job.everyMs },
+        { name: job.name, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+      );
+    }
+    this.worker = new Worker(
+      this.queueName,
+      async (j) => {
+        const job = this.jobs.get(j.name);
+        if (job) await job.handler();
+      },
+      { connection: this.connection.duplicate({ maxRetriesPerRequest: null }), concurrency: 1 },
+    );
+    this.worker.on('failed', (j, err) =>
+      this.log.error({ job: j?.name, err: { name: err.name } }, 'job failed'),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.close();
+    await this.queue?.close();
+    this.connection.disconnect();
+  }
+
+  async check(): Promise<void> {
+    const pong = await this.connection.ping();
+    if (pong !== 'PONG') throw new Error('redis did not answer PING');
+  }
+
+  /** Names of the schedulers registered in Redis (for tests and diagnostics). */
+  async schedulers(): Promise<string[]> {
+    const list = await this.queue?.getJobSchedulers();
+    return (list ?? []).map((s) => s.key);
+  }
+}

@@ -1,0 +1,41 @@
+/** The api+worker entry point: `npm start`. */
+import 'reflect-metadata';
+import { startCustos } from './bootstrap.js';
+import { ConfigError, loadConfig } from './config/config.js';
+import { createLogger } from './common/logger.js';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`custos: configuration error: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  const custos = await startCustos({ config, logger });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    custos.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  const e = err as Error;
+  createLogger('error').fatal(
+    { err: { name: e?.name, message: e?.message, stack: e?.stack } },
+    'Custos failed to start',
+  );
+  process.exit(1);
+});

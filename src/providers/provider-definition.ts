@@ -1,0 +1,393 @@
+/**
+ * The provider definition schema: what Custos knows about a third-party provider (where to send users, where
+ * to exchange codes, how to check an API key). It validates the shipped catalog (providers/*.yaml) and, later,
+ * the custom providers that tenants send through the API, so it is strict: unknown fields are errors.
+ */
+import { z } from 'zod';
+import { CustosException } from '../common/errors.js';
+
+export const PROVIDER_KEY_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const PARAM_KEY_PATTERN = /^[a-z][a-zA-Z0-9_]{0,62}$/;
+/** RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'. */
+const SCOPE_TOKEN_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
+/** RFC 9110 token, for header names. */
+const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HEADER_VALUE_PATTERN = /^[\x20-\x7E]*$/;
+const PLACEHOLDER_PATTERN = /\{([^{}]*)\}/g;
+const HAS_PLACEHOLDER = /\{[^{}]*\}/;
+/**
+ * A host that contains a placeholder must end in at least two fixed labels, so a value supplied at connect
+ * time picks a subdomain of the provider's domain and never the domain itself.
+ */
+const FIXED_HOST_SUFFIX_PATTERN = /^\.[a-z0-9-]+(\.[a-z0-9-]+)+$/;
+/** Every connection-config value must fit this before its own pattern is tried (hostname label / path segment). */
+const CONNECTION_VALUE_PATTERN = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$/;
+/** Parameters Custos sets itself on the authorization request; a definition may not override them. */
+const RESERVED_AUTHORIZATION_PARAMS = new Set([
+  'client_id',
+  'client_secret',
+  'redirect_uri',
+  'response_type',
+  'scope',
+  'state',
+  'nonce',
+  'code_challenge',
+  'code_challenge_method',
+]);
+/** Headers that frame or route the request; a verify call may not set them. */
+const RESERVED_VERIFY_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
+
+/** The `{name}` placeholders of a URL template, in order of appearance. */
+export function urlPlaceholders(url: string): string[] {
+  return [...url.matchAll(PLACEHOLDER_PATTERN)].map((m) => m[1] ?? '');
+}
+
+/** Why a (possibly templated) URL is unacceptable, or undefined when it is fine. */
+function urlProblem(raw: string, allowPlaceholders: boolean): string | undefined {
+  const placeholders = urlPlaceholders(raw);
+  if (placeholders.length > 0) {
+    if (!allowPlaceholders) return 'must not contain {placeholders}';
+    const bad = placeholders.find((p) => !PARAM_KEY_PATTERN.test(p));
+    if (bad !== undefined) return `has a malformed placeholder {${bad}}`;
+  }
+  const substituted = raw.replace(PLACEHOLDER_PATTERN, 'x');
+  if (/[{}]/.test(substituted)) return 'has an unbalanced { or }';
+  if (raw.includes('#')) return 'must not have a fragment';
+  let url: URL;
+  try {
+    url = new URL(substituted);
+  } catch {
+    return 'must be an absolute URL';
+  }
+  if (url.protocol !== 'https:') return 'must be an https: URL';
+  if (url.username !== '' || url.password !== '') return 'must not contain credentials';
+  if (placeholders.length > 0) {
+    const queryStart = raw.indexOf('?');
+    if (queryStart !== -1 && HAS_PLACEHOLDER.test(raw.slice(queryStart))) {
+      return 'may have placeholders only in its host and path';
+    }
+    const rawHost = /^https:\/\/([^/?]*)/.exec(raw)?.[1] ?? '';
+    if (
+      rawHost.includes('{') &&
+      !FIXED_HOST_SUFFIX_PATTERN.test(rawHost.slice(rawHost.lastIndexOf('}') + 1))
+    ) {
+      return 'may use a placeholder in its host only before a fixed domain of at least two labels';
+    }
+  }
+  return undefined;
+}
+
+function httpsUrl(options: { allowPlaceholders: boolean }) {
+  return z
+    .string()
+    .describe(
+      options.allowPlaceholders
+        ? 'Absolute https: URL without credentials or fragment; {param} placeholders declared in connectionConfig may appear in the host (before a fixed domain) and path.'
+        : 'Absolute https: URL without credentials or fragment.',
+    )
+    .max(2048)
+    .superRefine((value, ctx) => {
+      const problem = urlProblem(value, options.allowPlaceholders);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `URL ${problem}` });
+    });
+}
+
+const templatedUrl = httpsUrl({ allowPlaceholders: true });
+
+const connectionParamSchema = z.strictObject({
+  key: z.string().regex(PARAM_KEY_PATTERN, 'must match ^[a-z][a-zA-Z0-9_]{0,62}$'),
+  label: z.string().trim().min(1).max(100),
+  /** An anchored regular expression the value must match, on top of the built-in hostname-safe check. */
+  pattern: z
+    .string()
+    .max(200)
+    .superRefine((value, ctx) => {
+      if (!value.startsWith('^') || !value.endsWith('$')) {
+        ctx.addIssue({ code: 'custom', message: 'pattern must be anchored with ^ and $' });
+        return;
+      }
+      // Tenants write these and users' input runs through them: refusing repeated groups rules out the
+      // nested quantifiers behind catastrophic backtracking.
+      if (/\)[*+{]/.test(value)) {
+        ctx.addIssue({ code: 'custom', message: 'pattern must not repeat a group with *, + or {}' });
+        return;
+      }
+      try {
+        new RegExp(value, 'u');
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'pattern is not a valid regular expression' });
+      }
+    })
+    .optional(),
+});
+
+const oauth2Schema = z.strictObject({
+  authorizationUrl: templatedUrl,
+  tokenUrl: templatedUrl,
+  /** An RFC 7009 revocation endpoint; leave it out for providers whose revocation is proprietary. */
+  revocationUrl: templatedUrl.optional(),
+  /** Expected `iss` of ID tokens / RFC 9207 authorization responses. */
+  issuer: templatedUrl.optional(),
+  /** Default scopes requested at connect time. */
+  scopes: z
+    .array(z.string().max(512).regex(SCOPE_TOKEN_PATTERN, 'must be an RFC 6749 scope token'))
+    .max(100)
+    .default([]),
+  scopeSeparator: z.enum([' ', ',']).default(' '),
+  /** Send an S256 PKCE challenge. */
+  pkce: z.boolean().default(true),
+  tokenEndpointAuthMethod: z
+    .enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt'])
+    .default('client_secret_basic'),
+  /** Extra authorization request parameters, e.g. `{access_type: offline, prompt: consent}`. */
+  authorizationParams: z
+    .record(z.string().min(1).max(100), z.string().max(1000))
+    .superRefine((params, ctx) => {
+      for (const name of Object.keys(params)) {
+        if (RESERVED_AUTHORIZATION_PARAMS.has(name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [name],
+            message: `${name} is set by Custos and cannot be overridden`,
+          });
+        }
+      }
+    })
+    .default({}),
+  /**
+   * Each refresh returns a new refresh token and invalidates the old one, so refreshes must be single-flight
+   * and the new token stored before the access token is used. When unsure, true is the safe value.
+   */
+  rotatesRefreshToken: z.boolean().default(false),
+  /**
+   * Access-token lifetime in seconds, assumed when a token response that carries a refresh token omits
+   * expires_in. (A response with neither a refresh token nor expires_in is a token that does not expire.)
+   */
+  defaultExpiresIn: z.int().positive().max(31_536_000).default(3600),
+});
+
+const apiKeyVerifySchema = z.strictObject({
+  url: templatedUrl,
+  method: z.enum(['GET', 'POST']).default('GET'),
+  header: z
+    .string()
+    .max(100)
+    .regex(HEADER_NAME_PATTERN, 'must be an HTTP header name')
+    .default('Authorization'),
+  /**
+   * The header value, with `{key}` standing for the secret: the API key, or for basic providers the
+   * base64 of `username:password`.
+   */
+  format: z
+    .string()
+    .max(200)
+    .regex(HEADER_VALUE_PATTERN, 'must be printable ASCII')
+    .refine((value) => value.includes('{key}'), 'format must contain {key}')
+    .default('Bearer {key}'),
+  /** Fixed extra headers, e.g. `{anthropic-version: "2023-06-01"}`. */
+  headers: z
+    .record(
+      z.string().max(100).regex(HEADER_NAME_PATTERN, 'must be an HTTP header name'),
+      z.string().max(1000).regex(HEADER_VALUE_PATTERN, 'must be printable ASCII'),
+    )
+    .optional(),
+});
+
+const apiKeySchema = z.strictObject({
+  /** A cheap authenticated request that succeeds (2xx) only for a valid key. */
+  verify: apiKeyVerifySchema.optional(),
+});
+
+export const providerDefinitionSchema = z
+  .strictObject({
+    key: z.string().regex(PROVIDER_KEY_PATTERN, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$'),
+    name: z.string().trim().min(1).max(100),
+    authMode: z.enum(['oauth2', 'api_key', 'basic']),
+    docsUrl: httpsUrl({ allowPlaceholders: false }).optional(),
+    /** Values the user supplies at connect time (account, subdomain, …), usable as `{key}` in URLs. */
+    connectionConfig: z.array(connectionParamSchema).min(1).max(10).optional(),
+    oauth2: oauth2Schema.optional(),
+    apiKey: apiKeySchema.optional(),
+  })
+  .superRefine((def, ctx) => {
+    if (def.authMode === 'oauth2' && def.oauth2 === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['oauth2'],
+        message: 'oauth2 is required when authMode is oauth2',
+      });
+    }
+    if (def.authMode !== 'oauth2' && def.oauth2 !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['oauth2'],
+        message: `oauth2 is not allowed when authMode is ${def.authMode}`,
+      });
+    }
+    if (def.authMode === 'oauth2' && def.apiKey !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['apiKey'],
+        message: 'apiKey is not allowed when authMode is oauth2',
+      });
+    }
+
+    const declared = new Set<string>();
+    def.connectionConfig?.forEach((param, i) => {
+      if (declared.has(param.key)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['connectionConfig', i, 'key'],
+          message: `duplicate key ${param.key}`,
+        });
+      }
+      declared.add(param.key);
+    });
+    const urls: [(string | number)[], string | undefined][] = [
+      [['oauth2', 'authorizationUrl'], def.oauth2?.authorizationUrl],
+      [['oauth2', 'tokenUrl'], def.oauth2?.tokenUrl],
+      [['oauth2', 'revocationUrl'], def.oauth2?.revocationUrl],
+      [['oauth2', 'issuer'], def.oauth2?.issuer],
+      [['apiKey', 'verify', 'url'], def.apiKey?.verify?.url],
+    ];
+    for (const [path, url] of urls) {
+      for (const name of urlPlaceholders(url ?? '')) {
+        if (!declared.has(name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path,
+            message: `placeholder {${name}} is not declared in connectionConfig`,
+          });
+        }
+      }
+    }
+
+    def.oauth2?.scopes.forEach((scope, i) => {
+      if (def.oauth2?.scopeSeparator === ',' && scope.includes(',')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['oauth2', 'scopes', i],
+          message: 'scope contains the separator',
+        });
+      }
+    });
+
+    const verify = def.apiKey?.verify;
+    for (const name of Object.keys(verify?.headers ?? {})) {
+      const lower = name.toLowerCase();
+      if (RESERVED_VERIFY_HEADERS.has(lower) || lower === verify?.header.toLowerCase()) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apiKey', 'verify', 'headers', name],
+          message: `header ${name} cannot be set`,
+        });
+      }
+    }
+  });
+
+export type ProviderDefinition = z.infer<typeof providerDefinitionSchema>;
+/** What a definition may look like before defaults are applied (YAML files, API request bodies). */
+export type ProviderDefinitionInput = z.input<typeof providerDefinitionSchema>;
+export type OAuth2Config = z.infer<typeof oauth2Schema>;
+export type ApiKeyVerifyConfig = z.infer<typeof apiKeyVerifySchema>;
+export type ConnectionParam = z.infer<typeof connectionParamSchema>;
+export type AuthMode = ProviderDefinition['authMode'];
+
+export type OAuth2ProviderDefinition = ProviderDefinition & { authMode: 'oauth2'; oauth2: OAuth2Config };
+
+export function isOAuth2Provider(def: ProviderDefinition): def is OAuth2ProviderDefinition {
+  return def.authMode === 'oauth2' && def.oauth2 !== undefined;
+}
+
+/** JSON Schema (request-body shape, before defaults) for OpenAPI documentation. */
+export const providerJsonSchema = z.toJSONSchema(providerDefinitionSchema, { io: 'input' });
+
+export interface ValidationIssue {
+  path: string;
+  message: string;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return '(root)';
+  return path
+    .map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`))
+    .join('');
+}
+
+function toIssues(error: z.ZodError): ValidationIssue[] {
+  return error.issues.flatMap((issue) =>
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown field' }))
+      : [{ path: formatPath(issue.path), message: issue.message }],
+  );
+}
+
+/** Validates a provider definition and applies defaults; throws CustosException 'validation_failed'. */
+export function parseProviderDefinition(input: unknown): ProviderDefinition {
+  const result = providerDefinitionSchema.safeParse(input, {
+    error: (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'required' : undefined),
+  });
+  if (result.success) return result.data;
+  const issues = toIssues(result.error);
+  const first = issues[0] ?? { path: '(root)', message: 'invalid' };
+  throw new CustosException(
+    'validation_failed',
+    `Invalid provider definition at ${first.path}: ${first.message}`,
+    {
+      issues,
+    },
+  );
+}
+
+/**
+ * Checks the values a user supplies at connect time against the definition's connectionConfig: every declared
+ * key present, no other key, each value hostname-safe and matching its pattern. Throws 'validation_failed'.
+ */
+export function parseConnectionConfig(
+  def: Pick<ProviderDefinition, 'connectionConfig'>,
+  input: unknown,
+): Record<string, string> {
+  const params = def.connectionConfig ?? [];
+  const fail = (path: string, message: string): never => {
+    throw new CustosException('validation_failed', `Invalid connection config at ${path}: ${message}`, {
+      issues: [{ path, message }],
+    });
+  };
+  if (input === undefined && params.length === 0) return {};
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    return fail('(root)', 'expected object');
+  const record = input as Record<string, unknown>;
+  const declared = new Set(params.map((p) => p.key));
+  const unknownKey = Object.keys(record).find((k) => !declared.has(k));
+  if (unknownKey !== undefined) fail(unknownKey, 'unknown field');
+  const values: Record<string, string> = {};
+  for (const param of params) {
+    const value = record[param.key];
+    if (typeof value !== 'string') return fail(param.key, `${param.label} is required`);
+    if (!CONNECTION_VALUE_PATTERN.test(value) || value.includes('..')) {
+      fail(param.key, 'may contain only letters, digits, ".", "-" and "_"');
+    }
+    if (param.pattern !== undefined && !new RegExp(param.pattern, 'u').test(value)) {
+      fail(param.key, `does not match ${param.pattern}`);
+    }
+    values[param.key] = value;
+  }
+  return values;
+}
+
+/** Substitutes validated connection-config values (from parseConnectionConfig) into a URL template. */
+export function expandProviderUrl(template: string, values: Readonly<Record<string, string>>): string {
+  const expanded = template.replace(PLACEHOLDER_PATTERN, (_match, name: string) => {
+    const value = values[name];
+    if (value === undefined || !CONNECTION_VALUE_PATTERN.test(value) || value.includes('..')) {
+      throw new CustosException('validation_failed', `Missing or invalid connection config value ${name}`, {
+        issues: [{ path: name, message: 'missing or invalid' }],
+      });
+    }
+    return value;
+  });
+  if (urlProblem(expanded, false) !== undefined) {
+    throw new CustosException('validation_failed', 'Connection config does not produce a valid https URL');
+  }
+  return expanded;
+}
