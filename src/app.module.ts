@@ -5,6 +5,7 @@ import { AuditController } from './audit/audit.controller.js';
 import { AuditService } from './audit/audit.service.js';
 import { CONFIG, type Config } from './config/config.js';
 import { LOGGER } from './common/logger.js';
+import { OutboundHttpClient } from './common/outbound-http.js';
 import { ConnectionsController } from './connections/connections.controller.js';
 import { ConnectionsService } from './connections/connections.service.js';
 import { DataKeyService } from './crypto/data-key.service.js';
@@ -48,6 +49,11 @@ export class AppModule {
         { provide: DataSource, useValue: rt.dataSource },
         { provide: ProviderCatalog, useValue: rt.catalog },
         { provide: JOB_RUNNER, useValue: rt.jobs },
+        // The one SSRF-safe client for every tenant-influenced URL (JWKS, custom providers, key backends, webhooks).
+        {
+          provide: OutboundHttpClient,
+          useValue: new OutboundHttpClient({ allowHosts: rt.config.outboundAllowHosts }),
+        },
         { provide: MANAGED_KEY_BACKEND, useValue: new ManagedKeyBackend(rt.keyring) },
         KeyBackends,
         DataKeyService,

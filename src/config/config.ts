@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { parseAllowHosts } from '../common/outbound-http.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -125,6 +126,14 @@ export interface Config {
 
 export class ConfigError extends Error {}
 
+function allowHosts(value: string | undefined): string[] {
+  try {
+    return parseAllowHosts(value);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+}
+
 /** Validates the environment once; fails fast naming the variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const out: Record<string, unknown> = {};
@@ -156,10 +165,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataKeyCacheTtlSeconds: e.CUSTOS_DATA_KEY_CACHE_TTL_SECONDS,
     dataKeyCacheMaxEntries: e.CUSTOS_DATA_KEY_CACHE_MAX_ENTRIES,
     dataKeyMaxAgeDays: e.CUSTOS_DATA_KEY_MAX_AGE_DAYS,
-    outboundAllowHosts: (e.CUSTOS_OUTBOUND_ALLOW_HOSTS ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+    outboundAllowHosts: allowHosts(e.CUSTOS_OUTBOUND_ALLOW_HOSTS),
     bodyLimitBytes: e.CUSTOS_BODY_LIMIT_BYTES,
     logLevel: e.CUSTOS_LOG_LEVEL,
   };

@@ -1,0 +1,17 @@
+/** Where the tests find PostgreSQL and Redis: TEST_DATABASE_URL / TEST_REDIS_URL, or this machine's defaults. */
+export const adminDatabaseUrl =
+  process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const testRedisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const WORKER_DB_COUNT = 4;
+
+export function databaseUrlFor(dbName: string): string {
+  const u = new URL(adminDatabaseUrl);
+  u.pathname = `/${dbName}`;
+  return u.toString();
+}
+
+/** One database per Jest worker, so files running in parallel never share tables. */
+export function workerDatabaseName(): string {
+  const id = Number(process.env.JEST_WORKER_ID ?? '1');
+  return `custos_test_${((id - 1) % WORKER_DB_COUNT) + 1}`;
+}
