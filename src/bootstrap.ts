@@ -63,7 +63,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     const adapter = new FastifyAdapter({
       bodyLimit: config.bodyLimitBytes,
       // User ids are up to 255 characters, percent-encoded in the path.
-      maxParamLength: 2048,
+      routerOptions: { maxParamLength: 2048 },
       trustProxy: false,
       genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => {
         const given = req.headers['x-request-id'];

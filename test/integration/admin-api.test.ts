@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
-import { createTenant, startTestApp, uniqueSecret, type TenantFixture, type TestApp } from '../support/app';
-import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../support/env';
-import { startTcpProxy } from '../support/tcp-proxy';
+import {
+  createTenant,
+  startTestApp,
+  uniqueSecret,
+  type TenantFixture,
+  type TestApp,
+} from '../support/app.js';
+import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../support/env.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
 
 let app: TestApp;
 let t: TenantFixture;

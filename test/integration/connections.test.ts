@@ -1,4 +1,10 @@
-import { createTenant, startTestApp, uniqueSecret, type TenantFixture, type TestApp } from '../support/app';
+import {
+  createTenant,
+  startTestApp,
+  uniqueSecret,
+  type TenantFixture,
+  type TestApp,
+} from '../support/app.js';
 
 let app: TestApp;
 let a: TenantFixture;
@@ -21,7 +27,7 @@ const list = (t: TenantFixture, user: string, key = t.adminKey, qs = '') =>
 const rawRow = async (id: string) =>
   (await app.custos.runtime.dataSource.query('SELECT * FROM connections WHERE id = $1', [id]))[0];
 const connections = () => app.custos.app.get(ConnectionsService);
-import { ConnectionsService } from '../../src/connections/connections.service';
+import { ConnectionsService } from '../../src/connections/connections.service.js';
 
 describe('PUT /v1/tenants/:tenantId/users/:userId/connections/:provider', () => {
   it('imports an API key (201), and replaces it in place on a second import (200, same id)', async () => {

@@ -1,18 +1,20 @@
 /** Starts a real Custos (real PostgreSQL, real crypto) for a test file, with captured logs and an HTTP helper. */
 import fs from 'node:fs';
+import type { OutgoingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { startCustos, type Custos } from '../../src/bootstrap';
-import { loadConfig } from '../../src/config/config';
-import { createLogger } from '../../src/common/logger';
-import { generateAdminKey } from '../../src/identity/admin-keys.service';
-import { RootKeyring } from '../../src/crypto/root-keyring';
-import { databaseUrlFor, workerDatabaseName } from './env';
+import { startCustos, type Custos } from '../../src/bootstrap.js';
+import { loadConfig } from '../../src/config/config.js';
+import { createLogger } from '../../src/common/logger.js';
+import { generateAdminKey } from '../../src/identity/admin-keys.service.js';
+import { RootKeyring } from '../../src/crypto/root-keyring.js';
+import { databaseUrlFor, workerDatabaseName } from './env.js';
 
 export interface Reply {
   status: number;
-  headers: Record<string, string | string[] | undefined>;
+  headers: OutgoingHttpHeaders;
+  // JSON bodies are asserted field by field in tests.
   body: any;
   raw: string;
 }
@@ -65,7 +67,7 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
         headers['content-type'] ??= 'application/json';
       }
       const res = await fastify.inject({ method: method as 'GET', url, headers, payload });
-      let body: unknown = undefined;
+      let body: unknown;
       try {
         body = res.body ? JSON.parse(res.body) : undefined;
       } catch {

@@ -1,8 +1,8 @@
 /** Where the tests find PostgreSQL and Redis: TEST_DATABASE_URL / TEST_REDIS_URL, or this machine's defaults. */
-export const adminDatabaseUrl =
-  process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+import { adminDatabaseUrl, WORKER_DB_COUNT } from './global-setup.js';
+
+export { adminDatabaseUrl };
 export const testRedisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-export const WORKER_DB_COUNT = 4;
 
 export function databaseUrlFor(dbName: string): string {
   const u = new URL(adminDatabaseUrl);

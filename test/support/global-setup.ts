@@ -1,5 +1,8 @@
 import pg from 'pg';
-import { adminDatabaseUrl, WORKER_DB_COUNT } from './env';
+
+// Defined here rather than imported: Jest resolves globalSetup's imports without moduleNameMapper.
+export const adminDatabaseUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const WORKER_DB_COUNT = 4;
 
 /** Fresh worker databases for every run; Custos migrates them itself when a test starts it. */
 export default async function globalSetup(): Promise<void> {

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { createLogger } from '../../src/common/logger.js';
+import { BullMqJobRunner, InProcessJobRunner } from '../../src/jobs/job-runner.js';
+import { testRedisUrl } from '../support/env.js';
+
+const waitFor = async (cond: () => boolean, ms = 10_000) => {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+};
+
+describe('job runners', () => {
+  it('runs a periodic job through BullMQ on the real Redis, and rebuilds its schedule after FLUSHALL-like loss', async () => {
+    const queue = `custos-test-${randomUUID()}`;
+    const runner = new BullMqJobRunner(testRedisUrl, createLogger('silent'), queue);
+    let runs = 0;
+    runner.register('tick', 100, async () => {
+      runs++;
+    });
+    await runner.start();
+    try {
+      await runner.check();
+      expect(await runner.schedulers()).toEqual(['tick']);
+      await waitFor(() => runs >= 2);
+    } finally {
+      await runner.stop();
+    }
+    // The schedule lives in Redis only as a copy: wipe the queue's keys and start again.
+    const redis = new Redis(testRedisUrl);
+    const keys = await redis.keys(`bull:${queue}:*`);
+    if (keys.length) await redis.del(...keys);
+    await redis.quit();
+    const again = new BullMqJobRunner(testRedisUrl, createLogger('silent'), queue);
+    let reruns = 0;
+    again.register('tick', 100, async () => {
+      reruns++;
+    });
+    await again.start();
+    try {
+      await waitFor(() => reruns >= 1);
+    } finally {
+      await again.stop();
+      const r = new Redis(testRedisUrl);
+      const left = await r.keys(`bull:${queue}:*`);
+      if (left.length) await r.del(...left);
+      await r.quit();
+    }
+  });
+
+  it('reports Redis as unavailable to readiness when it cannot be reached', async () => {
+    const runner = new BullMqJobRunner(
+      'redis://127.0.0.1:1',
+      createLogger('silent'),
+      `custos-test-${randomUUID()}`,
+    );
+    await expect(
+      Promise.race([
+        runner.check(),
+        new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 3000).unref()),
+      ]),
+    ).rejects.toThrow();
+    await runner.stop();
+  });
+
+  it('runs jobs in-process without overlapping a slow run', async () => {
+    const runner = new InProcessJobRunner(createLogger('silent'));
+    let concurrent = 0;
+    let maxConcurrent = 0;
+    let runs = 0;
+    runner.register('slow', 20, async () => {
+      concurrent++;
+      maxConcurrent = Math.max(maxConcurrent, concurrent);
+      await new Promise((r) => setTimeout(r, 100));
+      concurrent--;
+      runs++;
+    });
+    await runner.start();
+    await waitFor(() => runs >= 2);
+    await runner.stop();
+    expect(maxConcurrent).toBe(1);
+  });
+
+  it('keeps running after a job throws', async () => {
+    const runner = new InProcessJobRunner(createLogger('silent'));
+    let calls = 0;
+    runner.register('flaky', 20, async () => {
+      calls++;
+      throw new Error('boom');
+    });
+    await runner.start();
+    await waitFor(() => calls >= 3);
+    await runner.stop();
+  });
+});

@@ -1,0 +1,30 @@
+import { createDataSource, runMigrations } from '../../src/database/data-source.js';
+import { databaseUrlFor, workerDatabaseName } from '../support/env.js';
+
+describe('migrations', () => {
+  it('bring the database to exactly what the entities describe, and are idempotent', async () => {
+    const ds = createDataSource(databaseUrlFor(workerDatabaseName()), 2);
+    await ds.initialize();
+    try {
+      await runMigrations(ds);
+      expect(await runMigrations(ds)).toEqual([]);
+      const pending = await ds.driver.createSchemaBuilder().log();
+      expect(pending.upQueries.map((q) => q.query)).toEqual([]);
+    } finally {
+      await ds.destroy();
+    }
+  });
+
+  it('apply once when several replicas start together', async () => {
+    const sources = Array.from({ length: 3 }, () =>
+      createDataSource(databaseUrlFor(workerDatabaseName()), 2),
+    );
+    await Promise.all(sources.map((s) => s.initialize()));
+    try {
+      const results = await Promise.all(sources.map((s) => runMigrations(s)));
+      expect(results.flat().length).toBeLessThanOrEqual(1);
+    } finally {
+      await Promise.all(sources.map((s) => s.destroy()));
+    }
+  });
+});
