@@ -76,6 +76,7 @@ export class BullMqJobRunner implements JobRunner {
   private readonly connection: Redis;
   private queue?: Queue;
   private worker?: Worker;
+  private workerConnection?: Redis;
 
   constructor(
     redisUrl: string,
@@ -106,13 +107,15 @@ export class BullMqJobRunner implements JobRunner {
         { name: job.name, opts: { removeOnComplete: 100, removeOnFail: 100 } },
       );
     }
+    // BullMQ does not close connections it was given: this one is ours to close in stop().
+    this.workerConnection = this.connection.duplicate({ maxRetriesPerRequest: null });
     this.worker = new Worker(
       this.queueName,
       async (j) => {
         const job = this.jobs.get(j.name);
         if (job) await job.handler();
       },
-      { connection: this.connection.duplicate({ maxRetriesPerRequest: null }), concurrency: 1 },
+      { connection: this.workerConnection, concurrency: 1 },
     );
     this.worker.on('failed', (j, err) =>
       this.log.error({ job: j?.name, err: { name: err.name } }, 'job failed'),
@@ -122,6 +125,7 @@ export class BullMqJobRunner implements JobRunner {
   async stop(): Promise<void> {
     await this.worker?.close();
     await this.queue?.close();
+    this.workerConnection?.disconnect();
     this.connection.disconnect();
   }
 

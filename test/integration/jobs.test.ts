@@ -95,3 +95,18 @@ describe('job runners', () => {
     await runner.stop();
   });
 });
+
+describe('Custos with REDIS_URL', () => {
+  it('runs its background jobs on BullMQ and reports Redis in readiness', async () => {
+    const { startTestApp } = await import('../support/app.js');
+    const app = await startTestApp({ REDIS_URL: testRedisUrl });
+    try {
+      expect(app.custos.runtime.jobs.kind).toBe('bullmq');
+      const ready = await app.request('GET', '/readyz');
+      expect(ready.status).toBe(200);
+      expect(ready.body.checks.jobs).toBe('ok');
+    } finally {
+      await app.close();
+    }
+  });
+});

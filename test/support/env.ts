@@ -13,5 +13,10 @@ export function databaseUrlFor(dbName: string): string {
 /** One database per Jest worker, so files running in parallel never share tables. */
 export function workerDatabaseName(): string {
   const id = Number(process.env.JEST_WORKER_ID ?? '1');
-  return `custos_test_${((id - 1) % WORKER_DB_COUNT) + 1}`;
+  const prefix = process.env.CUSTOS_TEST_DB_PREFIX;
+  if (!prefix)
+    throw new Error(
+      'CUSTOS_TEST_DB_PREFIX is unset: run the tests through Jest (globalSetup creates the databases)',
+    );
+  return `${prefix}${((id - 1) % WORKER_DB_COUNT) + 1}`;
 }
