@@ -22,6 +22,8 @@ function alive(pid: number): boolean {
 export default async function globalSetup(): Promise<void> {
   const run = `${PREFIX}${process.pid}_`;
   process.env.CUSTOS_TEST_DB_PREFIX = run;
+  process.env.CUSTOS_TEST_DB_COUNT = String(WORKER_DB_COUNT);
+  process.env.CUSTOS_TEST_ADMIN_DB_URL = adminDatabaseUrl;
   const client = new pg.Client({ connectionString: adminDatabaseUrl });
   await client.connect();
   try {

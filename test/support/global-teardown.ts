@@ -1,14 +1,14 @@
 import pg from 'pg';
-import { adminDatabaseUrl, WORKER_DB_COUNT } from './global-setup';
 
+/** Drops this run's databases. Reads only what globalSetup left in the environment (no imports: see there). */
 export default async function globalTeardown(): Promise<void> {
   const run = process.env.CUSTOS_TEST_DB_PREFIX;
-  if (!run) return;
-  const client = new pg.Client({ connectionString: adminDatabaseUrl });
+  const count = Number(process.env.CUSTOS_TEST_DB_COUNT ?? 0);
+  if (!run || !process.env.CUSTOS_TEST_ADMIN_DB_URL) return;
+  const client = new pg.Client({ connectionString: process.env.CUSTOS_TEST_ADMIN_DB_URL });
   await client.connect();
   try {
-    for (let i = 1; i <= WORKER_DB_COUNT; i++)
-      await client.query(`DROP DATABASE IF EXISTS "${run}${i}" WITH (FORCE)`);
+    for (let i = 1; i <= count; i++) await client.query(`DROP DATABASE IF EXISTS "${run}${i}" WITH (FORCE)`);
   } finally {
     await client.end();
   }
