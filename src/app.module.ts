@@ -15,6 +15,10 @@ import type { RootKeyring } from './crypto/root-keyring.js';
 import { HealthController } from './health/health.controller.js';
 import { AdminAuthGuard } from './identity/admin-auth.guard.js';
 import { AdminKeysService } from './identity/admin-keys.service.js';
+import { ConnectorsController } from './identity/connectors.controller.js';
+import { ConnectorsService } from './identity/connectors.service.js';
+import { IdentityProvidersController } from './identity/identity-providers.controller.js';
+import { IdentityProvidersService } from './identity/identity-providers.service.js';
 import { JOB_RUNNER, type JobRunner } from './jobs/job-runner.js';
 import { ProviderCatalog } from './providers/provider-catalog.js';
 import { ProvidersController } from './providers/providers.controller.js';
@@ -42,6 +46,8 @@ export class AppModule {
         TenantsController,
         ConnectionsController,
         AuditController,
+        ConnectorsController,
+        IdentityProvidersController,
       ],
       providers: [
         { provide: CONFIG, useValue: rt.config },
@@ -62,6 +68,8 @@ export class AppModule {
         AdminAuthGuard,
         TenantsService,
         ConnectionsService,
+        ConnectorsService,
+        IdentityProvidersService,
       ],
     };
   }

@@ -8,7 +8,8 @@ const secret = (max: number) =>
     .max(max)
     .regex(/^[^\p{Cc}]+$/u, 'must not contain control characters');
 
-const scope = z
+/** One OAuth scope token (RFC 6749 section 3.3). */
+export const scopeTokenSchema = z
   .string()
   .min(1)
   .max(256)
@@ -24,7 +25,7 @@ export const importCredentialSchema = z.discriminatedUnion('type', [
     accessToken: secret(16384),
     refreshToken: secret(16384).optional(),
     expiresAt: z.iso.datetime({ offset: true }).optional(),
-    scopes: z.array(scope).max(200).optional(),
+    scopes: z.array(scopeTokenSchema).max(200).optional(),
   }),
 ]);
 export type ImportCredentialInput = z.output<typeof importCredentialSchema>;

@@ -4,10 +4,12 @@ import { AuditEvent } from '../audit/audit-event.entity.js';
 import { Connection } from '../connections/connection.entity.js';
 import { DataKey } from '../crypto/data-key.entity.js';
 import { AdminKey } from '../identity/admin-key.entity.js';
+import { Connector } from '../identity/connector.entity.js';
+import { IdentityProvider } from '../identity/identity-provider.entity.js';
 import { Tenant } from '../tenants/tenant.entity.js';
 import { migrations } from './migrations.js';
 
-export const entities = [Tenant, AdminKey, DataKey, Connection, AuditEvent];
+export const entities = [Tenant, AdminKey, DataKey, Connection, AuditEvent, Connector, IdentityProvider];
 
 export function createDataSource(url: string, poolSize = 10): DataSource {
   return new DataSource({

@@ -1,4 +1,5 @@
 /** Migration classes, listed explicitly (a glob finds nothing when tests run from .ts). */
 import { Initial1795304937774 } from '../../migrations/1795304937774-Initial.js';
+import { ConnectorsAndIdentityProviders1795307123236 } from '../../migrations/1795307123236-ConnectorsAndIdentityProviders.js';
 
-export const migrations = [Initial1795304937774];
+export const migrations = [Initial1795304937774, ConnectorsAndIdentityProviders1795307123236];
