@@ -6,6 +6,8 @@ import { AuditService } from './audit/audit.service.js';
 import { CONFIG, type Config } from './config/config.js';
 import { LOGGER } from './common/logger.js';
 import { OutboundHttpClient } from './common/outbound-http.js';
+import { ConnectSessionsController } from './connect/connect-sessions.controller.js';
+import { ConnectSessionsService } from './connect/connect-sessions.service.js';
 import { ConnectionsController } from './connections/connections.controller.js';
 import { ConnectionsService } from './connections/connections.service.js';
 import { DataKeyService } from './crypto/data-key.service.js';
@@ -45,6 +47,7 @@ export class AppModule {
         ProvidersController,
         TenantsController,
         ConnectionsController,
+        ConnectSessionsController,
         AuditController,
         ConnectorsController,
         IdentityProvidersController,
@@ -68,6 +71,7 @@ export class AppModule {
         AdminAuthGuard,
         TenantsService,
         ConnectionsService,
+        ConnectSessionsService,
         ConnectorsService,
         IdentityProvidersService,
       ],

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'conflict'
   | 'unknown_provider'
   | 'credential_type_mismatch'
+  | 'return_url_not_allowed'
   | 'outbound_url_refused'
   | 'outbound_request_failed'
   | 'key_unavailable'

@@ -11,6 +11,7 @@ export function statusFor(code: ErrorCode): number {
     case 'unknown_field':
     case 'malformed_id':
     case 'credential_type_mismatch':
+    case 'return_url_not_allowed':
     case 'outbound_url_refused':
       return 400;
     case 'unauthenticated':

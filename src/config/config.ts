@@ -84,6 +84,11 @@ export const variables = {
     sensitive: false,
     description: 'A tenant data key older than this is retired: new secrets are sealed under a fresh epoch.',
   },
+  CUSTOS_CONNECT_SESSION_TTL_SECONDS: {
+    schema: int(60, 86400).default(900),
+    sensitive: false,
+    description: 'How long a connect link stays usable.',
+  },
   CUSTOS_OUTBOUND_ALLOW_HOSTS: {
     schema: z.string().optional(),
     sensitive: false,
@@ -119,6 +124,7 @@ export interface Config {
   dataKeyCacheTtlSeconds: number;
   dataKeyCacheMaxEntries: number;
   dataKeyMaxAgeDays: number;
+  connectSessionTtlSeconds: number;
   outboundAllowHosts: string[];
   bodyLimitBytes: number;
   logLevel: Env['CUSTOS_LOG_LEVEL'];
@@ -165,6 +171,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataKeyCacheTtlSeconds: e.CUSTOS_DATA_KEY_CACHE_TTL_SECONDS,
     dataKeyCacheMaxEntries: e.CUSTOS_DATA_KEY_CACHE_MAX_ENTRIES,
     dataKeyMaxAgeDays: e.CUSTOS_DATA_KEY_MAX_AGE_DAYS,
+    connectSessionTtlSeconds: e.CUSTOS_CONNECT_SESSION_TTL_SECONDS,
     outboundAllowHosts: allowHosts(e.CUSTOS_OUTBOUND_ALLOW_HOSTS),
     bodyLimitBytes: e.CUSTOS_BODY_LIMIT_BYTES,
     logLevel: e.CUSTOS_LOG_LEVEL,

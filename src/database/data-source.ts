@@ -1,6 +1,7 @@
 /** The one data-source definition, shared by the app, the migration command and the tests. */
 import { DataSource } from 'typeorm';
 import { AuditEvent } from '../audit/audit-event.entity.js';
+import { ConnectSession } from '../connect/connect-session.entity.js';
 import { Connection } from '../connections/connection.entity.js';
 import { DataKey } from '../crypto/data-key.entity.js';
 import { AdminKey } from '../identity/admin-key.entity.js';
@@ -9,7 +10,16 @@ import { IdentityProvider } from '../identity/identity-provider.entity.js';
 import { Tenant } from '../tenants/tenant.entity.js';
 import { migrations } from './migrations.js';
 
-export const entities = [Tenant, AdminKey, DataKey, Connection, AuditEvent, Connector, IdentityProvider];
+export const entities = [
+  Tenant,
+  AdminKey,
+  DataKey,
+  Connection,
+  AuditEvent,
+  Connector,
+  IdentityProvider,
+  ConnectSession,
+];
 
 export function createDataSource(url: string, poolSize = 10): DataSource {
   return new DataSource({

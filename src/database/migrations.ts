@@ -1,5 +1,10 @@
 /** Migration classes, listed explicitly (a glob finds nothing when tests run from .ts). */
 import { Initial1795304937774 } from '../../migrations/1795304937774-Initial.js';
 import { ConnectorsAndIdentityProviders1795307123236 } from '../../migrations/1795307123236-ConnectorsAndIdentityProviders.js';
+import { ConnectSessions1795307477134 } from '../../migrations/1795307477134-ConnectSessions.js';
 
-export const migrations = [Initial1795304937774, ConnectorsAndIdentityProviders1795307123236];
+export const migrations = [
+  Initial1795304937774,
+  ConnectorsAndIdentityProviders1795307123236,
+  ConnectSessions1795307477134,
+];

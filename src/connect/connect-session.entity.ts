@@ -1,0 +1,62 @@
+import {
+  Column,
+  CreateDateColumn,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  PrimaryColumn,
+  type Relation,
+} from 'typeorm';
+import { Tenant } from '../tenants/tenant.entity.js';
+
+export type ConnectSessionStatus = 'pending' | 'completed' | 'failed';
+
+/** A one-time link for one user to connect one provider. Only the SHA-256 of its token is stored. */
+@Entity('connect_sessions')
+@Index('ix_connect_sessions_tenant', ['tenantId', 'createdAt'])
+export class ConnectSession {
+  @PrimaryColumn('uuid')
+  id!: string;
+
+  @Column('uuid', { name: 'tenant_id' })
+  tenantId!: string;
+
+  @ManyToOne(() => Tenant, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'tenant_id' })
+  tenant?: Relation<Tenant>;
+
+  @Index('uq_connect_sessions_token_hash', { unique: true })
+  @Column('bytea', { name: 'token_hash' })
+  tokenHash!: Buffer;
+
+  @Column('text', { name: 'user_id' })
+  userId!: string;
+
+  @Column('text')
+  provider!: string;
+
+  @Column('text', { array: true, default: () => "'{}'" })
+  scopes!: string[];
+
+  @Column('text', { name: 'return_to', nullable: true })
+  returnTo!: string | null;
+
+  @Column('text')
+  status!: ConnectSessionStatus;
+
+  @Column('text', { name: 'created_by_type' })
+  createdByType!: string;
+
+  @Column('text', { name: 'created_by_id', nullable: true })
+  createdById!: string | null;
+
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'expires_at' })
+  expiresAt!: Date;
+
+  @Column('timestamptz', { name: 'completed_at', nullable: true })
+  completedAt!: Date | null;
+}
