@@ -25,8 +25,7 @@ import {
   type ImportCredentialInput,
 } from './connections.dto.js';
 import { ConnectionsService } from './connections.service.js';
-
-const providerKey = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
 
 @ApiTags('connections')
 @ApiBearerAuth()
@@ -46,7 +45,7 @@ export class ConnectionsController {
     @Param('provider') provider: string,
     @Body(new ZodBody(importCredentialSchema)) body: ImportCredentialInput,
   ) {
-    if (!providerKey.test(provider))
+    if (!PROVIDER_KEY_PATTERN.test(provider))
       throw new CustosException('malformed_id', 'Malformed provider key in path');
     const { connection, created } = await this.connections.importCredential(
       adminActor(req.principal!),

@@ -3,13 +3,13 @@
  * key exists and whether a URL may be fetched are checked by the services.
  */
 import { z } from 'zod';
+import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 import { publicJwksSchema, SIGNING_ALGORITHMS } from './jwk.js';
 
-export const PROVIDER_KEY = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 export const IDENTITY_PROVIDER_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
-const providerKey = z.string().regex(PROVIDER_KEY, 'must be a provider key');
+const providerKey = z.string().regex(PROVIDER_KEY_PATTERN, 'must be a provider key');
 
 const scope = scopeTokenSchema;
 
