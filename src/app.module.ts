@@ -2,7 +2,14 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditController } from './audit/audit.controller.js';
+import { AuditBatcher } from './audit/audit-batcher.js';
 import { AuditService } from './audit/audit.service.js';
+import { BrokerService } from './broker/broker.service.js';
+import { ClientAuthenticator } from './broker/client-auth.js';
+import { ConnectorOrAdminGuard } from './broker/connector-auth.guard.js';
+import { JwksResolver } from './broker/jwks-resolver.js';
+import { SubjectTokenVerifier } from './broker/subject-token.js';
+import { TokenController } from './broker/token.controller.js';
 import { CONFIG, type Config } from './config/config.js';
 import { LOGGER } from './common/logger.js';
 import { OutboundHttpClient } from './common/outbound-http.js';
@@ -51,6 +58,7 @@ export class AppModule {
         AuditController,
         ConnectorsController,
         IdentityProvidersController,
+        TokenController,
       ],
       providers: [
         { provide: CONFIG, useValue: rt.config },
@@ -74,6 +82,12 @@ export class AppModule {
         ConnectSessionsService,
         ConnectorsService,
         IdentityProvidersService,
+        AuditBatcher,
+        JwksResolver,
+        SubjectTokenVerifier,
+        ClientAuthenticator,
+        BrokerService,
+        ConnectorOrAdminGuard,
       ],
     };
   }

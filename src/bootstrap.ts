@@ -5,6 +5,7 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { AppModule, type Runtime } from './app.module.js';
+import { BrokerService } from './broker/broker.service.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { CustosExceptionFilter } from './common/exception.filter.js';
 import { createLogger, PinoNestLogger, requestContext } from './common/logger.js';
@@ -121,6 +122,10 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     jobs.register('connections.mark-expired', 60_000, async () => {
       const n = await connections.markExpired();
       if (n > 0) logger.info({ count: n }, 'connections marked expired');
+    });
+    const broker = app.get(BrokerService);
+    jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
+      await broker.pruneUsedAssertions();
     });
     await jobs.start();
     cleanups.splice(1, 0, () => jobs.stop());

@@ -1,16 +1,25 @@
 import { Body, Controller, Get, HttpCode, Inject, Param, Post, Req, UseGuards } from '@nestjs/common';
-import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
+import { ApiBasicAuth, ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
+import type { Actor } from '../audit/audit.service.js';
+import { ConnectorOrAdminGuard, type ConnectorOrAdminRequest } from '../broker/connector-auth.guard.js';
+import { CustosException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
+import { Access } from '../identity/admin-auth.guard.js';
 import { adminActor } from '../identity/admin-keys.service.js';
 import { createConnectSessionSchema, type CreateConnectSessionInput } from './connect-sessions.dto.js';
 import { ConnectSessionsService } from './connect-sessions.service.js';
 
+/**
+ * Connect sessions, for tenant admins (admin key) and for connectors (their client credentials). A
+ * connector may only create sessions for providers and scopes its policy allows, and only reads the
+ * sessions it created itself (including those handed out in consent_required answers).
+ */
 @ApiTags('connect')
 @ApiBearerAuth()
+@ApiBasicAuth()
 @Controller('v1/tenants/:tenantId/connect/sessions')
-@UseGuards(AdminAuthGuard)
+@UseGuards(ConnectorOrAdminGuard)
 export class ConnectSessionsController {
   constructor(@Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService) {}
 
@@ -19,16 +28,35 @@ export class ConnectSessionsController {
   @Access('tenant_admin')
   @ApiBody({ schema: z.toJSONSchema(createConnectSessionSchema) as object })
   create(
-    @Req() req: AuthedRequest,
+    @Req() req: ConnectorOrAdminRequest,
     @Param('tenantId', UuidParam) tenantId: string,
     @Body(new ZodBody(createConnectSessionSchema)) body: CreateConnectSessionInput,
   ) {
-    return this.sessions.createSession(adminActor(req.principal!), tenantId, body);
+    const connector = req.connector?.connector;
+    if (connector) {
+      if (!connector.allowedProviders.includes(body.provider)) {
+        throw new CustosException('forbidden', 'This connector may not use that provider');
+      }
+      const allowed = connector.allowedScopes[body.provider];
+      if (allowed && (body.scopes ?? []).some((s) => !allowed.includes(s))) {
+        throw new CustosException('forbidden', 'Scope outside what this connector is allowed');
+      }
+    }
+    return this.sessions.createSession(actorOf(req), tenantId, body);
   }
 
   @Get(':id')
   @Access('tenant_admin')
-  get(@Param('tenantId', UuidParam) tenantId: string, @Param('id', UuidParam) id: string) {
-    return this.sessions.getSession(tenantId, id);
+  get(
+    @Req() req: ConnectorOrAdminRequest,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Param('id', UuidParam) id: string,
+  ) {
+    return this.sessions.getSession(tenantId, id, req.connector ? actorOf(req) : undefined);
   }
+}
+
+function actorOf(req: ConnectorOrAdminRequest): Actor {
+  if (req.connector) return { type: 'connector', id: req.connector.connector.connectorId };
+  return adminActor(req.principal!);
 }

@@ -5,7 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { AuditService, type Actor } from '../audit/audit.service.js';
+import { AuditService, type Actor, type AuditRecord } from '../audit/audit.service.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
 import { hashKey } from '../identity/admin-keys.service.js';
@@ -52,10 +52,15 @@ export class ConnectSessionsService {
     @Inject(CONFIG) private readonly config: Config,
   ) {}
 
+  /**
+   * Creates a session and its audit event in one transaction; `alsoAudit` adds events to that same
+   * transaction (the token endpoint records its consent_required answer with the session it hands out).
+   */
   async createSession(
     actor: Actor,
     tenantId: string,
     input: CreateConnectSessionInput,
+    alsoAudit: AuditRecord[] = [],
   ): Promise<ConnectSessionView & { url: string }> {
     if (!this.catalog.get(input.provider)) {
       throw new CustosException('unknown_provider', `Unknown provider "${input.provider}"`);
@@ -100,16 +105,21 @@ export class ConnectSessionsService {
         },
         m,
       );
+      for (const event of alsoAudit) {
+        await this.audit.record({ ...event, details: { ...event.details, connectSessionId: id } }, m);
+      }
       return rows[0];
     });
     return { ...view(row), url: `${this.config.publicUrl}/connect/${token}` };
   }
 
-  async getSession(tenantId: string, id: string): Promise<ConnectSessionView> {
+  /** A session of the tenant; with `createdBy`, only if that actor created it (others are not found). */
+  async getSession(tenantId: string, id: string, createdBy?: Actor): Promise<ConnectSessionView> {
     const rows: SessionRow[] = await this.db.query(
       `SELECT id, user_id, provider, scopes, status, created_at, expires_at FROM connect_sessions
-        WHERE id = $1 AND tenant_id = $2`,
-      [id, tenantId],
+        WHERE id = $1 AND tenant_id = $2
+          AND ($3::text IS NULL OR (created_by_type = $3 AND created_by_id = $4))`,
+      [id, tenantId, createdBy?.type ?? null, createdBy?.id ?? null],
     );
     if (rows.length === 0) throw new CustosException('not_found', 'Connect session not found');
     return view(rows[0]);

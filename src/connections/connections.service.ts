@@ -276,6 +276,22 @@ export class ConnectionsService {
     };
   }
 
+  /**
+   * Opens the access token or API key of a connection row the caller has already read (the token endpoint
+   * loads the row together with the connector's state in one query). Data keys come from the cache.
+   */
+  async openSecret(
+    tenantId: string,
+    connectionId: string,
+    type: ConnectionType,
+    envelope: Buffer,
+  ): Promise<string> {
+    const { dataKeyId } = readEnvelopeHeader(envelope);
+    const key = await this.dataKeys.keyById(tenantId, dataKeyId);
+    const field = type === 'oauth2' ? 'access_token' : 'api_key';
+    return openField(key, binding(tenantId, connectionId, field, dataKeyId), envelope).toString('utf8');
+  }
+
   /** Marks access tokens past expiry with no refresh token as expired; run by a background job. */
   async markExpired(limit = 1000): Promise<number> {
     return this.db.transaction(async (m) => {

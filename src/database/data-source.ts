@@ -1,6 +1,7 @@
 /** The one data-source definition, shared by the app, the migration command and the tests. */
 import { DataSource } from 'typeorm';
 import { AuditEvent } from '../audit/audit-event.entity.js';
+import { UsedAssertion } from '../broker/used-assertion.entity.js';
 import { ConnectSession } from '../connect/connect-session.entity.js';
 import { Connection } from '../connections/connection.entity.js';
 import { DataKey } from '../crypto/data-key.entity.js';
@@ -19,6 +20,7 @@ export const entities = [
   Connector,
   IdentityProvider,
   ConnectSession,
+  UsedAssertion,
 ];
 
 export function createDataSource(url: string, poolSize = 10): DataSource {

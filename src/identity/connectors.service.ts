@@ -35,6 +35,13 @@ export interface ConnectorRegistration extends ConnectorPrincipal {
   jwksUri: string | null;
 }
 
+/** Everything client authentication needs, with the row version that lets a cached copy be checked. */
+export interface ConnectorCredentials extends ConnectorRegistration {
+  secretHash: Buffer | null;
+  version: number;
+  disabled: boolean;
+}
+
 export interface ConnectorView {
   id: string;
   clientId: string;
@@ -352,6 +359,25 @@ export class ConnectorsService {
     if (!row || row.auth_method !== 'client_secret_basic' || row.disabled_at !== null) return null;
     if (!row.secret_hash || row.secret_hash.length !== digest.length) return null;
     return timingSafeEqual(row.secret_hash, digest) ? principal(row) : null;
+  }
+
+  /** A connector by client_id, disabled or not, with its secret hash and version; null when unknown. */
+  async credentialsByClientId(clientId: string): Promise<ConnectorCredentials | null> {
+    if (!CLIENT_ID.test(clientId)) return null;
+    const rows: (ConnectorRow & { secret_hash: Buffer | null })[] = await this.db.query(
+      `SELECT ${columns}, secret_hash FROM connectors WHERE client_id = $1`,
+      [clientId],
+    );
+    const row = rows[0];
+    if (!row) return null;
+    return {
+      ...principal(row),
+      jwks: row.jwks,
+      jwksUri: row.jwks_uri,
+      secretHash: row.secret_hash,
+      version: row.version,
+      disabled: row.disabled_at !== null,
+    };
   }
 
   /** An enabled connector by client_id (for private_key_jwt verification), or null; disabled ones are not found. */

@@ -1,0 +1,548 @@
+/**
+ * The token endpoint (RFC 8693 token exchange): a connector authenticates as itself, names the user (a JWT
+ * from one of the tenant's identity providers, or a user id if the connector is trusted to assert one) and
+ * the provider, and gets back that user's access token or API key. Refresh tokens never leave Custos.
+ *
+ * The hot path with warm caches costs one database round trip for the decision plus a share of one
+ * group-committed audit INSERT: connector state, identity-provider version, the single-use record of a
+ * client assertion and the connection are read (and written) in one statement. Cached connector
+ * registrations and verified user tokens are checked against the versions that statement returns, so
+ * disabling a connector, rotating its secret or changing an identity provider acts on the next request.
+ * The credential is released only after its audit event has committed; every denial is audited too.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DataSource } from 'typeorm';
+import { AuditBatcher } from '../audit/audit-batcher.js';
+import type { Actor, AuditRecord } from '../audit/audit.service.js';
+import { CustosException } from '../common/errors.js';
+import { isInfrastructureError } from '../common/exception.filter.js';
+import { LOGGER } from '../common/logger.js';
+import { userIdSchema } from '../common/validation.js';
+import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
+import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
+import { scopeTokenSchema } from '../connections/connections.dto.js';
+import { ConnectionsService } from '../connections/connections.service.js';
+import { ProviderCatalog } from '../providers/provider-catalog.js';
+import {
+  ClientAuthenticator,
+  ClientAuthError,
+  type AuthenticatedClient,
+  type ClientAuthInput,
+} from './client-auth.js';
+import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from './subject-token.js';
+
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+export const USER_ID_TOKEN_TYPE = 'urn:custos:params:oauth:token-type:user-id';
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+export const API_KEY_TOKEN_TYPE = 'urn:custos:params:oauth:token-type:api-key';
+
+/** An access token with less life than this left is not handed out. */
+const MIN_REMAINING_MS = 10_000;
+const MAX_SCOPES = 100;
+
+export interface TokenRequest {
+  contentType: string | undefined;
+  authorization: string | undefined;
+  body: unknown;
+}
+
+export interface TokenResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: Record<string, unknown>;
+}
+
+/** A refusal in RFC 6749 terms; `reason` is the stable detail written to the audit trail. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: string,
+    readonly description: string,
+    readonly reason: string,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(description);
+  }
+}
+
+const invalidRequest = (description: string, reason = 'invalid_request') =>
+  new Refusal(400, 'invalid_request', description, reason);
+
+type Subject =
+  { kind: 'jwt'; verified: VerifiedSubject; userId: string } | { kind: 'trusted'; userId: string };
+
+interface HotRow {
+  connector_version: number | null;
+  connector_enabled: boolean;
+  idp_updated_at: Date | null;
+  assertion_fresh: number;
+  id: string | null;
+  type: ConnectionType | null;
+  status: ConnectionStatus | null;
+  scopes: string[] | null;
+  expires_at: Date | null;
+  secret: Buffer | null;
+}
+
+/** One statement: connector state, identity-provider version, assertion replay check and the connection. */
+function hotSql(consumeAssertion: boolean): string {
+  return `${
+    consumeAssertion
+      ? `WITH used AS (
+           INSERT INTO client_assertions_used (connector_id, jti_hash, expires_at) VALUES ($1, $5, $6)
+           ON CONFLICT DO NOTHING RETURNING 1)
+         `
+      : ''
+  }SELECT k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
+     (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = $4)
+       AS idp_updated_at,
+     ${consumeAssertion ? '(SELECT count(*) FROM used)::int' : '1'} AS assertion_fresh,
+     c.id, c.type, c.status, c.scopes, c.expires_at, c.secret
+   FROM connectors k
+   LEFT JOIN connections c
+     ON c.tenant_id = k.tenant_id AND c.user_id = $2 AND c.provider = $3 AND c.revoked_at IS NULL
+   WHERE k.id = $1`;
+}
+
+@Injectable()
+export class BrokerService {
+  /** Outcomes since start (for metrics and benchmarks). */
+  readonly stats = { released: 0, denied: 0, consentRequired: 0, unavailable: 0 };
+
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ClientAuthenticator) private readonly clients: ClientAuthenticator,
+    @Inject(SubjectTokenVerifier) private readonly subjects: SubjectTokenVerifier,
+    @Inject(ConnectionsService) private readonly connections: ConnectionsService,
+    @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
+    @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+    @Inject(AuditBatcher) private readonly audit: AuditBatcher,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
+  async pruneUsedAssertions(): Promise<number> {
+    const res: unknown = await this.db.query(
+      `DELETE FROM client_assertions_used WHERE ctid IN (
+         SELECT ctid FROM client_assertions_used WHERE expires_at < now() LIMIT 10000)`,
+    );
+    return (res as [unknown, number])[1];
+  }
+
+  async token(req: TokenRequest): Promise<TokenResponse> {
+    // What the audit event will say; filled in as the request is understood.
+    const event: AuditRecord & { details: Record<string, unknown> } = {
+      tenantId: null,
+      action: 'token.exchange',
+      outcome: 'denied',
+      actor: { type: 'connector', id: null },
+      details: {},
+    };
+    try {
+      const response = await this.exchange(req, event);
+      this.stats.released++;
+      return response;
+    } catch (err) {
+      return this.refuse(err, event);
+    }
+  }
+
+  private async exchange(
+    req: TokenRequest,
+    event: AuditRecord & { details: Record<string, unknown> },
+  ): Promise<TokenResponse> {
+    const form = readForm(req);
+    const authInput: ClientAuthInput = {
+      authorization: req.authorization,
+      clientId: form.client_id,
+      clientSecret: form.client_secret,
+      clientAssertion: form.client_assertion,
+      clientAssertionType: form.client_assertion_type,
+    };
+    let client = await this.authenticate(authInput, event);
+
+    if (form.grant_type === undefined) throw invalidRequest('grant_type is required', 'missing_grant_type');
+    if (form.grant_type !== TOKEN_EXCHANGE_GRANT) {
+      throw new Refusal(
+        400,
+        'unsupported_grant_type',
+        `Only ${TOKEN_EXCHANGE_GRANT} is supported`,
+        'unsupported_grant_type',
+      );
+    }
+    event.details.grantType = 'token-exchange';
+    for (const p of ['actor_token', 'actor_token_type', 'resource'] as const) {
+      if (form[p] !== undefined) throw invalidRequest(`${p} is not supported; name the provider in audience`);
+    }
+    const provider = form.audience;
+    if (!provider) throw invalidRequest('audience (the provider key) is required', 'missing_audience');
+    const definition = this.catalog.get(provider);
+    event.provider = definition ? provider : null;
+    if (!definition) {
+      event.details.audience = provider.slice(0, 100);
+      throw new Refusal(400, 'invalid_target', 'Unknown provider', 'unknown_provider');
+    }
+    const scopes = parseScope(form.scope);
+    event.details.requestedScopes = scopes;
+    if (form.requested_token_type !== undefined) {
+      const wanted = definition.authMode === 'oauth2' ? ACCESS_TOKEN_TYPE : API_KEY_TOKEN_TYPE;
+      if (form.requested_token_type !== wanted) {
+        throw invalidRequest(
+          `requested_token_type must be ${wanted} for this provider`,
+          'requested_token_type',
+        );
+      }
+    }
+    if (!form.subject_token) throw invalidRequest('subject_token is required', 'missing_subject_token');
+    if (!form.subject_token_type) {
+      throw invalidRequest('subject_token_type is required', 'missing_subject_token_type');
+    }
+    if (form.subject_token_type !== JWT_TOKEN_TYPE && form.subject_token_type !== USER_ID_TOKEN_TYPE) {
+      throw invalidRequest('Unsupported subject_token_type', 'unsupported_subject_token_type');
+    }
+
+    let subject: Subject | null = null;
+    let assertionPending = client.assertion !== null;
+    let row: HotRow | undefined;
+    for (let attempt = 0; ; attempt++) {
+      this.checkPolicy(client, provider, scopes);
+      subject ??= await this.subject(client, form.subject_token, form.subject_token_type, event);
+      const issuer = subject.kind === 'jwt' ? subject.verified.issuer : null;
+      const params: unknown[] = [client.connector.connectorId, subject.userId, provider, issuer];
+      if (assertionPending) params.push(client.assertion!.jtiHash, client.assertion!.expiresAt);
+      const rows: HotRow[] = await this.db.query(hotSql(assertionPending), params);
+      row = rows[0];
+      if (assertionPending && row && row.assertion_fresh === 0) {
+        throw new Refusal(401, 'invalid_client', 'Client authentication failed', 'assertion_replayed');
+      }
+      assertionPending = false;
+      const connectorStale =
+        !row || !row.connector_enabled || Number(row.connector_version) !== client.connector.version;
+      const idpStale =
+        subject.kind === 'jwt' &&
+        (!row?.idp_updated_at || row.idp_updated_at.getTime() !== subject.verified.identityProviderVersion);
+      if (!connectorStale && !idpStale) break;
+      if (attempt >= 2) throw new CustosException('temporarily_unavailable', 'Registration kept changing');
+      if (connectorStale) {
+        // A disabled, deleted or changed connector: authenticate again against the database.
+        this.clients.forget(client.connector.clientId);
+        client = await this.authenticate(authInput, event, true);
+      }
+      if (idpStale && subject.kind === 'jwt') {
+        this.subjects.invalidateIssuer(client.connector.tenantId, subject.verified.issuer);
+        subject = null;
+      }
+    }
+
+    const connector = client.connector;
+    const usable = this.usability(row, scopes);
+    if (usable !== 'usable') {
+      return this.consentRequired(client, subject, provider, scopes, row, usable, event);
+    }
+    const live = row as HotRow & { id: string; type: ConnectionType; secret: Buffer; scopes: string[] };
+    event.connectionId = live.id;
+    event.details.grantedScopes = live.scopes;
+    const secret = await this.connections.openSecret(connector.tenantId, live.id, live.type, live.secret);
+
+    // Fail closed: no credential leaves before its event is committed.
+    event.outcome = 'allowed';
+    await this.audit.write(event).catch(auditUnavailable);
+
+    const body: Record<string, unknown> =
+      live.type === 'oauth2'
+        ? { access_token: secret, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer' }
+        : { access_token: secret, issued_token_type: API_KEY_TOKEN_TYPE, token_type: 'N_A' };
+    if (live.type === 'oauth2') {
+      if (live.expires_at) {
+        body.expires_in = Math.max(0, Math.floor((live.expires_at.getTime() - Date.now()) / 1000));
+      }
+      if (live.scopes.length > 0) body.scope = live.scopes.join(' ');
+    }
+    return { status: 200, headers: noStore(), body };
+  }
+
+  private async authenticate(
+    input: ClientAuthInput,
+    event: AuditRecord & { details: Record<string, unknown> },
+    fresh = false,
+  ): Promise<AuthenticatedClient> {
+    try {
+      if (fresh) this.clients.forget(input.clientId ?? '');
+      const client = await this.clients.authenticate(input);
+      const c = client.connector;
+      event.tenantId = c.tenantId;
+      event.actor = { type: 'connector', id: c.connectorId };
+      event.details.clientId = c.clientId;
+      event.details.authMethod = client.method;
+      return client;
+    } catch (err) {
+      if (!(err instanceof ClientAuthError)) throw err;
+      if (err.connector) {
+        event.tenantId = err.connector.tenantId;
+        event.actor = { type: 'connector', id: err.connector.connectorId };
+        event.details.clientId = err.connector.clientId;
+      }
+      if (err.unavailable) {
+        event.details.reason = err.reason;
+        throw new CustosException('temporarily_unavailable', 'The connector’s signing keys are unavailable');
+      }
+      if (err.malformed) {
+        const what =
+          err.reason === 'multiple_methods'
+            ? 'Use exactly one client authentication method'
+            : err.reason === 'unsupported_method'
+              ? 'client_secret_post is not supported; use HTTP Basic or private_key_jwt'
+              : 'Malformed client authentication';
+        throw invalidRequest(what, err.reason);
+      }
+      throw new Refusal(
+        401,
+        'invalid_client',
+        'Client authentication failed',
+        err.reason,
+        {},
+        err.basic ? { 'www-authenticate': 'Basic realm="custos", charset="UTF-8"' } : {},
+      );
+    }
+  }
+
+  /** The connector may use this provider and these scopes (its allowedScopes, when it has a list). */
+  private checkPolicy(client: AuthenticatedClient, provider: string, scopes: string[]): void {
+    const c = client.connector;
+    if (!c.allowedProviders.includes(provider)) {
+      throw new Refusal(
+        400,
+        'invalid_target',
+        'This connector may not use that provider',
+        'provider_not_allowed',
+      );
+    }
+    const allowed = c.allowedScopes[provider];
+    const definition = this.catalog.get(provider)!;
+    if (scopes.length > 0 && definition.authMode !== 'oauth2') {
+      throw new Refusal(400, 'invalid_scope', 'This provider does not use scopes', 'scopes_not_applicable');
+    }
+    if (allowed) {
+      const outside = scopes.filter((s) => !allowed.includes(s));
+      if (outside.length > 0) {
+        throw new Refusal(
+          400,
+          'invalid_scope',
+          'Scope outside what this connector is allowed',
+          'scope_not_allowed',
+          {
+            // Not echoed to the client beyond the names it sent.
+          },
+        );
+      }
+    }
+  }
+
+  private async subject(
+    client: AuthenticatedClient,
+    token: string,
+    type: string,
+    event: AuditRecord & { details: Record<string, unknown> },
+  ): Promise<Subject> {
+    const c = client.connector;
+    if (type === USER_ID_TOKEN_TYPE) {
+      event.details.subjectTokenType = 'user_id';
+      if (c.delegation !== 'trusted') {
+        throw invalidRequest('This connector may not assert user ids', 'delegation_not_trusted');
+      }
+      if (!userIdSchema.safeParse(token).success) {
+        throw invalidRequest('subject_token is not a valid user id', 'malformed_user_id');
+      }
+      event.subjectUserId = token;
+      event.details.trustedAssertion = true;
+      return { kind: 'trusted', userId: token };
+    }
+    event.details.subjectTokenType = 'jwt';
+    try {
+      const verified = await this.subjects.verify(c.tenantId, token);
+      event.subjectUserId = verified.userId;
+      event.details.trustedAssertion = false;
+      event.details.issuer = verified.issuer;
+      event.details.identityProvider = verified.identityProvider;
+      if (verified.agentClientId) event.details.agentClientId = verified.agentClientId;
+      return { kind: 'jwt', verified, userId: verified.userId };
+    } catch (err) {
+      if (!(err instanceof SubjectTokenError)) throw err;
+      if (err.unavailable) {
+        event.details.reason = err.reason;
+        throw new CustosException('temporarily_unavailable', 'The identity provider’s keys are unavailable');
+      }
+      throw new Refusal(400, 'invalid_grant', err.message, `subject_token_${err.reason}`);
+    }
+  }
+
+  private usability(
+    row: HotRow | undefined,
+    scopes: string[],
+  ): 'usable' | 'not_connected' | 'needs_reauth' | 'expired' | 'insufficient_scope' {
+    if (!row?.id || !row.secret || row.status === 'revoked') return 'not_connected';
+    if (row.status === 'needs_reauth') return 'needs_reauth';
+    if (row.status === 'expired') return 'expired';
+    if (row.type === 'oauth2') {
+      // Refreshing an expired token comes with background refresh; until then the user reconnects.
+      if (row.expires_at && row.expires_at.getTime() - Date.now() < MIN_REMAINING_MS) return 'expired';
+      const granted = row.scopes ?? [];
+      if (scopes.some((s) => !granted.includes(s))) return 'insufficient_scope';
+    }
+    return 'usable';
+  }
+
+  /** 400 consent_required with a fresh connect link, recorded with its event in one transaction. */
+  private async consentRequired(
+    client: AuthenticatedClient,
+    subject: Subject,
+    provider: string,
+    scopes: string[],
+    row: HotRow | undefined,
+    why: 'not_connected' | 'needs_reauth' | 'expired' | 'insufficient_scope',
+    event: AuditRecord & { details: Record<string, unknown> },
+  ): Promise<TokenResponse> {
+    const granted = why === 'insufficient_scope' ? (row?.scopes ?? []) : [];
+    const wanted = [...new Set([...granted, ...scopes])];
+    if (row?.id) event.connectionId = row.id;
+    event.details.reason = 'consent_required';
+    event.details.consent = why;
+    const actor: Actor = { type: 'connector', id: client.connector.connectorId };
+    const session = await this.sessions
+      .createSession(actor, client.connector.tenantId, { userId: subject.userId, provider, scopes: wanted }, [
+        event,
+      ])
+      .catch(auditUnavailable);
+    this.stats.consentRequired++;
+    const descriptions = {
+      not_connected: 'The user has not connected this provider',
+      needs_reauth: 'The user must reconnect this provider',
+      expired: 'The user’s access to this provider has expired; they must reconnect',
+      insufficient_scope: 'The user has not granted the requested scope',
+    };
+    return {
+      status: 400,
+      headers: noStore(),
+      body: {
+        error: 'consent_required',
+        error_description: descriptions[why],
+        connect_uri: session.url,
+        expires_in: Math.max(0, Math.floor((Date.parse(session.expiresAt) - Date.now()) / 1000)),
+      },
+    };
+  }
+
+  /** Turns a refusal or failure into an RFC 6749 error response, after auditing it. */
+  private async refuse(
+    err: unknown,
+    event: AuditRecord & { details: Record<string, unknown> },
+  ): Promise<TokenResponse> {
+    if (err instanceof Refusal) {
+      event.outcome = 'denied';
+      event.details.reason = err.reason;
+      event.details.error = err.error;
+      try {
+        await this.audit.write(event);
+      } catch (auditErr) {
+        return this.unavailable(auditFailure(auditErr), event);
+      }
+      this.stats.denied++;
+      return {
+        status: err.status,
+        headers: { ...noStore(), ...err.headers },
+        body: { error: err.error, error_description: err.description, ...err.extra },
+      };
+    }
+    return this.unavailable(err, event);
+  }
+
+  /** 503 for a key backend or infrastructure failure; never a credential, never 401. */
+  private async unavailable(
+    err: unknown,
+    event: AuditRecord & { details: Record<string, unknown> },
+  ): Promise<TokenResponse> {
+    this.stats.unavailable++;
+    const keyProblem =
+      err instanceof CustosException && (err.code === 'key_unavailable' || err.code === 'key_invalid');
+    const known =
+      keyProblem ||
+      (err instanceof CustosException && err.code === 'temporarily_unavailable') ||
+      isInfrastructureError(err);
+    const e = err as { name?: string; code?: unknown; stack?: string };
+    if (!known)
+      this.log.error({ err: { name: e?.name, code: e?.code, stack: e?.stack } }, 'token request failed');
+    else this.log.warn({ err: { name: e?.name, code: e?.code } }, 'token request could not be served');
+    // Try to leave a trace of the failure; the answer is 503 whether or not this works.
+    if (event.tenantId !== null || event.actor.id !== null) {
+      event.outcome = 'failed';
+      event.details.error = keyProblem ? 'key_unavailable' : 'temporarily_unavailable';
+      this.audit.write(event).catch(() => undefined);
+    }
+    if (!known) {
+      return {
+        status: 500,
+        headers: noStore(),
+        body: { error: 'server_error', error_description: 'Internal error' },
+      };
+    }
+    return {
+      status: 503,
+      headers: { ...noStore(), 'retry-after': '5' },
+      body: keyProblem
+        ? { error: 'key_unavailable', error_description: 'The tenant’s key backend is unavailable' }
+        : {
+            error: 'temporarily_unavailable',
+            error_description: 'A backing service is unavailable; retry later',
+          },
+    };
+  }
+}
+
+/** The audit trail could not be written: whatever the database said, the answer is 503 and nothing else. */
+function auditFailure(err: unknown): CustosException {
+  const e = new CustosException('temporarily_unavailable', 'The audit trail cannot be written');
+  e.cause = err;
+  return e;
+}
+
+function auditUnavailable(err: unknown): never {
+  throw auditFailure(err);
+}
+
+function noStore(): Record<string, string> {
+  return { 'cache-control': 'no-store', pragma: 'no-cache' };
+}
+
+/** The form as single-valued strings: RFC 6749 §3.2 forbids repeating a parameter. */
+function readForm(req: TokenRequest): Record<string, string | undefined> {
+  const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') {
+    throw invalidRequest('The body must be application/x-www-form-urlencoded', 'content_type');
+  }
+  const body = req.body ?? {};
+  if (typeof body !== 'object') throw invalidRequest('Malformed form body', 'malformed_body');
+  const form: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
+    if (Array.isArray(v))
+      throw invalidRequest(`Parameter ${k.slice(0, 40)} is repeated`, 'repeated_parameter');
+    if (typeof v !== 'string') throw invalidRequest('Malformed form body', 'malformed_body');
+    // RFC 6749: parameters sent without a value are treated as omitted.
+    if (v !== '') form[k] = v;
+  }
+  return form;
+}
+
+function parseScope(scope: string | undefined): string[] {
+  if (scope === undefined) return [];
+  const list = scope.split(' ').filter((s) => s !== '');
+  if (list.length > MAX_SCOPES) throw new Refusal(400, 'invalid_scope', 'Too many scopes', 'too_many_scopes');
+  for (const s of list) {
+    if (!scopeTokenSchema.safeParse(s).success) {
+      throw new Refusal(400, 'invalid_scope', 'Malformed scope', 'malformed_scope');
+    }
+  }
+  return [...new Set(list)];
+}

@@ -1,0 +1,122 @@
+/**
+ * Lets a connector call a tenant API with its own client credentials instead of an admin key: HTTP Basic
+ * (client_secret_basic) or `Authorization: Bearer <client assertion JWT>` (private_key_jwt, RFC 7523, with
+ * the same audience and single-use rules as at the token endpoint). Anything else is handed to the admin
+ * key guard. A connector reaches only its own tenant (another tenant's path is 404), and its registration
+ * is read fresh from the database, so a disabled connector is refused at once.
+ */
+import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DataSource } from 'typeorm';
+import { AuditService } from '../audit/audit.service.js';
+import { CustosException } from '../common/errors.js';
+import { LOGGER } from '../common/logger.js';
+import { uuidSchema } from '../common/validation.js';
+import { AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
+import {
+  CLIENT_ASSERTION_TYPE,
+  ClientAuthenticator,
+  ClientAuthError,
+  type AuthenticatedClient,
+} from './client-auth.js';
+
+export interface ConnectorOrAdminRequest extends AuthedRequest {
+  connector?: AuthenticatedClient;
+}
+
+const JWT = /^Bearer (ey[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
+
+@Injectable()
+export class ConnectorOrAdminGuard implements CanActivate {
+  constructor(
+    @Inject(AdminAuthGuard) private readonly admin: AdminAuthGuard,
+    @Inject(ClientAuthenticator) private readonly clients: ClientAuthenticator,
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const req = context.switchToHttp().getRequest<ConnectorOrAdminRequest>();
+    const header = typeof req.headers.authorization === 'string' ? req.headers.authorization : '';
+    const basic = /^Basic /i.test(header);
+    const jwt = JWT.exec(header)?.[1];
+    if (!basic && jwt === undefined) return this.admin.canActivate(context);
+
+    const route = `${req.method} ${req.routeOptions?.url ?? ''}`;
+    let client: AuthenticatedClient;
+    try {
+      this.forgetClaimed(header, jwt);
+      client = await this.clients.authenticate({
+        authorization: basic ? header : undefined,
+        clientId: undefined,
+        clientSecret: undefined,
+        clientAssertion: jwt,
+        clientAssertionType: jwt === undefined ? undefined : CLIENT_ASSERTION_TYPE,
+      });
+    } catch (err) {
+      if (!(err instanceof ClientAuthError)) throw err;
+      if (err.unavailable) throw new CustosException('temporarily_unavailable', 'Signing keys unavailable');
+      await this.deny(err.connector?.tenantId ?? null, err.connector?.connectorId ?? null, route, err.reason);
+      throw new CustosException('unauthenticated', 'Client authentication failed');
+    }
+    const c = client.connector;
+    if (client.assertion) {
+      const fresh: unknown[] = await this.db.query(
+        `INSERT INTO client_assertions_used (connector_id, jti_hash, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING RETURNING 1`,
+        [c.connectorId, client.assertion.jtiHash, client.assertion.expiresAt],
+      );
+      if (fresh.length === 0) {
+        await this.deny(c.tenantId, c.connectorId, route, 'assertion_replayed');
+        throw new CustosException('unauthenticated', 'Client authentication failed');
+      }
+    }
+    const tenantId = (req.params as Record<string, string | undefined>).tenantId;
+    if (tenantId !== undefined && !uuidSchema.safeParse(tenantId).success) {
+      throw new CustosException('malformed_id', 'Malformed tenant id in path');
+    }
+    if (tenantId !== undefined && tenantId.toLowerCase() !== c.tenantId) {
+      await this.deny(c.tenantId, c.connectorId, route, 'other_tenant');
+      throw new CustosException('not_found', 'Not found');
+    }
+    req.connector = client;
+    return true;
+  }
+
+  /** Off the hot path, registrations are read fresh: drop the cached copy of the claimed client. */
+  private forgetClaimed(header: string, jwt: string | undefined): void {
+    if (jwt !== undefined) {
+      try {
+        const payload = JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')) as {
+          iss?: unknown;
+        };
+        if (typeof payload.iss === 'string') this.clients.forget(payload.iss);
+      } catch {
+        // A malformed assertion fails authentication below.
+      }
+      return;
+    }
+    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+    const id = decoded.slice(0, Math.max(0, decoded.indexOf(':')));
+    try {
+      this.clients.forget(decodeURIComponent(id.replace(/\+/g, ' ')));
+    } catch {
+      // Malformed: refused below.
+    }
+  }
+
+  private async deny(tenantId: string | null, connectorId: string | null, route: string, reason: string) {
+    try {
+      await this.audit.record({
+        tenantId,
+        action: 'access.denied',
+        outcome: 'denied',
+        actor: { type: 'connector', id: connectorId },
+        details: { reason, route },
+      });
+    } catch (err) {
+      this.log.error({ err: { name: (err as Error).name } }, 'could not write a denial audit event');
+    }
+  }
+}
