@@ -8,7 +8,7 @@ import { AppModule, type Runtime } from './app.module.js';
 import { BrokerService } from './broker/broker.service.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { CustosExceptionFilter } from './common/exception.filter.js';
-import { createLogger, PinoNestLogger, requestContext } from './common/logger.js';
+import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
 import { ConnectionsService } from './connections/connections.service.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
 import { createDataSource, runMigrations } from './database/data-source.js';
@@ -82,8 +82,9 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       void reply.header('x-content-type-options', 'nosniff');
       done();
     });
+    const access = accessLogger(logger);
     fastify.addHook('onResponse', (req, reply, done) => {
-      logger.info(
+      access.info(
         {
           requestId: req.id,
           method: req.method,

@@ -8,6 +8,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { requestContext } from '../common/logger.js';
+import { preparedQuery } from '../database/sql.js';
 import type { AuditRecord } from './audit.service.js';
 
 interface Pending {
@@ -67,7 +68,7 @@ export class AuditBatcher {
       const columns: unknown[][] = Array.from({ length: 10 }, () => []);
       for (const p of batch) p.row.forEach((v, i) => columns[i].push(v));
       try {
-        await this.db.query(insertSql, columns);
+        await preparedQuery(this.db, 'custos_audit_batch_v1', insertSql, columns);
         this.stats.batches++;
         this.stats.events += batch.length;
         for (const p of batch) p.resolve();

@@ -23,6 +23,7 @@ import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 import { ConnectionsService } from '../connections/connections.service.js';
+import { preparedQuery } from '../database/sql.js';
 import { ProviderCatalog } from '../providers/provider-catalog.js';
 import {
   ClientAuthenticator,
@@ -106,6 +107,9 @@ function hotSql(consumeAssertion: boolean): string {
      ON c.tenant_id = k.tenant_id AND c.user_id = $2 AND c.provider = $3 AND c.revoked_at IS NULL
    WHERE k.id = $1`;
 }
+
+const HOT_SQL = hotSql(false);
+const HOT_SQL_ASSERTION = hotSql(true);
 
 @Injectable()
 export class BrokerService {
@@ -213,7 +217,12 @@ export class BrokerService {
       const issuer = subject.kind === 'jwt' ? subject.verified.issuer : null;
       const params: unknown[] = [client.connector.connectorId, subject.userId, provider, issuer];
       if (assertionPending) params.push(client.assertion!.jtiHash, client.assertion!.expiresAt);
-      const rows: HotRow[] = await this.db.query(hotSql(assertionPending), params);
+      const rows = await preparedQuery<HotRow>(
+        this.db,
+        assertionPending ? 'custos_token_exchange_assertion_v1' : 'custos_token_exchange_v1',
+        assertionPending ? HOT_SQL_ASSERTION : HOT_SQL,
+        params,
+      );
       row = rows[0];
       if (assertionPending && row && row.assertion_fresh === 0) {
         throw new Refusal(401, 'invalid_client', 'Client authentication failed', 'assertion_replayed');

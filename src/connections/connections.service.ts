@@ -8,6 +8,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
+import { CONFIG, type Config } from '../config/config.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
 import { returned } from '../database/sql.js';
@@ -92,13 +93,33 @@ const binding = (tenantId: string, connectionId: string, field: string, dataKeyI
   dataKeyId,
 });
 
+/**
+ * Opened secrets for the token endpoint, per connection. An entry is used only for the exact envelope it
+ * came from (a replaced credential has a new envelope) and only while the data key that opened it is itself
+ * still in the data-key cache, so it never outlives that cache's age, a flush or a key-backend revocation.
+ * It holds nothing the data-key cache could not already open; it saves the per-read HKDF and AES-GCM.
+ */
+const OPENED_CACHE_MAX_MS = 5 * 60_000;
+const OPENED_CACHE_MAX_ENTRIES = 10_000;
+
+interface OpenedSecret {
+  tenantId: string;
+  dataKeyId: string;
+  envelope: Buffer;
+  secret: string;
+  until: number;
+}
+
 @Injectable()
 export class ConnectionsService {
+  private readonly opened = new Map<string, OpenedSecret>();
+
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+    @Inject(CONFIG) private readonly config: Config,
   ) {}
 
   /** Creates or replaces the user's credential for a provider. */
@@ -226,6 +247,7 @@ export class ConnectionsService {
 
   /** Destroys the secret material and keeps a tombstone row for the audit trail. */
   async revokeConnection(actor: Actor, tenantId: string, connectionId: string): Promise<void> {
+    this.opened.delete(connectionId);
     await this.db.transaction(async (m) => {
       const rows = returned<ConnectionRow>(
         await m.query(
@@ -286,10 +308,27 @@ export class ConnectionsService {
     type: ConnectionType,
     envelope: Buffer,
   ): Promise<string> {
+    const hit = this.opened.get(connectionId);
+    if (
+      hit &&
+      hit.tenantId === tenantId &&
+      hit.until > Date.now() &&
+      hit.envelope.equals(envelope) &&
+      this.dataKeys.isCached(tenantId, hit.dataKeyId)
+    ) {
+      return hit.secret;
+    }
     const { dataKeyId } = readEnvelopeHeader(envelope);
     const key = await this.dataKeys.keyById(tenantId, dataKeyId);
     const field = type === 'oauth2' ? 'access_token' : 'api_key';
-    return openField(key, binding(tenantId, connectionId, field, dataKeyId), envelope).toString('utf8');
+    const secret = openField(key, binding(tenantId, connectionId, field, dataKeyId), envelope).toString('utf8');
+    const ttlMs = Math.min(this.config.dataKeyCacheTtlSeconds * 1000, OPENED_CACHE_MAX_MS);
+    if (ttlMs > 0) {
+      this.opened.delete(connectionId);
+      if (this.opened.size >= OPENED_CACHE_MAX_ENTRIES) this.opened.delete(this.opened.keys().next().value!);
+      this.opened.set(connectionId, { tenantId, dataKeyId, envelope, secret, until: Date.now() + ttlMs });
+    }
+    return secret;
   }
 
   /** Marks access tokens past expiry with no refresh token as expired; run by a background job. */

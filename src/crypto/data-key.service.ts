@@ -85,6 +85,12 @@ export class DataKeyService {
     return this.unwrapCached(rows[0]);
   }
 
+  /** Whether this tenant's data key is unwrapped in the cache right now (not expired, not flushed). */
+  isCached(tenantId: string, dataKeyId: string): boolean {
+    const hit = this.keys.get(dataKeyId);
+    return hit !== undefined && hit.tenantId === tenantId && hit.expiresAt > Date.now();
+  }
+
   /** Drops this tenant's unwrapped keys from this process's cache. */
   flushTenant(tenantId: string): void {
     for (const [id, k] of this.keys) {

@@ -258,6 +258,16 @@ describe('a successful exchange', () => {
     expect(JSON.stringify(ev)).not.toContain(secrets.githubAlice);
   });
 
+  it('releases a replaced credential at once, never the one it replaced', async () => {
+    const first = uniqueSecret('h1');
+    await putCredential(a, 'hank', 'github', { type: 'oauth2', accessToken: first });
+    const token = await idp.token({ sub: 'hank' });
+    expect((await exchange(basicClient, token)).body.access_token).toBe(first);
+    const second = uniqueSecret('h2');
+    await putCredential(a, 'hank', 'github', { type: 'oauth2', accessToken: second });
+    expect((await exchange(basicClient, token)).body.access_token).toBe(second);
+  });
+
   it('takes the agent from client_id when the token has no azp', async () => {
     const res = await exchange(basicClient, await idp.token({ client_id: 'cursor' }));
     expect(res.status).toBe(200);
