@@ -18,7 +18,10 @@ import { ConnectSessionsService } from './connect/connect-sessions.service.js';
 import { ConnectionsController } from './connections/connections.controller.js';
 import { ConnectionsService } from './connections/connections.service.js';
 import { DataKeyService } from './crypto/data-key.service.js';
+import { KeyBackendController } from './crypto/key-backend.controller.js';
+import { KeyBackendService } from './crypto/key-backend.service.js';
 import { KeyBackends, MANAGED_KEY_BACKEND } from './crypto/key-backends.js';
+import { KeyCacheBus } from './crypto/key-cache-bus.js';
 import { ManagedKeyBackend } from './crypto/managed-key-backend.js';
 import type { RootKeyring } from './crypto/root-keyring.js';
 import { HealthController } from './health/health.controller.js';
@@ -59,6 +62,7 @@ export class AppModule {
         ConnectorsController,
         IdentityProvidersController,
         TokenController,
+        KeyBackendController,
       ],
       providers: [
         { provide: CONFIG, useValue: rt.config },
@@ -74,6 +78,8 @@ export class AppModule {
         { provide: MANAGED_KEY_BACKEND, useValue: new ManagedKeyBackend(rt.keyring) },
         KeyBackends,
         DataKeyService,
+        KeyCacheBus,
+        KeyBackendService,
         AuditService,
         AdminKeysService,
         AdminAuthGuard,

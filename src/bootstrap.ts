@@ -10,6 +10,7 @@ import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { CustosExceptionFilter } from './common/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
 import { ConnectionsService } from './connections/connections.service.js';
+import { KeyBackendService } from './crypto/key-backend.service.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
 import { createDataSource, runMigrations } from './database/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
@@ -123,6 +124,14 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     jobs.register('connections.mark-expired', 60_000, async () => {
       const n = await connections.markExpired();
       if (n > 0) logger.info({ count: n }, 'connections marked expired');
+    });
+    const keyBackends = app.get(KeyBackendService);
+    // The backstop for data-key migrations: resumes any that a crash or an outage interrupted.
+    jobs.register('key-backends.migrate', 30_000, async () => {
+      for (const tenantId of await keyBackends.tenantsMigrating()) {
+        const { migrated, remaining } = await keyBackends.migrate(tenantId);
+        logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
+      }
     });
     const broker = app.get(BrokerService);
     jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {

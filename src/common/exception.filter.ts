@@ -13,6 +13,9 @@ export function statusFor(code: ErrorCode): number {
     case 'credential_type_mismatch':
     case 'return_url_not_allowed':
     case 'outbound_url_refused':
+    case 'key_backend_unreachable':
+    case 'key_backend_denied':
+    case 'key_backend_invalid':
       return 400;
     case 'unauthenticated':
       return 401;

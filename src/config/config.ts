@@ -84,6 +84,12 @@ export const variables = {
     sensitive: false,
     description: 'A tenant data key older than this is retired: new secrets are sealed under a fresh epoch.',
   },
+  CUSTOS_KEY_BACKEND_TIMEOUT_MS: {
+    schema: int(100, 60_000).default(5000),
+    sensitive: false,
+    description:
+      'Deadline for one call to a tenant’s AWS KMS or Vault Transit key (retries included); past it, reads of that tenant answer 503.',
+  },
   CUSTOS_CONNECT_SESSION_TTL_SECONDS: {
     schema: int(60, 86400).default(900),
     sensitive: false,
@@ -124,6 +130,7 @@ export interface Config {
   dataKeyCacheTtlSeconds: number;
   dataKeyCacheMaxEntries: number;
   dataKeyMaxAgeDays: number;
+  keyBackendTimeoutMs: number;
   connectSessionTtlSeconds: number;
   outboundAllowHosts: string[];
   bodyLimitBytes: number;
@@ -171,6 +178,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataKeyCacheTtlSeconds: e.CUSTOS_DATA_KEY_CACHE_TTL_SECONDS,
     dataKeyCacheMaxEntries: e.CUSTOS_DATA_KEY_CACHE_MAX_ENTRIES,
     dataKeyMaxAgeDays: e.CUSTOS_DATA_KEY_MAX_AGE_DAYS,
+    keyBackendTimeoutMs: e.CUSTOS_KEY_BACKEND_TIMEOUT_MS,
     connectSessionTtlSeconds: e.CUSTOS_CONNECT_SESSION_TTL_SECONDS,
     outboundAllowHosts: allowHosts(e.CUSTOS_OUTBOUND_ALLOW_HOSTS),
     bodyLimitBytes: e.CUSTOS_BODY_LIMIT_BYTES,

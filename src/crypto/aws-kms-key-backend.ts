@@ -18,6 +18,7 @@ import crypto from 'node:crypto';
 import {
   DecryptCommand,
   DescribeKeyCommand,
+  EncryptCommand,
   GenerateDataKeyCommand,
   KMSClient,
   ReEncryptCommand,
@@ -231,6 +232,27 @@ export class AwsKmsKeyBackend implements KeyBackend {
       throw keyInvalid('invalid_ciphertext');
     }
     return plaintext;
+  }
+
+  /** Wraps an existing data key with Encrypt under the same encryption context (moving keys to this backend). */
+  async wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey> {
+    if (!Buffer.isBuffer(plaintext) || plaintext.length !== DATA_KEY_BYTES) {
+      throw new CustosException('internal_error', 'aws-kms key backend: a data key is 32 bytes');
+    }
+    const encryptionContext = toEncryptionContext(ctx, 'internal_error');
+    const output = await this.call((client, options) =>
+      client.send(
+        new EncryptCommand({ KeyId: this.keyId, Plaintext: plaintext, EncryptionContext: encryptionContext }),
+        options,
+      ),
+    );
+    if (!output.CiphertextBlob || !output.KeyId) {
+      throw new CustosException('key_unavailable', 'AWS KMS returned an incomplete ciphertext', {
+        backend: this.type,
+        reason: 'unreachable',
+      });
+    }
+    return { wrapped: Buffer.from(output.CiphertextBlob), keyRef: output.KeyId };
   }
 
   /**

@@ -10,6 +10,7 @@ import {
 } from 'typeorm';
 import { Tenant } from '../tenants/tenant.entity.js';
 import type { KeyBackendType } from './key-backend.js';
+import { TenantKeyBackend } from './tenant-key-backend.entity.js';
 
 /** A tenant's data key for one epoch, stored only wrapped by the tenant's key backend. */
 @Entity('data_keys')
@@ -30,6 +31,14 @@ export class DataKey {
 
   @Column('text', { name: 'backend_type' })
   backendType!: KeyBackendType;
+
+  /** The tenant key-backend configuration that wrapped it; null for the managed root keyring. */
+  @Column('uuid', { name: 'backend_id', nullable: true })
+  backendId!: string | null;
+
+  @ManyToOne(() => TenantKeyBackend, { onDelete: 'RESTRICT' })
+  @JoinColumn({ name: 'backend_id' })
+  backend?: Relation<TenantKeyBackend>;
 
   @Column('text', { name: 'key_ref' })
   keyRef!: string;

@@ -26,9 +26,12 @@ interface DataKeyRow {
   id: string;
   tenant_id: string;
   epoch: number;
+  backend_id: string | null;
   wrapped: Buffer;
   created_at: Date;
 }
+
+const rowColumns = 'id, tenant_id, epoch, backend_id, wrapped, created_at';
 
 const DAY_MS = 86_400_000;
 
@@ -78,7 +81,7 @@ export class DataKeyService {
       return hit.key;
     }
     const rows: DataKeyRow[] = await this.db.query(
-      'SELECT id, tenant_id, epoch, wrapped, created_at FROM data_keys WHERE id = $1 AND tenant_id = $2',
+      `SELECT ${rowColumns} FROM data_keys WHERE id = $1 AND tenant_id = $2`,
       [dataKeyId, tenantId],
     );
     if (rows.length === 0) throw new CustosException('decryption_failed', 'Unknown data key');
@@ -106,24 +109,42 @@ export class DataKeyService {
 
   private async latest(tenantId: string): Promise<DataKeyRow | undefined> {
     const rows: DataKeyRow[] = await this.db.query(
-      `SELECT id, tenant_id, epoch, wrapped, created_at FROM data_keys
+      `SELECT ${rowColumns} FROM data_keys
         WHERE tenant_id = $1 AND retired_at IS NULL ORDER BY epoch DESC LIMIT 1`,
       [tenantId],
     );
     return rows[0];
   }
 
+  /** Starts a new epoch now (key rotation): new secrets are sealed under a fresh data key. */
+  async startEpoch(tenantId: string): Promise<{ dataKeyId: string; epoch: number }> {
+    const latest = await this.latest(tenantId);
+    const row = await this.createEpoch(tenantId, latest?.epoch ?? 0);
+    this.current.set(tenantId, {
+      dataKeyId: row.id,
+      createdAt: row.created_at.getTime(),
+      expiresAt: Date.now() + Math.min(this.ttlMs, 60_000),
+    });
+    return { dataKeyId: row.id, epoch: row.epoch };
+  }
+
+  /** Forgets which epoch is current for a tenant (another process started a new one). */
+  forgetCurrent(tenantId: string): void {
+    this.current.delete(tenantId);
+  }
+
   private async createEpoch(tenantId: string, previousEpoch: number): Promise<DataKeyRow> {
-    const backend = await this.backends.forTenant(tenantId);
+    const { backend, backendId } = await this.backends.current(tenantId);
     const id = randomUUID();
     const generated = await backend.generateDataKey({ tenantId, dataKeyId: id });
     const epoch = previousEpoch + 1;
     // Replicas racing to create the same epoch: one insert wins, the others read the winner.
     const inserted: DataKeyRow[] = await this.db.transaction(async (m) => {
       const rows: DataKeyRow[] = await m.query(
-        `INSERT INTO data_keys (id, tenant_id, epoch, backend_type, key_ref, wrapped) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (tenant_id, epoch) DO NOTHING RETURNING id, tenant_id, epoch, wrapped, created_at`,
-        [id, tenantId, epoch, backend.type, generated.keyRef, generated.wrapped],
+        `INSERT INTO data_keys (id, tenant_id, epoch, backend_type, backend_id, key_ref, wrapped)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (tenant_id, epoch) DO NOTHING RETURNING ${rowColumns}`,
+        [id, tenantId, epoch, backend.type, backendId, generated.keyRef, generated.wrapped],
       );
       if (rows.length > 0) {
         await m.query(
@@ -150,7 +171,7 @@ export class DataKeyService {
     if (pending) return pending;
     const p = (async () => {
       try {
-        const backend = await this.backends.forTenant(row.tenant_id);
+        const backend = await this.backends.byId(row.tenant_id, row.backend_id);
         this.unwrapCalls++;
         const key = await backend.unwrapDataKey(row.wrapped, { tenantId: row.tenant_id, dataKeyId: row.id });
         this.store(row.tenant_id, row.id, key);

@@ -1,6 +1,6 @@
 /**
  * The key backend port. A backend only ever wraps and unwraps data keys; no credential reaches it.
- * Adapters: managed (root keyring held by Custos), aws-kms and vault-transit (BYOK, next).
+ * Adapters: managed (root keyring held by Custos), aws-kms and vault-transit (BYOK).
  */
 export type KeyBackendType = 'managed' | 'aws-kms' | 'vault-transit';
 
@@ -27,6 +27,10 @@ export interface KeyBackend {
   generateDataKey(ctx: DataKeyContext): Promise<GeneratedDataKey>;
   /** Unwraps a data key; throws CustosException 'key_invalid' (tampered / wrong context) or 'key_unavailable'. */
   unwrapDataKey(wrapped: Buffer, ctx: DataKeyContext): Promise<Buffer>;
+  /** Wraps an existing data key (moving a tenant's keys here from another backend). */
+  wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey>;
+  /** Rewraps one of this backend's own wrapped keys under its newest key version (rotation). */
+  rewrapDataKey(wrapped: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey>;
   /** A real round trip, for /readyz and for accepting a configuration. */
   check(): Promise<void>;
 }

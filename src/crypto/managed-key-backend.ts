@@ -82,6 +82,13 @@ export class ManagedKeyBackend implements KeyBackend {
     return this.unwrap(wrapped, ctx);
   }
 
+  async wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey> {
+    if (!Buffer.isBuffer(plaintext) || plaintext.length !== DATA_KEY_BYTES) {
+      throw new CustosException('internal_error', 'managed key backend: a data key is 32 bytes');
+    }
+    return this.wrap(plaintext, ctx);
+  }
+
   /**
    * Rewraps a data key under the keyring's current root version, for key rotation. Always produces a fresh
    * wrap (new IV), also when the blob is already under the current version. The data key itself is unchanged,

@@ -177,6 +177,13 @@ export class VaultTransitKeyBackend implements KeyBackend {
     }
   }
 
+  async wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey> {
+    if (!Buffer.isBuffer(plaintext) || plaintext.length !== DATA_KEY_BYTES) {
+      throw new CustosException('internal_error', 'vault-transit key backend: a data key is 32 bytes');
+    }
+    return this.wrap(plaintext, bindingData(ctx, 'internal_error'));
+  }
+
   async unwrapDataKey(wrapped: Buffer, ctx: DataKeyContext): Promise<Buffer> {
     const associatedData = bindingData(ctx, 'key_invalid');
     const ciphertext = parseWrapped(wrapped);

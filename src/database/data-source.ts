@@ -5,6 +5,7 @@ import { UsedAssertion } from '../broker/used-assertion.entity.js';
 import { ConnectSession } from '../connect/connect-session.entity.js';
 import { Connection } from '../connections/connection.entity.js';
 import { DataKey } from '../crypto/data-key.entity.js';
+import { TenantKeyBackend } from '../crypto/tenant-key-backend.entity.js';
 import { AdminKey } from '../identity/admin-key.entity.js';
 import { Connector } from '../identity/connector.entity.js';
 import { IdentityProvider } from '../identity/identity-provider.entity.js';
@@ -21,6 +22,7 @@ export const entities = [
   IdentityProvider,
   ConnectSession,
   UsedAssertion,
+  TenantKeyBackend,
 ];
 
 export function createDataSource(url: string, poolSize = 10): DataSource {

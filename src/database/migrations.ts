@@ -3,10 +3,12 @@ import { Initial1795304937774 } from '../../migrations/1795304937774-Initial.js'
 import { ConnectorsAndIdentityProviders1795307123236 } from '../../migrations/1795307123236-ConnectorsAndIdentityProviders.js';
 import { ConnectSessions1795307477134 } from '../../migrations/1795307477134-ConnectSessions.js';
 import { ClientAssertionsUsed1795390000000 } from '../../migrations/1795390000000-ClientAssertionsUsed.js';
+import { TenantKeyBackends1795400000000 } from '../../migrations/1795400000000-TenantKeyBackends.js';
 
 export const migrations = [
   Initial1795304937774,
   ConnectorsAndIdentityProviders1795307123236,
   ConnectSessions1795307477134,
   ClientAssertionsUsed1795390000000,
+  TenantKeyBackends1795400000000,
 ];

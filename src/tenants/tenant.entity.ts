@@ -12,6 +12,10 @@ export class Tenant {
   @Column('text', { name: 'key_backend_type', default: 'managed' })
   keyBackendType!: KeyBackendType;
 
+  /** The current tenant_key_backends row; null for the managed backend (no foreign key: the two tables refer to each other). */
+  @Column('uuid', { name: 'key_backend_id', nullable: true })
+  keyBackendId!: string | null;
+
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
 

@@ -1,0 +1,48 @@
+/** The tenant's key backend: choose it (BYOK), read its status, rotate, flush cached keys. */
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Put, Req, UseGuards } from '@nestjs/common';
+import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
+import { z } from 'zod';
+import { UuidParam, ZodBody } from '../common/validation.js';
+import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
+import { adminActor } from '../identity/admin-keys.service.js';
+import { keyBackendInputSchema, type KeyBackendInput } from './key-backend.dto.js';
+import { KeyBackendService } from './key-backend.service.js';
+
+@ApiTags('key backend')
+@ApiBearerAuth()
+@Controller('v1/tenants/:tenantId/key-backend')
+@UseGuards(AdminAuthGuard)
+export class KeyBackendController {
+  constructor(@Inject(KeyBackendService) private readonly keys: KeyBackendService) {}
+
+  @Get()
+  @Access('tenant_audit')
+  get(@Param('tenantId', UuidParam) tenantId: string) {
+    return this.keys.view(tenantId);
+  }
+
+  @Put()
+  @Access('tenant_admin')
+  @ApiBody({ schema: z.toJSONSchema(keyBackendInputSchema, { io: 'input' }) as object })
+  put(
+    @Req() req: AuthedRequest,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Body(new ZodBody(keyBackendInputSchema)) body: KeyBackendInput,
+  ) {
+    return this.keys.configure(adminActor(req.principal!), tenantId, body);
+  }
+
+  @Post('rotate')
+  @HttpCode(200)
+  @Access('tenant_admin')
+  rotate(@Req() req: AuthedRequest, @Param('tenantId', UuidParam) tenantId: string) {
+    return this.keys.rotate(adminActor(req.principal!), tenantId);
+  }
+
+  @Post('flush')
+  @HttpCode(200)
+  @Access('tenant_admin')
+  flush(@Req() req: AuthedRequest, @Param('tenantId', UuidParam) tenantId: string) {
+    return this.keys.flush(adminActor(req.principal!), tenantId);
+  }
+}

@@ -1,0 +1,68 @@
+/** The key-backend configuration a tenant sends: managed, its AWS KMS key, or its Vault Transit key. */
+import { z } from 'zod';
+
+const httpUrl = z
+  .string()
+  .max(2048)
+  .refine((raw) => {
+    try {
+      const u = new URL(raw);
+      return (u.protocol === 'https:' || u.protocol === 'http:') && !u.username && !u.password;
+    } catch {
+      return false;
+    }
+  }, 'must be an absolute http(s) URL without credentials');
+
+const vaultPath = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/, 'must be a Vault path segment');
+
+const secretString = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+
+export const keyBackendInputSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('managed') }),
+  z.strictObject({
+    type: z.literal('aws-kms'),
+    keyId: z
+      .string()
+      .min(1)
+      .max(2048)
+      .regex(/^[\x21-\x7e]+$/, 'must be a key id, key ARN, alias or alias ARN'),
+    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/, 'must be an AWS region such as eu-west-1'),
+    endpoint: httpUrl.optional(),
+    credentials: z
+      .strictObject({
+        accessKeyId: z.string().regex(/^[A-Z0-9]{16,128}$/, 'must be an AWS access key id'),
+        secretAccessKey: secretString(256),
+        sessionToken: secretString(4096).optional(),
+      })
+      .optional(),
+  }),
+  z
+    .strictObject({
+      type: z.literal('vault-transit'),
+      address: httpUrl,
+      mount: vaultPath.default('transit'),
+      keyName: vaultPath,
+      token: secretString(1024).optional(),
+      appRole: z
+        .strictObject({
+          roleId: secretString(256),
+          secretId: secretString(256),
+          mount: vaultPath.optional(),
+        })
+        .optional(),
+      namespace: vaultPath.optional(),
+    })
+    .refine((v) => (v.token === undefined) !== (v.appRole === undefined), {
+      message: 'exactly one of token or appRole is required',
+    }),
+]);
+export type KeyBackendInput = z.output<typeof keyBackendInputSchema>;

@@ -1,0 +1,78 @@
+/**
+ * Tells every Custos process to drop a tenant's cached data keys (a flush after a customer revokes their key)
+ * or to forget its current epoch (after a rotation). With Redis, through a pub/sub channel, so every replica
+ * acts within a round trip; without Redis there is only this process, which acts at once.
+ */
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { CONFIG, type Config } from '../config/config.js';
+import { LOGGER } from '../common/logger.js';
+import { DataKeyService } from './data-key.service.js';
+
+const CHANNEL = 'custos:data-key-cache';
+
+type Scope = 'keys' | 'epoch';
+interface Message {
+  tenantId: string;
+  scope: Scope;
+  origin: string;
+}
+
+@Injectable()
+export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
+  private readonly origin = randomUUID();
+  private pub: Redis | null = null;
+  private sub: Redis | null = null;
+  /** Messages from other processes acted on (for tests). */
+  received = 0;
+
+  constructor(
+    @Inject(CONFIG) private readonly config: Config,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    if (!this.config.redisUrl) return;
+    this.pub = new Redis(this.config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true });
+    this.sub = new Redis(this.config.redisUrl, { lazyConnect: true });
+    for (const r of [this.pub, this.sub]) {
+      r.on('error', (err: Error) => this.log.warn({ err: { name: err.name } }, 'key cache bus: Redis error'));
+    }
+    await Promise.all([this.pub.connect(), this.sub.connect()]);
+    this.sub.on('message', (_channel: string, raw: string) => this.onMessage(raw));
+    await this.sub.subscribe(CHANNEL);
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await Promise.all([this.pub?.quit().catch(() => undefined), this.sub?.quit().catch(() => undefined)]);
+  }
+
+  /** Acts in this process at once, then tells the others. Resolves once the message is published. */
+  async publish(tenantId: string, scope: Scope): Promise<{ replicasNotified: boolean }> {
+    this.apply(tenantId, scope);
+    if (!this.pub) return { replicasNotified: false };
+    const message: Message = { tenantId, scope, origin: this.origin };
+    await this.pub.publish(CHANNEL, JSON.stringify(message));
+    return { replicasNotified: true };
+  }
+
+  private onMessage(raw: string): void {
+    try {
+      const m = JSON.parse(raw) as Message;
+      if (m.origin === this.origin || typeof m.tenantId !== 'string') return;
+      if (m.scope !== 'keys' && m.scope !== 'epoch') return;
+      this.received++;
+      this.apply(m.tenantId, m.scope);
+    } catch {
+      // Not ours.
+    }
+  }
+
+  private apply(tenantId: string, scope: Scope): void {
+    if (scope === 'keys') this.dataKeys.flushTenant(tenantId);
+    else this.dataKeys.forgetCurrent(tenantId);
+  }
+}
