@@ -25,6 +25,8 @@ import { KeyCacheBus } from './crypto/key-cache-bus.js';
 import { ManagedKeyBackend } from './crypto/managed-key-backend.js';
 import type { RootKeyring } from './crypto/root-keyring.js';
 import { HealthController } from './health/health.controller.js';
+import { MetricsController } from './health/metrics.controller.js';
+import { Metrics } from './common/metrics.js';
 import { AdminAuthGuard } from './identity/admin-auth.guard.js';
 import { AdminKeysService } from './identity/admin-keys.service.js';
 import { ConnectorsController } from './identity/connectors.controller.js';
@@ -54,6 +56,7 @@ export class AppModule {
       module: AppModule,
       controllers: [
         HealthController,
+        MetricsController,
         ProvidersController,
         TenantsController,
         ConnectionsController,
@@ -70,6 +73,7 @@ export class AppModule {
         { provide: DataSource, useValue: rt.dataSource },
         { provide: ProviderCatalog, useValue: rt.catalog },
         { provide: JOB_RUNNER, useValue: rt.jobs },
+        { provide: Metrics, useValue: new Metrics() },
         // The one SSRF-safe client for every tenant-influenced URL (JWKS, custom providers, key backends, webhooks).
         {
           provide: OutboundHttpClient,

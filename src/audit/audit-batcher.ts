@@ -8,6 +8,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { requestContext } from '../common/logger.js';
+import { Metrics } from '../common/metrics.js';
 import { preparedQuery } from '../database/sql.js';
 import type { AuditRecord } from './audit.service.js';
 
@@ -32,7 +33,10 @@ export class AuditBatcher {
   /** INSERT statements issued and events written (for metrics and benchmarks). */
   readonly stats = { batches: 0, events: 0 };
 
-  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(Metrics) private readonly metrics: Metrics,
+  ) {}
 
   /** Resolves once the event is committed; rejects if it could not be written. */
   write(event: AuditRecord): Promise<void> {
@@ -71,6 +75,8 @@ export class AuditBatcher {
         await preparedQuery(this.db, 'custos_audit_batch_v1', insertSql, columns);
         this.stats.batches++;
         this.stats.events += batch.length;
+        this.metrics.auditInserts.inc();
+        this.metrics.auditEvents.inc(batch.length);
         for (const p of batch) p.resolve();
       } catch (err) {
         for (const p of batch) p.reject(err);

@@ -18,6 +18,7 @@ import type { Actor, AuditRecord } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import { isInfrastructureError } from '../common/exception.filter.js';
 import { LOGGER } from '../common/logger.js';
+import { Metrics } from '../common/metrics.js';
 import { userIdSchema } from '../common/validation.js';
 import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
@@ -125,6 +126,7 @@ export class BrokerService {
     @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
     @Inject(AuditBatcher) private readonly audit: AuditBatcher,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(Metrics) private readonly metrics: Metrics,
   ) {}
 
   /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
@@ -147,7 +149,10 @@ export class BrokerService {
     };
     try {
       const response = await this.exchange(req, event);
-      this.stats.released++;
+      if (response.status === 200) {
+        this.stats.released++;
+        this.metrics.tokenRequests.inc({ outcome: 'released' });
+      }
       return response;
     } catch (err) {
       return this.refuse(err, event);
@@ -426,6 +431,7 @@ export class BrokerService {
       ])
       .catch(auditUnavailable);
     this.stats.consentRequired++;
+    this.metrics.tokenRequests.inc({ outcome: 'consent_required' });
     const descriptions = {
       not_connected: 'The user has not connected this provider',
       needs_reauth: 'The user must reconnect this provider',
@@ -459,6 +465,7 @@ export class BrokerService {
         return this.unavailable(auditFailure(auditErr), event);
       }
       this.stats.denied++;
+      this.metrics.tokenRequests.inc({ outcome: 'denied' });
       return {
         status: err.status,
         headers: { ...noStore(), ...err.headers },
@@ -474,6 +481,7 @@ export class BrokerService {
     event: AuditRecord & { details: Record<string, unknown> },
   ): Promise<TokenResponse> {
     this.stats.unavailable++;
+    this.metrics.tokenRequests.inc({ outcome: 'unavailable' });
     const keyProblem =
       err instanceof CustosException && (err.code === 'key_unavailable' || err.code === 'key_invalid');
     const known =

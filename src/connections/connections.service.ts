@@ -321,7 +321,9 @@ export class ConnectionsService {
     const { dataKeyId } = readEnvelopeHeader(envelope);
     const key = await this.dataKeys.keyById(tenantId, dataKeyId);
     const field = type === 'oauth2' ? 'access_token' : 'api_key';
-    const secret = openField(key, binding(tenantId, connectionId, field, dataKeyId), envelope).toString('utf8');
+    const secret = openField(key, binding(tenantId, connectionId, field, dataKeyId), envelope).toString(
+      'utf8',
+    );
     const ttlMs = Math.min(this.config.dataKeyCacheTtlSeconds * 1000, OPENED_CACHE_MAX_MS);
     if (ttlMs > 0) {
       this.opened.delete(connectionId);

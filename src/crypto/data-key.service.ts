@@ -8,6 +8,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
+import { Metrics } from '../common/metrics.js';
 import { KeyBackends } from './key-backends.js';
 
 interface CachedKey {
@@ -47,6 +48,7 @@ export class DataKeyService {
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(KeyBackends) private readonly backends: KeyBackends,
+    @Inject(Metrics) private readonly metrics: Metrics,
   ) {}
 
   private get ttlMs(): number {
@@ -173,6 +175,7 @@ export class DataKeyService {
       try {
         const backend = await this.backends.byId(row.tenant_id, row.backend_id);
         this.unwrapCalls++;
+        this.metrics.dataKeyUnwraps.inc({ backend: backend.type });
         const key = await backend.unwrapDataKey(row.wrapped, { tenantId: row.tenant_id, dataKeyId: row.id });
         this.store(row.tenant_id, row.id, key);
         return key;

@@ -118,7 +118,9 @@ export class KeyBackendService {
       backendId = this.backends.newConfigId();
     }
     const sealed =
-      split?.secrets && backendId ? await this.backends.sealSecrets(tenantId, backendId, split.secrets) : null;
+      split?.secrets && backendId
+        ? await this.backends.sealSecrets(tenantId, backendId, split.secrets)
+        : null;
     await this.db.transaction(async (m) => {
       const before: { key_backend_type: KeyBackendType }[] = await m.query(
         'SELECT key_backend_type FROM tenants WHERE id = $1 FOR UPDATE',
@@ -188,7 +190,10 @@ export class KeyBackendService {
    * unwrapped with the backend that wrapped it, wrapped with the current one, and written only if its stored
    * wrap is still the one that was read.
    */
-  async migrate(tenantId: string, opts: MigrationOptions = {}): Promise<{ migrated: number; remaining: number }> {
+  async migrate(
+    tenantId: string,
+    opts: MigrationOptions = {},
+  ): Promise<{ migrated: number; remaining: number }> {
     let migrated = 0;
     const skip = new Set<string>();
     for (;;) {
@@ -246,7 +251,10 @@ export class KeyBackendService {
    * rewrapped under its newest key version (Vault: the transit key is rotated first; KMS: ReEncrypt under the
    * key's current material; managed: the newest root key version). No credential is decrypted.
    */
-  async rotate(actor: Actor, tenantId: string): Promise<{ epoch: number; rewrapped: number; keyVersion?: number }> {
+  async rotate(
+    actor: Actor,
+    tenantId: string,
+  ): Promise<{ epoch: number; rewrapped: number; keyVersion?: number }> {
     const { backend, backendId } = await this.backends.current(tenantId);
     let keyVersion: number | undefined;
     if (backend instanceof VaultTransitKeyBackend) keyVersion = await backend.rotateKey();

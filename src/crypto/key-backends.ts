@@ -239,7 +239,9 @@ export class KeyBackends implements OnModuleDestroy {
     if (row.secret && row.secret_wrapped_key) {
       const key = await this.managed.unwrapDataKey(row.secret_wrapped_key, { tenantId, dataKeyId: row.id });
       try {
-        secrets = JSON.parse(openField(key, secretsBinding(tenantId, row.id), row.secret).toString('utf8')) as Secrets;
+        secrets = JSON.parse(
+          openField(key, secretsBinding(tenantId, row.id), row.secret).toString('utf8'),
+        ) as Secrets;
       } finally {
         key.fill(0);
       }

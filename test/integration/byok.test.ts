@@ -300,6 +300,14 @@ describe.each(backends)('$name', (backend) => {
     expect(dataKeys().cacheSize()).toBeGreaterThanOrEqual(0);
     await read(t, creds[0].id);
     expect(backend.unwraps() - before).toBe(2);
+    // The same count, as a metric.
+    const metrics = await app.request('GET', '/metrics');
+    expect(metrics.status).toBe(200);
+    const m = new RegExp(`custos_data_key_unwraps_total\\{backend="${backend.name}"\\} (\\d+)`).exec(
+      metrics.raw,
+    );
+    expect(Number(m?.[1])).toBeGreaterThanOrEqual(2);
+    expect(metrics.raw).not.toContain(t.tenantId);
   });
 
   it('crypto-shreds: a revoked key makes reads fail with 503 key_unavailable after a flush, other tenants unaffected, and re-enabling restores everything', async () => {
@@ -309,9 +317,39 @@ describe.each(backends)('$name', (backend) => {
     await putBackend(t, config);
     const c = await putCredential(t, 'alice');
     const o = await putCredential(other, 'alice');
+    const connector = await app.request('POST', `/v1/tenants/${t.tenantId}/connectors`, {
+      key: t.adminKey,
+      body: {
+        name: 'backend',
+        allowedProviders: ['github'],
+        delegation: 'trusted',
+        auth: { method: 'client_secret_basic' },
+      },
+    });
+    const exchange = () =>
+      app.request('POST', '/oauth/token', {
+        payload: new URLSearchParams({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: 'alice',
+          subject_token_type: 'urn:custos:params:oauth:token-type:user-id',
+          audience: 'github',
+        }).toString(),
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization:
+            'Basic ' +
+            Buffer.from(`${connector.body.clientId}:${connector.body.clientSecret}`).toString('base64'),
+        },
+      });
+    expect((await exchange()).body.access_token).toBe(c.secret);
     await disable();
     await app.request('POST', `/v1/tenants/${t.tenantId}/key-backend/flush`, { key: t.adminKey });
     await expect(read(t, c.id)).rejects.toMatchObject({ code: 'key_unavailable' });
+    // The token endpoint says so too, with no token (its opened-secret cache went with the flush).
+    const refused = await exchange();
+    expect(refused.status).toBe(503);
+    expect(refused.body).toMatchObject({ error: 'key_unavailable' });
+    expect(refused.raw).not.toContain(c.secret);
     // Writing a new secret needs the key too: 503, and nothing half-written.
     const write = await app.request('PUT', `/v1/tenants/${t.tenantId}/users/bob/connections/github`, {
       key: t.adminKey,
@@ -330,6 +368,7 @@ describe.each(backends)('$name', (backend) => {
     expect((await read(other, o.id)).secret).toBe(o.secret);
     await enable();
     expect((await read(t, c.id)).secret).toBe(c.secret);
+    expect((await exchange()).body.access_token).toBe(c.secret);
   });
 
   it('answers a tampered wrapped key with key_invalid, not a wrong key', async () => {

@@ -1,0 +1,40 @@
+/**
+ * Prometheus metrics (prom-client), served at GET /metrics. Counters only carry low-cardinality labels
+ * (backend type, outcome): never a tenant, user, key id or anything secret.
+ */
+import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  /** Data keys unwrapped by a key backend (cache misses): with warm caches this stays flat under reads. */
+  readonly dataKeyUnwraps = new Counter({
+    name: 'custos_data_key_unwraps_total',
+    help: 'Data keys unwrapped by a key backend (data-key cache misses), by backend type.',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+
+  readonly tokenRequests = new Counter({
+    name: 'custos_token_requests_total',
+    help: 'Token endpoint answers by outcome: released, denied, consent_required, unavailable.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly auditInserts = new Counter({
+    name: 'custos_audit_group_commits_total',
+    help: 'Multi-row audit INSERTs issued by the group committer.',
+    registers: [this.registry],
+  });
+
+  readonly auditEvents = new Counter({
+    name: 'custos_audit_group_committed_events_total',
+    help: 'Audit events written by the group committer.',
+    registers: [this.registry],
+  });
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'custos_' });
+  }
+}
