@@ -28,7 +28,6 @@ import {
   type KeyBackendSettings,
 } from './key-backends.js';
 import { KeyCacheBus } from './key-cache-bus.js';
-import { VaultTransitKeyBackend } from './vault-transit-key-backend.js';
 
 export interface KeyBackendView {
   type: KeyBackendType;
@@ -107,11 +106,16 @@ export class KeyBackendService {
       split = splitConfig(input);
       const url = input.type === 'aws-kms' ? input.endpoint : input.address;
       if (url !== undefined) await this.outbound.assertUrlAllowed(url);
-      const candidate = buildBackend(split.type, split.settings, split.secrets, this.backends.timeoutMs);
+      const candidate = await buildBackend(
+        split.type,
+        split.settings,
+        split.secrets,
+        this.backends.timeoutMs,
+      );
       try {
         await candidate.check();
       } catch (err) {
-        throw verificationFailure(split.type, err);
+        throw await verificationFailure(split.type, err);
       } finally {
         (candidate as { close?: () => void }).close?.();
       }
@@ -257,7 +261,11 @@ export class KeyBackendService {
   ): Promise<{ epoch: number; rewrapped: number; keyVersion?: number }> {
     const { backend, backendId } = await this.backends.current(tenantId);
     let keyVersion: number | undefined;
-    if (backend instanceof VaultTransitKeyBackend) keyVersion = await backend.rotateKey();
+    // Vault: rotate the transit key first, so the rewrap lands on the new version. KMS keys rotate on the
+    // customer's schedule (on-demand rotation is theirs to spend); ReEncrypt picks up the newest material.
+    if (backend.type === 'vault-transit') {
+      keyVersion = await (backend as unknown as { rotateKey(): Promise<number> }).rotateKey();
+    }
     const keys: KeyRow[] = await this.db.query(
       `SELECT id, tenant_id, epoch, backend_id, wrapped FROM data_keys
         WHERE tenant_id = $1 AND backend_id IS NOT DISTINCT FROM $2 ORDER BY epoch`,

@@ -12,11 +12,9 @@ import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { AwsKmsKeyBackend, classifyKmsError } from './aws-kms-key-backend.js';
 import { openField, sealField, type FieldBinding } from './envelope.js';
 import type { KeyBackend, KeyBackendType } from './key-backend.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
-import { VaultTransitKeyBackend, classifyVaultError } from './vault-transit-key-backend.js';
 
 export const MANAGED_KEY_BACKEND = Symbol('MANAGED_KEY_BACKEND');
 
@@ -75,14 +73,18 @@ export function splitConfig(input: Exclude<KeyBackendInput, { type: 'managed' }>
   return { type: 'vault-transit', settings, secrets };
 }
 
-/** Builds a client for a configuration. */
-export function buildBackend(
+/**
+ * Builds a client for a configuration. The AWS SDK and node-vault are loaded on first use: most deployments
+ * use the managed keyring, and the two clients cost tens of MiB of memory.
+ */
+export async function buildBackend(
   type: ExternalType,
   s: KeyBackendSettings,
   secrets: Secrets | null,
   timeoutMs?: number,
-): KeyBackend {
+): Promise<KeyBackend> {
   if (type === 'aws-kms') {
+    const { AwsKmsKeyBackend } = await import('./aws-kms-key-backend.js');
     return new AwsKmsKeyBackend({
       ...(timeoutMs ? { timeoutMs } : {}),
       keyId: s.keyId,
@@ -99,6 +101,7 @@ export function buildBackend(
         : {}),
     });
   }
+  const { VaultTransitKeyBackend } = await import('./vault-transit-key-backend.js');
   return new VaultTransitKeyBackend({
     ...(timeoutMs ? { timeoutMs } : {}),
     address: s.address,
@@ -118,13 +121,15 @@ export function buildBackend(
 }
 
 /** The 400 code for a configuration that failed its round trip, from the adapter's classification. */
-export function verificationFailure(type: ExternalType, err: unknown): CustosException {
+export async function verificationFailure(type: ExternalType, err: unknown): Promise<CustosException> {
   // The adapters have already classified their failures; raw errors are classified here.
   const given = err instanceof CustosException ? err.details?.reason : undefined;
   const reason =
     typeof given === 'string'
       ? given
-      : (type === 'aws-kms' ? classifyKmsError(err) : classifyVaultError(err)).reason;
+      : type === 'aws-kms'
+        ? (await import('./aws-kms-key-backend.js')).classifyKmsError(err).reason
+        : (await import('./vault-transit-key-backend.js')).classifyVaultError(err).reason;
   const code =
     reason === 'unreachable' || reason === 'throttled'
       ? 'key_backend_unreachable'
@@ -246,6 +251,6 @@ export class KeyBackends implements OnModuleDestroy {
         key.fill(0);
       }
     }
-    return buildBackend(row.type, row.settings, secrets, this.config.keyBackendTimeoutMs);
+    return await buildBackend(row.type, row.settings, secrets, this.config.keyBackendTimeoutMs);
   }
 }

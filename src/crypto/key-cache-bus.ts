@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { CONFIG, type Config } from '../config/config.js';
 import { LOGGER } from '../common/logger.js';
@@ -36,6 +36,7 @@ export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
 
   async onModuleInit(): Promise<void> {
     if (!this.config.redisUrl) return;
+    const { Redis } = await import('ioredis');
     this.pub = new Redis(this.config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true });
     this.sub = new Redis(this.config.redisUrl, { lazyConnect: true });
     for (const r of [this.pub, this.sub]) {

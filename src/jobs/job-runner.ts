@@ -2,8 +2,9 @@
  * The job runner port: BullMQ when REDIS_URL is set, in-process otherwise. Jobs are named, periodic and
  * idempotent; their due state lives in PostgreSQL, so losing Redis loses nothing.
  */
-import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+// Loaded only when Redis is configured: they cost memory that the embedded default does not need.
+import type { Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 export type JobHandler = () => Promise<void>;
@@ -73,33 +74,34 @@ export class InProcessJobRunner implements JobRunner {
 export class BullMqJobRunner implements JobRunner {
   readonly kind = 'bullmq';
   private readonly jobs = new Map<string, Registered>();
-  private readonly connection: Redis;
+  private connection?: Redis;
   private queue?: Queue;
   private worker?: Worker;
   private workerConnection?: Redis;
 
   constructor(
-    redisUrl: string,
+    private readonly redisUrl: string,
     private readonly log: Logger,
     private readonly queueName = 'custos-maintenance',
-  ) {
-    this.connection = new Redis(redisUrl, {
-      maxRetriesPerRequest: null,
-      lazyConnect: true,
-      enableOfflineQueue: true,
-    });
-    this.connection.on('error', (err: Error) =>
-      this.log.warn({ err: { name: err.name } }, 'redis connection error'),
-    );
-  }
+  ) {}
 
   register(name: string, everyMs: number, handler: JobHandler): void {
     this.jobs.set(name, { name, everyMs, handler });
   }
 
   async start(): Promise<void> {
-    await this.connection.connect();
-    this.queue = new Queue(this.queueName, { connection: this.connection });
+    const [{ Redis }, { Queue, Worker }] = await Promise.all([import('ioredis'), import('bullmq')]);
+    const connection = new Redis(this.redisUrl, {
+      maxRetriesPerRequest: null,
+      lazyConnect: true,
+      enableOfflineQueue: true,
+    });
+    connection.on('error', (err: Error) =>
+      this.log.warn({ err: { name: err.name } }, 'redis connection error'),
+    );
+    this.connection = connection;
+    await connection.connect();
+    this.queue = new Queue(this.queueName, { connection });
     for (const job of this.jobs.values()) {
       await this.queue.upsertJobScheduler(
         job.name,
@@ -108,7 +110,7 @@ export class BullMqJobRunner implements JobRunner {
       );
     }
     // BullMQ does not close connections it was given: this one is ours to close in stop().
-    this.workerConnection = this.connection.duplicate({ maxRetriesPerRequest: null });
+    this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
     this.worker = new Worker(
       this.queueName,
       async (j) => {
@@ -126,10 +128,11 @@ export class BullMqJobRunner implements JobRunner {
     await this.worker?.close();
     await this.queue?.close();
     this.workerConnection?.disconnect();
-    this.connection.disconnect();
+    this.connection?.disconnect();
   }
 
   async check(): Promise<void> {
+    if (!this.connection) throw new Error('job runner not started');
     const pong = await this.connection.ping();
     if (pong !== 'PONG') throw new Error('redis did not answer PING');
   }
