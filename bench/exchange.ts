@@ -171,6 +171,8 @@ async function main(): Promise<void> {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
       env: {
         ...process.env,
+        // BENCH_SERVER_NODE_OPTIONS: V8 flags for the Custos process (e.g. --max-semi-space-size=4).
+        NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS ?? '',
         DATABASE_URL: dbUrl.toString(),
         HOST: '127.0.0.1',
         PORT: String(port),
@@ -302,7 +304,13 @@ async function main(): Promise<void> {
       });
       clearInterval(sampler);
       const after = await serverStats();
-      if (process.env.BENCH_VERBOSE) log(`memory after c=${concurrency}: ${JSON.stringify((after as { memory?: unknown }).memory)}`);
+      if (process.env.BENCH_VERBOSE) {
+        log(`memory after c=${concurrency}: ${JSON.stringify((after as { memory?: unknown }).memory)}`);
+        // With BENCH_SERVER_NODE_OPTIONS=--expose-gc: what stays after a full collection.
+        server.send('gc');
+        await new Promise((r) => setTimeout(r, 500));
+        log(`memory after gc: ${JSON.stringify(((await serverStats()) as { memory?: unknown }).memory)}`);
+      }
       const total = r['2xx'] + r.non2xx;
       const audited = (await auditRows()) - auditBefore;
       results.push({

@@ -6,6 +6,7 @@ import { AuditBatcher } from './audit/audit-batcher.js';
 import { AuditService } from './audit/audit.service.js';
 import { BrokerService } from './broker/broker.service.js';
 import { ClientAuthenticator } from './broker/client-auth.js';
+import { DecisionBatcher } from './broker/decision-batcher.js';
 import { ConnectorOrAdminGuard } from './broker/connector-auth.guard.js';
 import { JwksResolver } from './broker/jwks-resolver.js';
 import { SubjectTokenVerifier } from './broker/subject-token.js';
@@ -96,6 +97,7 @@ export class AppModule {
         JwksResolver,
         SubjectTokenVerifier,
         ClientAuthenticator,
+        DecisionBatcher,
         BrokerService,
         ConnectorOrAdminGuard,
       ],

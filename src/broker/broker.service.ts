@@ -3,11 +3,12 @@
  * from one of the tenant's identity providers, or a user id if the connector is trusted to assert one) and
  * the provider, and gets back that user's access token or API key. Refresh tokens never leave Custos.
  *
- * The hot path with warm caches costs one database round trip for the decision plus a share of one
- * group-committed audit INSERT: connector state, identity-provider version, the single-use record of a
- * client assertion and the connection are read (and written) in one statement. Cached connector
- * registrations and verified user tokens are checked against the versions that statement returns, so
- * disabling a connector, rotating its secret or changing an identity provider acts on the next request.
+ * The hot path with warm caches costs no key-backend call and a share of two batched statements: the
+ * decision read (connector state, identity-provider version and the connection, for all concurrent requests
+ * at once, see DecisionBatcher) and the group-committed audit INSERT. A private_key_jwt request reads its
+ * decision in its own statement, which also records the assertion's jti. Cached connector registrations and
+ * verified user tokens are checked against the versions the decision read returns, so disabling a
+ * connector, rotating its secret or changing an identity provider acts on the next request.
  * The credential is released only after its audit event has committed; every denial is audited too.
  */
 import { Inject, Injectable } from '@nestjs/common';
@@ -32,6 +33,7 @@ import {
   type AuthenticatedClient,
   type ClientAuthInput,
 } from './client-auth.js';
+import { DecisionBatcher } from './decision-batcher.js';
 import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from './subject-token.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -109,7 +111,6 @@ function hotSql(consumeAssertion: boolean): string {
    WHERE k.id = $1`;
 }
 
-const HOT_SQL = hotSql(false);
 const HOT_SQL_ASSERTION = hotSql(true);
 
 @Injectable()
@@ -127,6 +128,7 @@ export class BrokerService {
     @Inject(AuditBatcher) private readonly audit: AuditBatcher,
     @Inject(LOGGER) private readonly log: Logger,
     @Inject(Metrics) private readonly metrics: Metrics,
+    @Inject(DecisionBatcher) private readonly decisions: DecisionBatcher,
   ) {}
 
   /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
@@ -220,15 +222,31 @@ export class BrokerService {
       this.checkPolicy(client, provider, scopes);
       subject ??= await this.subject(client, form.subject_token, form.subject_token_type, event);
       const issuer = subject.kind === 'jwt' ? subject.verified.issuer : null;
-      const params: unknown[] = [client.connector.connectorId, subject.userId, provider, issuer];
-      if (assertionPending) params.push(client.assertion!.jtiHash, client.assertion!.expiresAt);
-      const rows = await preparedQuery<HotRow>(
-        this.db,
-        assertionPending ? 'custos_token_exchange_assertion_v1' : 'custos_token_exchange_v1',
-        assertionPending ? HOT_SQL_ASSERTION : HOT_SQL,
-        params,
-      );
-      row = rows[0];
+      if (assertionPending) {
+        // A client assertion is recorded as used in the same statement that reads the decision.
+        const rows = await preparedQuery<HotRow>(
+          this.db,
+          'custos_token_exchange_assertion_v1',
+          HOT_SQL_ASSERTION,
+          [
+            client.connector.connectorId,
+            subject.userId,
+            provider,
+            issuer,
+            client.assertion!.jtiHash,
+            client.assertion!.expiresAt,
+          ],
+        );
+        row = rows[0];
+      } else {
+        const found = await this.decisions.lookup({
+          connectorId: client.connector.connectorId,
+          userId: subject.userId,
+          provider,
+          issuer,
+        });
+        row = found && { ...found, assertion_fresh: 1 };
+      }
       if (assertionPending && row && row.assertion_fresh === 0) {
         throw new Refusal(401, 'invalid_client', 'Client authentication failed', 'assertion_replayed');
       }

@@ -328,7 +328,17 @@ export class ConnectionsService {
     if (ttlMs > 0) {
       this.opened.delete(connectionId);
       if (this.opened.size >= OPENED_CACHE_MAX_ENTRIES) this.opened.delete(this.opened.keys().next().value!);
-      this.opened.set(connectionId, { tenantId, dataKeyId, envelope, secret, until: Date.now() + ttlMs });
+      // A copy with its own memory: the row's buffer is a slice of a shared 8 KiB pool slab, which the cache
+      // would otherwise keep alive whole.
+      const own = Buffer.allocUnsafeSlow(envelope.length);
+      envelope.copy(own);
+      this.opened.set(connectionId, {
+        tenantId,
+        dataKeyId,
+        envelope: own,
+        secret,
+        until: Date.now() + ttlMs,
+      });
     }
     return secret;
   }

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { AuditBatcher } from '../../src/audit/audit-batcher.js';
 import { BrokerService } from '../../src/broker/broker.service.js';
+import { DecisionBatcher } from '../../src/broker/decision-batcher.js';
 import { parseBasicAuth } from '../../src/broker/client-auth.js';
 import { JwksResolver } from '../../src/broker/jwks-resolver.js';
 import { SubjectTokenVerifier } from '../../src/broker/subject-token.js';
@@ -300,16 +301,43 @@ describe('a successful exchange', () => {
     expect(verifier.verifications - before).toBe(1);
   });
 
+  it('keeps concurrent requests for different users apart in one batch', async () => {
+    const users = ['alice', 'carol-batch', 'dave-batch'];
+    await putCredential(a, 'dave-batch', 'github', {
+      type: 'oauth2',
+      accessToken: 'dave-' + secrets.githubAlice,
+    });
+    const results = await Promise.all(
+      Array.from({ length: 30 }, async (_, i) => {
+        const user = users[i % 3];
+        const res = await exchange(basicClient, await idp.token({ sub: user }));
+        return { user, res };
+      }),
+    );
+    for (const { user, res } of results) {
+      if (user === 'alice') expect(res.body.access_token).toBe(secrets.githubAlice);
+      if (user === 'dave-batch') expect(res.body.access_token).toBe('dave-' + secrets.githubAlice);
+      if (user === 'carol-batch') expect(res.body.error).toBe('consent_required');
+    }
+  });
+
   it('group-commits audit events of concurrent requests and releases none before its commit', async () => {
     const batcher = app.custos.app.get(AuditBatcher);
+    const decisions = app.custos.app.get(DecisionBatcher);
     const token = await idp.token();
     const before = { ...batcher.stats };
+    const decisionsBefore = { ...decisions.stats };
     const results = await Promise.all(Array.from({ length: 40 }, () => exchange(basicClient, token)));
     expect(results.every((r) => r.status === 200)).toBe(true);
     const events = batcher.stats.events - before.events;
     const batches = batcher.stats.batches - before.batches;
     expect(events).toBe(40);
     expect(batches).toBeLessThan(40);
+    // The decision reads of concurrent requests are batched too.
+    expect(decisions.stats.lookups - decisionsBefore.lookups).toBe(40);
+    expect(decisions.stats.batches - decisionsBefore.batches).toBeLessThan(40);
+    // Each got its own user's answer (the batch keeps requests apart).
+    expect(new Set(results.map((r) => r.body.access_token))).toEqual(new Set([secrets.githubAlice]));
   });
 });
 
