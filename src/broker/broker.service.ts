@@ -91,27 +91,23 @@ interface HotRow {
   secret: Buffer | null;
 }
 
-/** One statement: connector state, identity-provider version, assertion replay check and the connection. */
-function hotSql(consumeAssertion: boolean): string {
-  return `${
-    consumeAssertion
-      ? `WITH used AS (
-           INSERT INTO client_assertions_used (connector_id, jti_hash, expires_at) VALUES ($1, $5, $6)
-           ON CONFLICT DO NOTHING RETURNING 1)
-         `
-      : ''
-  }SELECT k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
+/**
+ * The decision read of a private_key_jwt request: records the assertion's jti as used and reads connector
+ * state, identity-provider version and the connection in one statement (`assertion_fresh` is 0 on a replay).
+ * Requests without an assertion go through DecisionBatcher instead.
+ */
+const ASSERTION_DECISION_SQL = `WITH used AS (
+    INSERT INTO client_assertions_used (connector_id, jti_hash, expires_at) VALUES ($1, $5, $6)
+    ON CONFLICT DO NOTHING RETURNING 1)
+  SELECT k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
      (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = $4)
        AS idp_updated_at,
-     ${consumeAssertion ? '(SELECT count(*) FROM used)::int' : '1'} AS assertion_fresh,
+     (SELECT count(*) FROM used)::int AS assertion_fresh,
      c.id, c.type, c.status, c.scopes, c.expires_at, c.secret
    FROM connectors k
    LEFT JOIN connections c
      ON c.tenant_id = k.tenant_id AND c.user_id = $2 AND c.provider = $3 AND c.revoked_at IS NULL
    WHERE k.id = $1`;
-}
-
-const HOT_SQL_ASSERTION = hotSql(true);
 
 @Injectable()
 export class BrokerService {
@@ -227,7 +223,7 @@ export class BrokerService {
         const rows = await preparedQuery<HotRow>(
           this.db,
           'custos_token_exchange_assertion_v1',
-          HOT_SQL_ASSERTION,
+          ASSERTION_DECISION_SQL,
           [
             client.connector.connectorId,
             subject.userId,
@@ -261,7 +257,7 @@ export class BrokerService {
       if (connectorStale) {
         // A disabled, deleted or changed connector: authenticate again against the database.
         this.clients.forget(client.connector.clientId);
-        client = await this.authenticate(authInput, event, true);
+        client = await this.authenticate(authInput, event);
       }
       if (idpStale && subject.kind === 'jwt') {
         this.subjects.invalidateIssuer(client.connector.tenantId, subject.verified.issuer);
@@ -299,10 +295,8 @@ export class BrokerService {
   private async authenticate(
     input: ClientAuthInput,
     event: AuditRecord & { details: Record<string, unknown> },
-    fresh = false,
   ): Promise<AuthenticatedClient> {
     try {
-      if (fresh) this.clients.forget(input.clientId ?? '');
       const client = await this.clients.authenticate(input);
       const c = client.connector;
       event.tenantId = c.tenantId;

@@ -17,14 +17,13 @@ import { hashKey } from '../identity/admin-keys.service.js';
 import { ConnectorsService, type ConnectorCredentials } from '../identity/connectors.service.js';
 import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
 import { JwksResolver, JwksUnavailableError } from './jwks-resolver.js';
+import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from './jwt-policy.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** The longest an assertion may live (exp - now), so a captured one is useless soon. */
 export const MAX_ASSERTION_LIFETIME_S = 300;
-const CLOCK_TOLERANCE_S = 30;
 const CACHE_MS = 30_000;
 const CACHE_MAX = 10_000;
-const FORBIDDEN_HEADERS = ['jku', 'x5u', 'x5c', 'jwk', 'crit'] as const;
 
 export type ClientAuthMethod = 'client_secret_basic' | 'private_key_jwt';
 
@@ -164,7 +163,7 @@ export class ClientAuthenticator {
     if (typeof header.alg !== 'string' || !(SIGNING_ALGORITHMS as readonly string[]).includes(header.alg)) {
       throw new ClientAuthError('alg_not_allowed', creds, false);
     }
-    if (FORBIDDEN_HEADERS.some((h) => Object.hasOwn(header, h))) {
+    if (FORBIDDEN_JWT_HEADERS.some((h) => Object.hasOwn(header, h))) {
       throw new ClientAuthError('forbidden_header', creds, false);
     }
     let payload: Awaited<ReturnType<typeof jwtVerify>>['payload'];

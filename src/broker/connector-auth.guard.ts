@@ -17,6 +17,7 @@ import {
   CLIENT_ASSERTION_TYPE,
   ClientAuthenticator,
   ClientAuthError,
+  parseBasicAuth,
   type AuthenticatedClient,
 } from './client-auth.js';
 
@@ -97,13 +98,8 @@ export class ConnectorOrAdminGuard implements CanActivate {
       }
       return;
     }
-    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-    const id = decoded.slice(0, Math.max(0, decoded.indexOf(':')));
-    try {
-      this.clients.forget(decodeURIComponent(id.replace(/\+/g, ' ')));
-    } catch {
-      // Malformed: refused below.
-    }
+    const parsed = parseBasicAuth(header);
+    if (parsed) this.clients.forget(parsed.clientId);
   }
 
   private async deny(tenantId: string | null, connectorId: string | null, route: string, reason: string) {

@@ -18,6 +18,7 @@ import {
   type IdentityProviderView,
 } from '../identity/identity-providers.service.js';
 import { JwksResolver, JwksUnavailableError } from './jwks-resolver.js';
+import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from './jwt-policy.js';
 
 export interface VerifiedSubject {
   userId: string;
@@ -45,9 +46,7 @@ export class SubjectTokenError extends Error {
   }
 }
 
-const FORBIDDEN_HEADERS = ['jku', 'x5u', 'x5c', 'jwk', 'crit'] as const;
 const MAX_TOKEN_CHARS = 16 * 1024;
-const CLOCK_TOLERANCE_S = 30;
 const CACHE_MAX = 20_000;
 const IDP_CACHE_MS = 30_000;
 
@@ -118,7 +117,7 @@ export class SubjectTokenVerifier {
     if (typeof header.alg !== 'string' || header.alg.toLowerCase() === 'none') {
       throw new SubjectTokenError('alg_none', 'Unsigned tokens are not accepted');
     }
-    const named = FORBIDDEN_HEADERS.find((h) => Object.hasOwn(header, h));
+    const named = FORBIDDEN_JWT_HEADERS.find((h) => Object.hasOwn(header, h));
     if (named) {
       throw new SubjectTokenError('forbidden_header', `Tokens with a "${named}" header are not accepted`);
     }
