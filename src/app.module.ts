@@ -37,6 +37,14 @@ import { IdentityProvidersService } from './identity/identity-providers.service.
 import { JOB_RUNNER, type JobRunner } from './jobs/job-runner.js';
 import { ProviderCatalog } from './providers/provider-catalog.js';
 import { ProvidersController } from './providers/providers.controller.js';
+import { ProviderAppsController } from './providers/provider-apps.controller.js';
+import { ProviderAppsService } from './providers/provider-apps.service.js';
+import { ProviderRegistry } from './providers/provider-registry.js';
+import { TenantProvidersController } from './providers/tenant-providers.controller.js';
+import { TenantProvidersService } from './providers/tenant-providers.service.js';
+import { ConnectFlowController } from './connect/connect-flow.controller.js';
+import { ConnectFlowService } from './connect/connect-flow.service.js';
+import { ProviderOAuthClient } from './connect/oauth-client.js';
 import { TenantsController } from './tenants/tenants.controller.js';
 import { TenantsService } from './tenants/tenants.service.js';
 
@@ -59,6 +67,9 @@ export class AppModule {
         HealthController,
         MetricsController,
         ProvidersController,
+        TenantProvidersController,
+        ProviderAppsController,
+        ConnectFlowController,
         TenantsController,
         ConnectionsController,
         ConnectSessionsController,
@@ -73,6 +84,11 @@ export class AppModule {
         { provide: LOGGER, useValue: rt.logger },
         { provide: DataSource, useValue: rt.dataSource },
         { provide: ProviderCatalog, useValue: rt.catalog },
+        ProviderRegistry,
+        TenantProvidersService,
+        ProviderAppsService,
+        ProviderOAuthClient,
+        ConnectFlowService,
         { provide: JOB_RUNNER, useValue: rt.jobs },
         { provide: Metrics, useValue: new Metrics() },
         // The one SSRF-safe client for every tenant-influenced URL (JWKS, custom providers, key backends, webhooks).

@@ -26,7 +26,8 @@ import type { ConnectionStatus, ConnectionType } from '../connections/connection
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 import { ConnectionsService } from '../connections/connections.service.js';
 import { preparedQuery } from '../database/sql.js';
-import { ProviderCatalog } from '../providers/provider-catalog.js';
+import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { ProviderRegistry } from '../providers/provider-registry.js';
 import {
   ClientAuthenticator,
   ClientAuthError,
@@ -120,7 +121,7 @@ export class BrokerService {
     @Inject(SubjectTokenVerifier) private readonly subjects: SubjectTokenVerifier,
     @Inject(ConnectionsService) private readonly connections: ConnectionsService,
     @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
-    @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(AuditBatcher) private readonly audit: AuditBatcher,
     @Inject(LOGGER) private readonly log: Logger,
     @Inject(Metrics) private readonly metrics: Metrics,
@@ -186,7 +187,11 @@ export class BrokerService {
     }
     const provider = form.audience;
     if (!provider) throw invalidRequest('audience (the provider key) is required', 'missing_audience');
-    const definition = this.catalog.get(provider);
+    // A catalog provider (or a cached custom one) costs no I/O; a tenant's custom providers are read at most
+    // once per cache period.
+    const tenantId = client.connector.tenantId;
+    const definition =
+      this.providers.getCached(tenantId, provider) ?? (await this.providers.get(tenantId, provider));
     event.provider = definition ? provider : null;
     if (!definition) {
       event.details.audience = provider.slice(0, 100);
@@ -215,7 +220,7 @@ export class BrokerService {
     let assertionPending = client.assertion !== null;
     let row: HotRow | undefined;
     for (let attempt = 0; ; attempt++) {
-      this.checkPolicy(client, provider, scopes);
+      this.checkPolicy(client, provider, definition, scopes);
       subject ??= await this.subject(client, form.subject_token, form.subject_token_type, event);
       const issuer = subject.kind === 'jwt' ? subject.verified.issuer : null;
       if (assertionPending) {
@@ -336,7 +341,12 @@ export class BrokerService {
   }
 
   /** The connector may use this provider and these scopes (its allowedScopes, when it has a list). */
-  private checkPolicy(client: AuthenticatedClient, provider: string, scopes: string[]): void {
+  private checkPolicy(
+    client: AuthenticatedClient,
+    provider: string,
+    definition: ProviderDefinition,
+    scopes: string[],
+  ): void {
     const c = client.connector;
     if (!c.allowedProviders.includes(provider)) {
       throw new Refusal(
@@ -347,7 +357,6 @@ export class BrokerService {
       );
     }
     const allowed = c.allowedScopes[provider];
-    const definition = this.catalog.get(provider)!;
     if (scopes.length > 0 && definition.authMode !== 'oauth2') {
       throw new Refusal(400, 'invalid_scope', 'This provider does not use scopes', 'scopes_not_applicable');
     }

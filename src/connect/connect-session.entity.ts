@@ -59,4 +59,29 @@ export class ConnectSession {
 
   @Column('timestamptz', { name: 'completed_at', nullable: true })
   completedAt!: Date | null;
+
+  /** First time the link was opened. */
+  @Column('timestamptz', { name: 'opened_at', nullable: true })
+  openedAt!: Date | null;
+
+  /** SHA-256 of the pending authorization request's `state`; cleared when the callback uses it. */
+  @Index('uq_connect_sessions_state_hash', { unique: true, where: '"state_hash" IS NOT NULL' })
+  @Column('bytea', { name: 'state_hash', nullable: true })
+  stateHash!: Buffer | null;
+
+  /** SHA-256 of the browser-binding cookie set when the authorization request started. */
+  @Column('bytea', { name: 'browser_hash', nullable: true })
+  browserHash!: Buffer | null;
+
+  /** The PKCE verifier and nonce of the pending authorization request, sealed under the tenant's data key. */
+  @Column('bytea', { name: 'flow_secrets', nullable: true })
+  flowSecrets!: Buffer | null;
+
+  /** The connection the session created. */
+  @Column('uuid', { name: 'connection_id', nullable: true })
+  connectionId!: string | null;
+
+  /** Why the last attempt failed (stable code), while the session stays usable until it expires. */
+  @Column('text', { name: 'last_error', nullable: true })
+  lastError!: string | null;
 }

@@ -9,7 +9,7 @@ import { AuditService, type Actor, type AuditRecord } from '../audit/audit.servi
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
 import { hashKey } from '../identity/admin-keys.service.js';
-import { ProviderCatalog } from '../providers/provider-catalog.js';
+import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ConnectSessionStatus } from './connect-session.entity.js';
 import type { CreateConnectSessionInput } from './connect-sessions.dto.js';
 
@@ -48,7 +48,7 @@ export class ConnectSessionsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(AuditService) private readonly audit: AuditService,
-    @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(CONFIG) private readonly config: Config,
   ) {}
 
@@ -62,15 +62,21 @@ export class ConnectSessionsService {
     input: CreateConnectSessionInput,
     alsoAudit: AuditRecord[] = [],
   ): Promise<ConnectSessionView & { url: string }> {
-    if (!this.catalog.get(input.provider)) {
+    if (!(await this.providers.get(tenantId, input.provider))) {
       throw new CustosException('unknown_provider', `Unknown provider "${input.provider}"`);
     }
     if (input.returnTo !== undefined) {
-      // Return URLs must exactly match the tenant's allow-list, which no tenant has yet (connect-flow issue).
-      throw new CustosException(
-        'return_url_not_allowed',
-        'returnTo is not on the tenant’s allowed return URLs',
+      // Exact, byte-for-byte match with the tenant's allow-list: no prefixes, no normalisation.
+      const rows: { allowed: boolean }[] = await this.db.query(
+        'SELECT $2 = ANY(allowed_return_urls) AS allowed FROM tenants WHERE id = $1',
+        [tenantId, input.returnTo],
       );
+      if (!rows[0]?.allowed) {
+        throw new CustosException(
+          'return_url_not_allowed',
+          'returnTo is not on the tenant’s allowed return URLs',
+        );
+      }
     }
     const token = 'cst_' + randomBytes(32).toString('base64url');
     const id = randomUUID();
@@ -79,7 +85,7 @@ export class ConnectSessionsService {
       const rows: SessionRow[] = await m.query(
         `INSERT INTO connect_sessions (id, tenant_id, token_hash, user_id, provider, scopes, return_to, status,
            created_by_type, created_by_id, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, 'pending', $7, $8, now() + make_interval(secs => $9))
+         VALUES ($1, $2, $3, $4, $5, $6, $10, 'pending', $7, $8, now() + make_interval(secs => $9))
          RETURNING id, user_id, provider, scopes, status, created_at, expires_at`,
         [
           id,
@@ -91,6 +97,7 @@ export class ConnectSessionsService {
           actor.type,
           actor.id,
           this.config.connectSessionTtlSeconds,
+          input.returnTo ?? null,
         ],
       );
       await this.audit.record(

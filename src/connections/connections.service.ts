@@ -12,7 +12,8 @@ import { CONFIG, type Config } from '../config/config.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
 import { returned } from '../database/sql.js';
-import { ProviderCatalog } from '../providers/provider-catalog.js';
+import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ConnectionStatus, ConnectionType } from './connection.entity.js';
 import type { ImportCredentialInput } from './connections.dto.js';
 
@@ -118,7 +119,7 @@ export class ConnectionsService {
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
-    @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(CONFIG) private readonly config: Config,
   ) {}
 
@@ -130,18 +131,26 @@ export class ConnectionsService {
     providerKey: string,
     input: ImportCredentialInput,
   ): Promise<{ connection: ConnectionView; created: boolean }> {
-    const provider = this.catalog.get(providerKey);
-    if (!provider) throw new CustosException('unknown_provider', `Unknown provider "${providerKey}"`);
-    const expected: ConnectionType = provider.authMode === 'oauth2' ? 'oauth2' : 'api_key';
-    if (input.type !== expected) {
-      throw new CustosException(
-        'credential_type_mismatch',
-        `Provider "${providerKey}" takes credentials of type "${expected}", not "${input.type}"`,
-      );
-    }
+    const checkProvider = (provider: ProviderDefinition | undefined): void => {
+      if (!provider) throw new CustosException('unknown_provider', `Unknown provider "${providerKey}"`);
+      const expected: ConnectionType = provider.authMode === 'oauth2' ? 'oauth2' : 'api_key';
+      if (input.type !== expected) {
+        throw new CustosException(
+          'credential_type_mismatch',
+          `Provider "${providerKey}" takes credentials of type "${expected}", not "${input.type}"`,
+        );
+      }
+    };
+    // Fresh: a custom provider saved a moment ago through another Custos process must count.
+    checkProvider(await this.providers.get(tenantId, providerKey, { fresh: true }));
     const { dataKeyId, key } = await this.dataKeys.sealingKey(tenantId);
     const attempt = () =>
       this.db.transaction(async (m) => {
+        if (!this.providers.isBuiltIn(providerKey)) {
+          // A custom provider is locked until commit: it cannot be deleted, or change its auth mode, under
+          // the connection being written.
+          checkProvider(await this.providers.lockCustom(m, tenantId, providerKey));
+        }
         const existing: { id: string }[] = await m.query(
           `SELECT id FROM connections WHERE tenant_id = $1 AND user_id = $2 AND provider = $3 AND revoked_at IS NULL
            FOR UPDATE`,

@@ -9,6 +9,8 @@ import { TenantKeyBackend } from '../crypto/tenant-key-backend.entity.js';
 import { AdminKey } from '../identity/admin-key.entity.js';
 import { Connector } from '../identity/connector.entity.js';
 import { IdentityProvider } from '../identity/identity-provider.entity.js';
+import { ProviderApp } from '../providers/provider-app.entity.js';
+import { TenantProvider } from '../providers/tenant-provider.entity.js';
 import { Tenant } from '../tenants/tenant.entity.js';
 import { migrations } from './migrations.js';
 
@@ -23,6 +25,8 @@ export const entities = [
   ConnectSession,
   UsedAssertion,
   TenantKeyBackend,
+  TenantProvider,
+  ProviderApp,
 ];
 
 export function createDataSource(url: string, poolSize = 10): DataSource {

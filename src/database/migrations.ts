@@ -4,6 +4,8 @@ import { ConnectorsAndIdentityProviders1795307123236 } from '../../migrations/17
 import { ConnectSessions1795307477134 } from '../../migrations/1795307477134-ConnectSessions.js';
 import { ClientAssertionsUsed1795390000000 } from '../../migrations/1795390000000-ClientAssertionsUsed.js';
 import { TenantKeyBackends1795400000000 } from '../../migrations/1795400000000-TenantKeyBackends.js';
+import { TenantProviders1795410000000 } from '../../migrations/1795410000000-TenantProviders.js';
+import { ConnectFlow1795420000000 } from '../../migrations/1795420000000-ConnectFlow.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -11,4 +13,6 @@ export const migrations = [
   ConnectSessions1795307477134,
   ClientAssertionsUsed1795390000000,
   TenantKeyBackends1795400000000,
+  TenantProviders1795410000000,
+  ConnectFlow1795420000000,
 ];

@@ -5,12 +5,13 @@
  */
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { returned } from '../database/sql.js';
-import { ProviderCatalog } from '../providers/provider-catalog.js';
+import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { ProviderRegistry } from '../providers/provider-registry.js';
 import { hashKey } from './admin-keys.service.js';
 import type { ConnectorAuthMethod, ConnectorDelegation } from './connector.entity.js';
 import type { CreateConnectorInput, UpdateConnectorInput } from './connectors.dto.js';
@@ -144,12 +145,12 @@ export class ConnectorsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(AuditService) private readonly audit: AuditService,
-    @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
   ) {}
 
   async createConnector(actor: Actor, tenantId: string, input: CreateConnectorInput): Promise<ConnectorView> {
-    const policy = this.checkPolicy(input.allowedProviders, input.allowedScopes ?? {});
+    const policy = await this.checkPolicy(tenantId, input.allowedProviders, input.allowedScopes ?? {});
     const auth = input.auth;
     const jwks = auth.method === 'private_key_jwt' ? ((auth.jwks as PublicJwks | undefined) ?? null) : null;
     const jwksUri = auth.method === 'private_key_jwt' ? (auth.jwksUri ?? null) : null;
@@ -235,9 +236,11 @@ export class ConnectorsService {
       if (!before) throw new CustosException('not_found', 'Connector not found');
       const policy =
         patch.allowedProviders !== undefined || patch.allowedScopes !== undefined
-          ? this.checkPolicy(
+          ? await this.checkPolicy(
+              tenantId,
               patch.allowedProviders ?? before.allowed_providers,
               patch.allowedScopes ?? before.allowed_scopes,
+              m,
             )
           : { allowedProviders: before.allowed_providers, allowedScopes: before.allowed_scopes };
       const rows = returned<ConnectorRow>(
@@ -393,19 +396,25 @@ export class ConnectorsService {
   }
 
   /**
-   * Every allowed provider must be in the catalog, scopes may only narrow allowed providers, and only OAuth
-   * providers have scopes. Returns the policy with duplicates removed.
+   * Every allowed provider must be one the tenant has (built-in or its own custom provider), scopes may only
+   * narrow allowed providers, and only OAuth providers have scopes. Returns the policy with duplicates removed.
    */
-  private checkPolicy(
+  private async checkPolicy(
+    tenantId: string,
     providers: string[],
     scopes: Record<string, string[]>,
-  ): { allowedProviders: string[]; allowedScopes: Record<string, string[]> } {
+    manager?: EntityManager,
+  ): Promise<{ allowedProviders: string[]; allowedScopes: Record<string, string[]> }> {
     const allowedProviders = unique(providers);
+    const definitions = new Map<string, ProviderDefinition>();
     for (const key of allowedProviders) {
-      if (!this.catalog.get(key))
+      // Fresh: a provider saved a moment ago through another Custos process must count.
+      const definition = await this.providers.get(tenantId, key, { fresh: true, manager });
+      if (!definition)
         throw new CustosException('validation_failed', `allowedProviders names unknown provider "${key}"`, {
           provider: key,
         });
+      definitions.set(key, definition);
     }
     const allowedScopes: Record<string, string[]> = {};
     for (const [key, list] of Object.entries(scopes)) {
@@ -416,7 +425,7 @@ export class ConnectorsService {
           { provider: key },
         );
       }
-      if (this.catalog.get(key)?.authMode !== 'oauth2') {
+      if (definitions.get(key)?.authMode !== 'oauth2') {
         throw new CustosException(
           'validation_failed',
           `allowedScopes names provider "${key}", which does not use OAuth scopes`,

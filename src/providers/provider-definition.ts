@@ -1,7 +1,8 @@
 /**
  * The provider definition schema: what Custos knows about a third-party provider (where to send users, where
- * to exchange codes, how to check an API key). It validates the shipped catalog (providers/*.yaml) and, later,
- * the custom providers that tenants send through the API, so it is strict: unknown fields are errors.
+ * to exchange codes, how to check an API key). It validates the shipped catalog (providers/*.yaml) and the
+ * custom providers that tenants send through the API, so it is strict: unknown fields are errors. Custom
+ * providers may also use http: URLs, which the SSRF-safe client accepts only for allow-listed hosts.
  */
 import { z } from 'zod';
 import { CustosException } from '../common/errors.js';
@@ -42,8 +43,12 @@ export function urlPlaceholders(url: string): string[] {
   return [...url.matchAll(PLACEHOLDER_PATTERN)].map((m) => m[1] ?? '');
 }
 
-/** Why a (possibly templated) URL is unacceptable, or undefined when it is fine. */
-function urlProblem(raw: string, allowPlaceholders: boolean): string | undefined {
+/**
+ * Why a (possibly templated) URL is unacceptable, or undefined when it is fine. `allowHttp` admits http: URLs
+ * (custom providers: the SSRF-safe client then requires an allow-listed host), but never with a placeholder
+ * in the host, which could not be allow-listed.
+ */
+function urlProblem(raw: string, allowPlaceholders: boolean, allowHttp = false): string | undefined {
   const placeholders = urlPlaceholders(raw);
   if (placeholders.length > 0) {
     if (!allowPlaceholders) return 'must not contain {placeholders}';
@@ -59,14 +64,22 @@ function urlProblem(raw: string, allowPlaceholders: boolean): string | undefined
   } catch {
     return 'must be an absolute URL';
   }
-  if (url.protocol !== 'https:') return 'must be an https: URL';
+  if (url.protocol !== 'https:' && !(allowHttp && url.protocol === 'http:')) {
+    return allowHttp ? 'must be an https: or http: URL' : 'must be an https: URL';
+  }
   if (url.username !== '' || url.password !== '') return 'must not contain credentials';
   if (placeholders.length > 0) {
     const queryStart = raw.indexOf('?');
     if (queryStart !== -1 && HAS_PLACEHOLDER.test(raw.slice(queryStart))) {
       return 'may have placeholders only in its host and path';
     }
-    const rawHost = /^https:\/\/([^/?]*)/.exec(raw)?.[1] ?? '';
+    // Read the host from the raw text, so it must be spelled plainly: 'HTTPS://{x}' or 'https:{x}' would
+    // otherwise hide a placeholder that makes up the whole host.
+    const rawHost = /^https?:\/\/([^/?]*)/.exec(raw)?.[1];
+    if (rawHost === undefined) return 'with placeholders must start with https://';
+    if (rawHost.includes('{') && url.protocol !== 'https:') {
+      return 'may use a placeholder in its host only with https:';
+    }
     if (
       rawHost.includes('{') &&
       !FIXED_HOST_SUFFIX_PATTERN.test(rawHost.slice(rawHost.lastIndexOf('}') + 1))
@@ -77,22 +90,34 @@ function urlProblem(raw: string, allowPlaceholders: boolean): string | undefined
   return undefined;
 }
 
-function httpsUrl(options: { allowPlaceholders: boolean }) {
+function providerUrl(options: { allowPlaceholders: boolean; allowHttp: boolean }) {
+  const scheme = options.allowHttp
+    ? 'Absolute https: URL (http: only for a host in CUSTOS_OUTBOUND_ALLOW_HOSTS)'
+    : 'Absolute https: URL';
   return z
     .string()
     .describe(
       options.allowPlaceholders
-        ? 'Absolute https: URL without credentials or fragment; {param} placeholders declared in connectionConfig may appear in the host (before a fixed domain) and path.'
-        : 'Absolute https: URL without credentials or fragment.',
+        ? `${scheme} without credentials or fragment; {param} placeholders declared in connectionConfig may appear in the host (before a fixed domain) and path.`
+        : `${scheme} without credentials or fragment.`,
     )
     .max(2048)
     .superRefine((value, ctx) => {
-      const problem = urlProblem(value, options.allowPlaceholders);
+      const problem = urlProblem(value, options.allowPlaceholders, options.allowHttp);
       if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `URL ${problem}` });
     });
 }
 
-const templatedUrl = httpsUrl({ allowPlaceholders: true });
+/** The URL fields of a definition: https: only for the catalog, https: or http: for custom providers. */
+interface UrlSchemas {
+  templated: ReturnType<typeof providerUrl>;
+  plain: ReturnType<typeof providerUrl>;
+}
+
+const urlSchemas = (allowHttp: boolean): UrlSchemas => ({
+  templated: providerUrl({ allowPlaceholders: true, allowHttp }),
+  plain: providerUrl({ allowPlaceholders: false, allowHttp }),
+});
 
 const connectionParamSchema = z.strictObject({
   key: z.string().regex(PARAM_KEY_PATTERN, 'must match ^[a-z][a-zA-Z0-9_]{0,62}$'),
@@ -121,175 +146,187 @@ const connectionParamSchema = z.strictObject({
     .optional(),
 });
 
-const oauth2Schema = z.strictObject({
-  authorizationUrl: templatedUrl,
-  tokenUrl: templatedUrl,
-  /** An RFC 7009 revocation endpoint; leave it out for providers whose revocation is proprietary. */
-  revocationUrl: templatedUrl.optional(),
-  /** Expected `iss` of ID tokens / RFC 9207 authorization responses. */
-  issuer: templatedUrl.optional(),
-  /** Default scopes requested at connect time. */
-  scopes: z
-    .array(z.string().max(512).regex(SCOPE_TOKEN_PATTERN, 'must be an RFC 6749 scope token'))
-    .max(100)
-    .default([]),
-  scopeSeparator: z.enum([' ', ',']).default(' '),
-  /** Send an S256 PKCE challenge. */
-  pkce: z.boolean().default(true),
-  tokenEndpointAuthMethod: z
-    .enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt'])
-    .default('client_secret_basic'),
-  /** Extra authorization request parameters, e.g. `{access_type: offline, prompt: consent}`. */
-  authorizationParams: z
-    .record(z.string().min(1).max(100), z.string().max(1000))
-    .superRefine((params, ctx) => {
-      for (const name of Object.keys(params)) {
-        if (RESERVED_AUTHORIZATION_PARAMS.has(name)) {
-          ctx.addIssue({
-            code: 'custom',
-            path: [name],
-            message: `${name} is set by Custos and cannot be overridden`,
-          });
+const oauth2SchemaFor = (urls: UrlSchemas) =>
+  z.strictObject({
+    authorizationUrl: urls.templated,
+    tokenUrl: urls.templated,
+    /** An RFC 7009 revocation endpoint; leave it out for providers whose revocation is proprietary. */
+    revocationUrl: urls.templated.optional(),
+    /** Expected `iss` of ID tokens / RFC 9207 authorization responses. */
+    issuer: urls.templated.optional(),
+    /** Default scopes requested at connect time. */
+    scopes: z
+      .array(z.string().max(512).regex(SCOPE_TOKEN_PATTERN, 'must be an RFC 6749 scope token'))
+      .max(100)
+      .default([]),
+    scopeSeparator: z.enum([' ', ',']).default(' '),
+    /** Send an S256 PKCE challenge. */
+    pkce: z.boolean().default(true),
+    tokenEndpointAuthMethod: z
+      .enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt'])
+      .default('client_secret_basic'),
+    /** Extra authorization request parameters, e.g. `{access_type: offline, prompt: consent}`. */
+    authorizationParams: z
+      .record(z.string().min(1).max(100), z.string().max(1000))
+      .superRefine((params, ctx) => {
+        for (const name of Object.keys(params)) {
+          if (RESERVED_AUTHORIZATION_PARAMS.has(name)) {
+            ctx.addIssue({
+              code: 'custom',
+              path: [name],
+              message: `${name} is set by Custos and cannot be overridden`,
+            });
+          }
         }
-      }
-    })
-    .default({}),
-  /**
-   * Each refresh returns a new refresh token and invalidates the old one, so refreshes must be single-flight
-   * and the new token stored before the access token is used. When unsure, true is the safe value.
-   */
-  rotatesRefreshToken: z.boolean().default(false),
-  /**
-   * Access-token lifetime in seconds, assumed when a token response that carries a refresh token omits
-   * expires_in. (A response with neither a refresh token nor expires_in is a token that does not expire.)
-   */
-  defaultExpiresIn: z.int().positive().max(31_536_000).default(3600),
-});
-
-const apiKeyVerifySchema = z.strictObject({
-  url: templatedUrl,
-  method: z.enum(['GET', 'POST']).default('GET'),
-  header: z
-    .string()
-    .max(100)
-    .regex(HEADER_NAME_PATTERN, 'must be an HTTP header name')
-    .default('Authorization'),
-  /**
-   * The header value, with `{key}` standing for the secret: the API key, or for basic providers the
-   * base64 of `username:password`.
-   */
-  format: z
-    .string()
-    .max(200)
-    .regex(HEADER_VALUE_PATTERN, 'must be printable ASCII')
-    .refine((value) => value.includes('{key}'), 'format must contain {key}')
-    .default('Bearer {key}'),
-  /** Fixed extra headers, e.g. `{anthropic-version: "2023-06-01"}`. */
-  headers: z
-    .record(
-      z.string().max(100).regex(HEADER_NAME_PATTERN, 'must be an HTTP header name'),
-      z.string().max(1000).regex(HEADER_VALUE_PATTERN, 'must be printable ASCII'),
-    )
-    .optional(),
-});
-
-const apiKeySchema = z.strictObject({
-  /** A cheap authenticated request that succeeds (2xx) only for a valid key. */
-  verify: apiKeyVerifySchema.optional(),
-});
-
-export const providerDefinitionSchema = z
-  .strictObject({
-    key: z.string().regex(PROVIDER_KEY_PATTERN, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$'),
-    name: z.string().trim().min(1).max(100),
-    authMode: z.enum(['oauth2', 'api_key', 'basic']),
-    docsUrl: httpsUrl({ allowPlaceholders: false }).optional(),
-    /** Values the user supplies at connect time (account, subdomain, …), usable as `{key}` in URLs. */
-    connectionConfig: z.array(connectionParamSchema).min(1).max(10).optional(),
-    oauth2: oauth2Schema.optional(),
-    apiKey: apiKeySchema.optional(),
-  })
-  .superRefine((def, ctx) => {
-    if (def.authMode === 'oauth2' && def.oauth2 === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['oauth2'],
-        message: 'oauth2 is required when authMode is oauth2',
-      });
-    }
-    if (def.authMode !== 'oauth2' && def.oauth2 !== undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['oauth2'],
-        message: `oauth2 is not allowed when authMode is ${def.authMode}`,
-      });
-    }
-    if (def.authMode === 'oauth2' && def.apiKey !== undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['apiKey'],
-        message: 'apiKey is not allowed when authMode is oauth2',
-      });
-    }
-
-    const declared = new Set<string>();
-    def.connectionConfig?.forEach((param, i) => {
-      if (declared.has(param.key)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['connectionConfig', i, 'key'],
-          message: `duplicate key ${param.key}`,
-        });
-      }
-      declared.add(param.key);
-    });
-    const urls: [(string | number)[], string | undefined][] = [
-      [['oauth2', 'authorizationUrl'], def.oauth2?.authorizationUrl],
-      [['oauth2', 'tokenUrl'], def.oauth2?.tokenUrl],
-      [['oauth2', 'revocationUrl'], def.oauth2?.revocationUrl],
-      [['oauth2', 'issuer'], def.oauth2?.issuer],
-      [['apiKey', 'verify', 'url'], def.apiKey?.verify?.url],
-    ];
-    for (const [path, url] of urls) {
-      for (const name of urlPlaceholders(url ?? '')) {
-        if (!declared.has(name)) {
-          ctx.addIssue({
-            code: 'custom',
-            path,
-            message: `placeholder {${name}} is not declared in connectionConfig`,
-          });
-        }
-      }
-    }
-
-    def.oauth2?.scopes.forEach((scope, i) => {
-      if (def.oauth2?.scopeSeparator === ',' && scope.includes(',')) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['oauth2', 'scopes', i],
-          message: 'scope contains the separator',
-        });
-      }
-    });
-
-    const verify = def.apiKey?.verify;
-    for (const name of Object.keys(verify?.headers ?? {})) {
-      const lower = name.toLowerCase();
-      if (RESERVED_VERIFY_HEADERS.has(lower) || lower === verify?.header.toLowerCase()) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['apiKey', 'verify', 'headers', name],
-          message: `header ${name} cannot be set`,
-        });
-      }
-    }
+      })
+      .default({}),
+    /**
+     * Each refresh returns a new refresh token and invalidates the old one, so refreshes must be single-flight
+     * and the new token stored before the access token is used. When unsure, true is the safe value.
+     */
+    rotatesRefreshToken: z.boolean().default(false),
+    /**
+     * Access-token lifetime in seconds, assumed when a token response that carries a refresh token omits
+     * expires_in. (A response with neither a refresh token nor expires_in is a token that does not expire.)
+     */
+    defaultExpiresIn: z.int().positive().max(31_536_000).default(3600),
   });
+
+const apiKeyVerifySchemaFor = (urls: UrlSchemas) =>
+  z.strictObject({
+    url: urls.templated,
+    method: z.enum(['GET', 'POST']).default('GET'),
+    header: z
+      .string()
+      .max(100)
+      .regex(HEADER_NAME_PATTERN, 'must be an HTTP header name')
+      .default('Authorization'),
+    /**
+     * The header value, with `{key}` standing for the secret: the API key, or for basic providers the
+     * base64 of `username:password`.
+     */
+    format: z
+      .string()
+      .max(200)
+      .regex(HEADER_VALUE_PATTERN, 'must be printable ASCII')
+      .refine((value) => value.includes('{key}'), 'format must contain {key}')
+      .default('Bearer {key}'),
+    /** Fixed extra headers, e.g. `{anthropic-version: "2023-06-01"}`. */
+    headers: z
+      .record(
+        z.string().max(100).regex(HEADER_NAME_PATTERN, 'must be an HTTP header name'),
+        z.string().max(1000).regex(HEADER_VALUE_PATTERN, 'must be printable ASCII'),
+      )
+      .optional(),
+  });
+
+const definitionSchemaFor = (urls: UrlSchemas) =>
+  z
+    .strictObject({
+      key: z.string().regex(PROVIDER_KEY_PATTERN, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$'),
+      name: z.string().trim().min(1).max(100),
+      authMode: z.enum(['oauth2', 'api_key', 'basic']),
+      docsUrl: urls.plain.optional(),
+      /** Values the user supplies at connect time (account, subdomain, …), usable as `{key}` in URLs. */
+      connectionConfig: z.array(connectionParamSchema).min(1).max(10).optional(),
+      oauth2: oauth2SchemaFor(urls).optional(),
+      apiKey: z
+        .strictObject({
+          /** A cheap authenticated request that succeeds (2xx) only for a valid key. */
+          verify: apiKeyVerifySchemaFor(urls).optional(),
+        })
+        .optional(),
+    })
+    .superRefine((def, ctx) => {
+      if (def.authMode === 'oauth2' && def.oauth2 === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['oauth2'],
+          message: 'oauth2 is required when authMode is oauth2',
+        });
+      }
+      if (def.authMode !== 'oauth2' && def.oauth2 !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['oauth2'],
+          message: `oauth2 is not allowed when authMode is ${def.authMode}`,
+        });
+      }
+      if (def.authMode === 'oauth2' && def.apiKey !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apiKey'],
+          message: 'apiKey is not allowed when authMode is oauth2',
+        });
+      }
+
+      const declared = new Set<string>();
+      def.connectionConfig?.forEach((param, i) => {
+        if (declared.has(param.key)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['connectionConfig', i, 'key'],
+            message: `duplicate key ${param.key}`,
+          });
+        }
+        declared.add(param.key);
+      });
+      const urls: [(string | number)[], string | undefined][] = [
+        [['oauth2', 'authorizationUrl'], def.oauth2?.authorizationUrl],
+        [['oauth2', 'tokenUrl'], def.oauth2?.tokenUrl],
+        [['oauth2', 'revocationUrl'], def.oauth2?.revocationUrl],
+        [['oauth2', 'issuer'], def.oauth2?.issuer],
+        [['apiKey', 'verify', 'url'], def.apiKey?.verify?.url],
+      ];
+      for (const [path, url] of urls) {
+        for (const name of urlPlaceholders(url ?? '')) {
+          if (!declared.has(name)) {
+            ctx.addIssue({
+              code: 'custom',
+              path,
+              message: `placeholder {${name}} is not declared in connectionConfig`,
+            });
+          }
+        }
+      }
+
+      def.oauth2?.scopes.forEach((scope, i) => {
+        if (def.oauth2?.scopeSeparator === ',' && scope.includes(',')) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['oauth2', 'scopes', i],
+            message: 'scope contains the separator',
+          });
+        }
+      });
+
+      const verify = def.apiKey?.verify;
+      for (const name of Object.keys(verify?.headers ?? {})) {
+        const lower = name.toLowerCase();
+        if (RESERVED_VERIFY_HEADERS.has(lower) || lower === verify?.header.toLowerCase()) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['apiKey', 'verify', 'headers', name],
+            message: `header ${name} cannot be set`,
+          });
+        }
+      }
+    });
+
+/** The catalog's schema (providers/*.yaml): https: URLs only. */
+export const providerDefinitionSchema = definitionSchemaFor(urlSchemas(false));
+/**
+ * A tenant's custom provider: the same rules, except that a URL may also be http: (never with a placeholder
+ * in its host). Whether an http: host is allow-listed, and whether any host is public, is the SSRF-safe
+ * client's decision at save and on every request.
+ */
+export const customProviderDefinitionSchema = definitionSchemaFor(urlSchemas(true));
 
 export type ProviderDefinition = z.infer<typeof providerDefinitionSchema>;
 /** What a definition may look like before defaults are applied (YAML files, API request bodies). */
 export type ProviderDefinitionInput = z.input<typeof providerDefinitionSchema>;
-export type OAuth2Config = z.infer<typeof oauth2Schema>;
-export type ApiKeyVerifyConfig = z.infer<typeof apiKeyVerifySchema>;
+export type OAuth2Config = z.infer<ReturnType<typeof oauth2SchemaFor>>;
+export type ApiKeyVerifyConfig = z.infer<ReturnType<typeof apiKeyVerifySchemaFor>>;
 export type ConnectionParam = z.infer<typeof connectionParamSchema>;
 export type AuthMode = ProviderDefinition['authMode'];
 
@@ -322,13 +359,22 @@ function toIssues(error: z.ZodError): ValidationIssue[] {
   );
 }
 
-/** Validates a provider definition and applies defaults; throws CustosException 'validation_failed'. */
-export function parseProviderDefinition(input: unknown): ProviderDefinition {
-  const result = providerDefinitionSchema.safeParse(input, {
+function parseWithSchema(
+  schema: typeof providerDefinitionSchema,
+  input: unknown,
+  unknownFieldCode: 'validation_failed' | 'unknown_field',
+): ProviderDefinition {
+  const result = schema.safeParse(input, {
     error: (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'required' : undefined),
   });
   if (result.success) return result.data;
   const issues = toIssues(result.error);
+  const unknownField = issues.find((i) => i.message === 'unknown field');
+  if (unknownField !== undefined && unknownFieldCode === 'unknown_field') {
+    throw new CustosException('unknown_field', `Unknown field in provider definition: ${unknownField.path}`, {
+      issues,
+    });
+  }
   const first = issues[0] ?? { path: '(root)', message: 'invalid' };
   throw new CustosException(
     'validation_failed',
@@ -337,6 +383,32 @@ export function parseProviderDefinition(input: unknown): ProviderDefinition {
       issues,
     },
   );
+}
+
+/** Validates a catalog provider definition and applies defaults; throws CustosException 'validation_failed'. */
+export function parseProviderDefinition(input: unknown): ProviderDefinition {
+  return parseWithSchema(providerDefinitionSchema, input, 'validation_failed');
+}
+
+/**
+ * Validates a tenant's custom provider definition (an API request body) and applies defaults. Throws
+ * CustosException 'unknown_field' for an unknown field, as every API body does, else 'validation_failed'.
+ */
+export function parseCustomProviderDefinition(input: unknown): ProviderDefinition {
+  return parseWithSchema(customProviderDefinitionSchema, input, 'unknown_field');
+}
+
+/** Every URL of a definition with where it sits, in a stable order (for SSRF checks and audit details). */
+export function definitionUrls(def: ProviderDefinition): { path: string; url: string }[] {
+  const urls: [string, string | undefined][] = [
+    ['docsUrl', def.docsUrl],
+    ['oauth2.authorizationUrl', def.oauth2?.authorizationUrl],
+    ['oauth2.tokenUrl', def.oauth2?.tokenUrl],
+    ['oauth2.revocationUrl', def.oauth2?.revocationUrl],
+    ['oauth2.issuer', def.oauth2?.issuer],
+    ['apiKey.verify.url', def.apiKey?.verify?.url],
+  ];
+  return urls.flatMap(([path, url]) => (url === undefined ? [] : [{ path, url }]));
 }
 
 /**
@@ -386,8 +458,9 @@ export function expandProviderUrl(template: string, values: Readonly<Record<stri
     }
     return value;
   });
-  if (urlProblem(expanded, false) !== undefined) {
-    throw new CustosException('validation_failed', 'Connection config does not produce a valid https URL');
+  // An http: template can only come from a custom provider whose host is fixed (and was allow-listed).
+  if (urlProblem(expanded, false, template.startsWith('http://')) !== undefined) {
+    throw new CustosException('validation_failed', 'Connection config does not produce a valid URL');
   }
   return expanded;
 }

@@ -16,6 +16,10 @@ export class Tenant {
   @Column('uuid', { name: 'key_backend_id', nullable: true })
   keyBackendId!: string | null;
 
+  /** Where a connect flow may send the browser back to: exact matches only. */
+  @Column('text', { name: 'allowed_return_urls', array: true, default: () => "'{}'" })
+  allowedReturnUrls!: string[];
+
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
 

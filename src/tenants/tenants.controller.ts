@@ -1,10 +1,15 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Post, Req, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Patch, Post, Req, UseGuards } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
 import { UuidParam, ZodBody } from '../common/validation.js';
 import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
 import { AdminKeysService, adminActor } from '../identity/admin-keys.service.js';
-import { createAdminKeySchema, createTenantSchema } from './tenants.dto.js';
+import {
+  createAdminKeySchema,
+  createTenantSchema,
+  updateTenantSchema,
+  type UpdateTenantInput,
+} from './tenants.dto.js';
 import { TenantsService } from './tenants.service.js';
 
 @ApiTags('tenants')
@@ -38,6 +43,17 @@ export class TenantsController {
   @Access('tenant_or_platform_admin')
   get(@Param('tenantId', UuidParam) tenantId: string) {
     return this.tenants.getTenant(tenantId);
+  }
+
+  @Patch(':tenantId')
+  @Access('tenant_admin')
+  @ApiBody({ schema: z.toJSONSchema(updateTenantSchema) as object })
+  update(
+    @Req() req: AuthedRequest,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Body(new ZodBody(updateTenantSchema)) body: UpdateTenantInput,
+  ) {
+    return this.tenants.updateTenant(adminActor(req.principal!), tenantId, body);
   }
 
   @Post(':tenantId/admin-keys')

@@ -8,3 +8,40 @@ export const createAdminKeySchema = z.strictObject({
   name: z.string().trim().min(1).max(200),
   role: z.enum(['admin', 'auditor']),
 });
+
+/**
+ * A return URL a connect flow may redirect to. Absolute https (http only for localhost, for development),
+ * no credentials, no fragment, and nothing that browsers or proxies read differently: no backslashes,
+ * control characters or whitespace. Matched exactly, byte for byte.
+ */
+export const returnUrlSchema = z
+  .string()
+  .min(1)
+  .max(2048)
+  .refine((raw) => {
+    // Backslashes, whitespace and control characters (checked by code point: no control characters in a regex).
+    if (
+      [...raw].some(
+        (ch) => ch === '\\' || /\s/.test(ch) || ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f,
+      )
+    ) {
+      return false;
+    }
+    let u: URL;
+    try {
+      u = new URL(raw);
+    } catch {
+      return false;
+    }
+    const local = u.hostname === 'localhost' || u.hostname === '127.0.0.1' || u.hostname === '[::1]';
+    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && local)) return false;
+    return !u.username && !u.password && !u.hash && u.href === raw;
+  }, 'must be an absolute https URL in canonical form, without credentials or fragment (http only for localhost)');
+
+export const updateTenantSchema = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200).optional(),
+    allowedReturnUrls: z.array(returnUrlSchema).max(50).optional(),
+  })
+  .refine((p) => Object.keys(p).length > 0, { message: 'at least one field is required' });
+export type UpdateTenantInput = z.output<typeof updateTenantSchema>;

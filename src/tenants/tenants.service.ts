@@ -4,11 +4,14 @@ import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import type { KeyBackendType } from '../crypto/key-backend.js';
+import { returned } from '../database/sql.js';
+import type { UpdateTenantInput } from './tenants.dto.js';
 
 export interface TenantView {
   id: string;
   name: string;
   keyBackend: { type: KeyBackendType };
+  allowedReturnUrls: string[];
   createdAt: string;
 }
 
@@ -16,13 +19,17 @@ interface TenantRow {
   id: string;
   name: string;
   key_backend_type: KeyBackendType;
+  allowed_return_urls: string[];
   created_at: Date;
 }
+
+const columns = 'id, name, key_backend_type, allowed_return_urls, created_at';
 
 const view = (r: TenantRow): TenantView => ({
   id: r.id,
   name: r.name,
   keyBackend: { type: r.key_backend_type },
+  allowedReturnUrls: r.allowed_return_urls,
   createdAt: r.created_at.toISOString(),
 });
 
@@ -38,7 +45,7 @@ export class TenantsService {
     return this.db.transaction(async (m) => {
       const rows: TenantRow[] = await m.query(
         `INSERT INTO tenants (id, name, key_backend_type) VALUES ($1, $2, 'managed')
-         RETURNING id, name, key_backend_type, created_at`,
+         RETURNING ${columns}`,
         [id, name],
       );
       await this.audit.record(
@@ -49,18 +56,38 @@ export class TenantsService {
     });
   }
 
+  /** Changes a tenant's name or its allowed return URLs (the list is replaced, not merged). */
+  async updateTenant(actor: Actor, id: string, patch: UpdateTenantInput): Promise<TenantView> {
+    return this.db.transaction(async (m) => {
+      const rows = returned<TenantRow>(
+        await m.query(
+          `UPDATE tenants SET name = COALESCE($2, name), allowed_return_urls = COALESCE($3, allowed_return_urls)
+            WHERE id = $1 RETURNING ${columns}`,
+          [id, patch.name ?? null, patch.allowedReturnUrls ? [...new Set(patch.allowedReturnUrls)] : null],
+        ),
+      );
+      if (rows.length === 0) throw new CustosException('not_found', 'Tenant not found');
+      await this.audit.record(
+        {
+          tenantId: id,
+          action: 'tenant.updated',
+          outcome: 'allowed',
+          actor,
+          details: { changed: Object.keys(patch).sort(), ...patch },
+        },
+        m,
+      );
+      return view(rows[0]);
+    });
+  }
+
   async listTenants(): Promise<TenantView[]> {
-    const rows: TenantRow[] = await this.db.query(
-      'SELECT id, name, key_backend_type, created_at FROM tenants ORDER BY created_at, id',
-    );
+    const rows: TenantRow[] = await this.db.query(`SELECT ${columns} FROM tenants ORDER BY created_at, id`);
     return rows.map(view);
   }
 
   async getTenant(id: string): Promise<TenantView> {
-    const rows: TenantRow[] = await this.db.query(
-      'SELECT id, name, key_backend_type, created_at FROM tenants WHERE id = $1',
-      [id],
-    );
+    const rows: TenantRow[] = await this.db.query(`SELECT ${columns} FROM tenants WHERE id = $1`, [id]);
     if (rows.length === 0) throw new CustosException('not_found', 'Tenant not found');
     return view(rows[0]);
   }

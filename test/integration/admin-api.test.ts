@@ -29,6 +29,7 @@ describe('tenants and admin keys', () => {
       id: expect.any(String),
       name: 'Acme',
       keyBackend: { type: 'managed' },
+      allowedReturnUrls: [],
       createdAt: expect.any(String),
     });
   });

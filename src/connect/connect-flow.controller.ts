@@ -1,0 +1,140 @@
+/**
+ * The hosted connect pages (no admin key: the link is the capability). Every answer carries the page
+ * security headers (no-store, no-referrer, a strict CSP, DENY framing).
+ */
+import { Controller, Get, Inject, Param, Post, Req, Res } from '@nestjs/common';
+import { ApiExcludeController } from '@nestjs/swagger';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
+import { CONFIG, type Config } from '../config/config.js';
+import { connectPage, messagePage, pageHeaders } from './connect-pages.js';
+import {
+  ConnectFlowService,
+  CSRF_COOKIE,
+  FLOW_COOKIE,
+  FlowPageError,
+  cookie,
+} from './connect-flow.service.js';
+
+function cookies(req: FastifyRequest): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0) out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function form(req: FastifyRequest): Record<string, string> {
+  const body = (req.body ?? {}) as Record<string, unknown>;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(body)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+function csrfOk(req: FastifyRequest): boolean {
+  const expected = cookies(req)[CSRF_COOKIE];
+  const given = form(req).csrf;
+  if (!expected || !given || expected.length !== given.length || given.length > 200) return false;
+  return timingSafeEqual(Buffer.from(expected), Buffer.from(given));
+}
+
+@ApiExcludeController()
+@Controller('connect')
+export class ConnectFlowController {
+  constructor(
+    @Inject(ConnectFlowService) private readonly flow: ConnectFlowService,
+    @Inject(CONFIG) private readonly config: Config,
+  ) {}
+
+  @Get('callback/:provider')
+  async callback(
+    @Req() req: FastifyRequest,
+    @Res() reply: FastifyReply,
+    @Param('provider') provider: string,
+  ) {
+    const rawQuery = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+    await this.answer(reply, async () => {
+      const done = await this.flow.callback(
+        provider,
+        req.query as Record<string, string | undefined>,
+        rawQuery,
+        cookies(req)[FLOW_COOKIE],
+      );
+      const clear = cookie(FLOW_COOKIE, '', 0, 'Lax');
+      if (done.location) {
+        await reply
+          .status(303)
+          .headers({ ...pageHeaders(), location: done.location, 'set-cookie': clear })
+          .send();
+        return;
+      }
+      await reply
+        .status(200)
+        .headers({ ...pageHeaders(), 'set-cookie': clear })
+        .send(messagePage(done.title, done.message));
+    });
+  }
+
+  @Get(':token')
+  async show(@Res() reply: FastifyReply, @Param('token') token: string) {
+    await this.answer(reply, async () => {
+      const { session, definition, csrf } = await this.flow.open(token);
+      const html = connectPage({
+        tenantName: session.tenant_name,
+        providerName: definition.name,
+        scopes: session.scopes.length > 0 ? session.scopes : (definition.oauth2?.scopes ?? []),
+        mode: definition.authMode === 'oauth2' ? 'oauth2' : 'api_key',
+        action: `${this.config.publicUrl}/connect/${token}/${definition.authMode === 'oauth2' ? 'start' : 'api-key'}`,
+        csrfToken: csrf,
+      });
+      const origin = definition.oauth2 ? [new URL(definition.oauth2.authorizationUrl).origin] : [];
+      await reply
+        .status(200)
+        .headers({ ...pageHeaders(origin), 'set-cookie': cookie(CSRF_COOKIE, csrf, 3600, 'Strict') })
+        .send(html);
+    });
+  }
+
+  @Post(':token/start')
+  async start(@Req() req: FastifyRequest, @Res() reply: FastifyReply, @Param('token') token: string) {
+    await this.answer(reply, async () => {
+      if (!csrfOk(req))
+        throw new FlowPageError(403, 'Please try again', 'This form expired. Reload the page and try again.');
+      const { location, browserCookie } = await this.flow.start(token);
+      await reply
+        .status(303)
+        .headers({ ...pageHeaders(), location, 'set-cookie': browserCookie })
+        .send();
+    });
+  }
+
+  @Post(':token/api-key')
+  async apiKey(@Req() req: FastifyRequest, @Res() reply: FastifyReply, @Param('token') token: string) {
+    await this.answer(reply, async () => {
+      if (!csrfOk(req))
+        throw new FlowPageError(403, 'Please try again', 'This form expired. Reload the page and try again.');
+      const done = await this.flow.submitApiKey(token, form(req).apiKey ?? '');
+      if (done.location) {
+        await reply
+          .status(303)
+          .headers({ ...pageHeaders(), location: done.location })
+          .send();
+        return;
+      }
+      await reply.status(200).headers(pageHeaders()).send(messagePage(done.title, done.message));
+    });
+  }
+
+  private async answer(reply: FastifyReply, run: () => Promise<void>): Promise<void> {
+    try {
+      await run();
+    } catch (err) {
+      if (!(err instanceof FlowPageError)) throw err;
+      await reply
+        .status(err.status)
+        .headers(pageHeaders())
+        .send(messagePage(err.title, err.message, err.status >= 400));
+    }
+  }
+}

@@ -1,0 +1,421 @@
+/**
+ * The hosted connect flow behind a connect session's link. The link is the capability (single use,
+ * short-lived; audited as such): whoever opens it connects the session's user.
+ *
+ * OAuth providers: the authorization code flow with PKCE (S256, fresh verifier each time), a random
+ * single-use `state` stored hashed and bound to the browser by a `__Host-` cookie, the per-provider redirect
+ * URI, `iss` checked when returned (and required when the provider has a known issuer), and nonce and ID
+ * token checks for OpenID scopes. The code is exchanged with the tenant's own app; the token set is stored
+ * encrypted. A provider error leaves the session usable until it expires.
+ *
+ * API-key providers: a form protected by a double-submit CSRF token; the key is checked against the
+ * provider's verification endpoint (through the SSRF-safe client) before it is saved.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DataSource } from 'typeorm';
+import { AuditService, type Actor } from '../audit/audit.service.js';
+import { CustosException } from '../common/errors.js';
+import { LOGGER } from '../common/logger.js';
+import { OutboundHttpClient } from '../common/outbound-http.js';
+import { CONFIG, type Config } from '../config/config.js';
+import { ConnectionsService } from '../connections/connections.service.js';
+import { DataKeyService } from '../crypto/data-key.service.js';
+import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
+import { returned } from '../database/sql.js';
+import { ProviderAppsService } from '../providers/provider-apps.service.js';
+import { ProviderRegistry } from '../providers/provider-registry.js';
+import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { ProviderOAuthClient } from './oauth-client.js';
+
+const TOKEN = /^cst_[A-Za-z0-9_-]{43}$/;
+export const FLOW_COOKIE = '__Host-custos_flow';
+export const CSRF_COOKIE = '__Host-custos_csrf';
+
+export interface SessionRow {
+  id: string;
+  tenant_id: string;
+  tenant_name: string;
+  user_id: string;
+  provider: string;
+  scopes: string[];
+  return_to: string | null;
+  status: 'pending' | 'completed' | 'failed';
+  expires_at: Date;
+  opened_at: Date | null;
+  browser_hash: Buffer | null;
+  flow_secrets: Buffer | null;
+}
+
+export class FlowPageError extends Error {
+  constructor(
+    readonly status: number,
+    readonly title: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const sha256 = (v: string) => createHash('sha256').update(v).digest();
+const flowBinding = (tenantId: string, sessionId: string, dataKeyId: string): FieldBinding => ({
+  tenantId,
+  scope: 'connect_session',
+  recordId: sessionId,
+  field: 'flow',
+  dataKeyId,
+});
+const linkActor = (s: SessionRow): Actor => ({ type: 'user', id: s.user_id });
+
+function sameHash(a: Buffer | null, value: string | undefined): boolean {
+  if (!a || value === undefined || value.length > 200) return false;
+  const b = sha256(value);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function cookie(
+  name: string,
+  value: string,
+  maxAgeSeconds: number,
+  sameSite: 'Lax' | 'Strict',
+): string {
+  return `${name}=${value}; Path=/; Secure; HttpOnly; SameSite=${sameSite}; Max-Age=${maxAgeSeconds}`;
+}
+
+@Injectable()
+export class ConnectFlowService {
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
+    @Inject(ProviderAppsService) private readonly apps: ProviderAppsService,
+    @Inject(ProviderOAuthClient) private readonly oauth: ProviderOAuthClient,
+    @Inject(ConnectionsService) private readonly connections: ConnectionsService,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
+    @Inject(CONFIG) private readonly config: Config,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /** The pending session behind a link, or a page saying why there is none. */
+  async session(token: string): Promise<{ session: SessionRow; definition: ProviderDefinition }> {
+    const rows: SessionRow[] = TOKEN.test(token)
+      ? await this.db.query(
+          `SELECT s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
+                  s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets
+             FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id WHERE s.token_hash = $1`,
+          [sha256(token)],
+        )
+      : [];
+    const session = rows[0];
+    if (!session) throw new FlowPageError(404, 'Link not found', 'This connect link is not valid.');
+    if (session.status === 'completed') {
+      throw new FlowPageError(
+        410,
+        'Already connected',
+        'This link has been used. You can close this window.',
+      );
+    }
+    if (session.expires_at.getTime() <= Date.now()) {
+      throw new FlowPageError(410, 'Link expired', 'This connect link has expired. Ask for a new one.');
+    }
+    const definition = await this.providers.get(session.tenant_id, session.provider);
+    if (!definition) throw new FlowPageError(404, 'Unknown provider', 'This provider is not available.');
+    return { session, definition };
+  }
+
+  /** The page behind the link; records the first opening. */
+  async open(token: string): Promise<{ session: SessionRow; definition: ProviderDefinition; csrf: string }> {
+    const { session, definition } = await this.session(token);
+    if (!session.opened_at) {
+      await this.db.transaction(async (m) => {
+        const first = returned<{ id: string }>(
+          await m.query(
+            'UPDATE connect_sessions SET opened_at = now() WHERE id = $1 AND opened_at IS NULL RETURNING id',
+            [session.id],
+          ),
+        );
+        if (first.length > 0) await this.event(session, 'connect_session.opened', 'allowed', {}, m);
+      });
+    }
+    return { session, definition, csrf: randomBytes(24).toString('base64url') };
+  }
+
+  /** Starts the authorization request: returns the provider URL and the browser-binding cookie. */
+  async start(token: string): Promise<{ location: string; browserCookie: string }> {
+    const { session, definition } = await this.session(token);
+    if (definition.authMode !== 'oauth2')
+      throw new FlowPageError(400, 'Not an OAuth provider', 'Use the form instead.');
+    const app = await this.apps.open(session.tenant_id, session.provider);
+    if (!app) {
+      throw new FlowPageError(
+        503,
+        'Not available yet',
+        `${definition.name} is not set up for this organisation yet. Please contact your administrator.`,
+      );
+    }
+    const scopes =
+      session.scopes.length > 0
+        ? session.scopes
+        : app.scopes.length > 0
+          ? app.scopes
+          : definition.oauth2!.scopes;
+    const request = await this.oauth.authorizationUrl(definition, app, scopes);
+    const browser = randomBytes(32).toString('base64url');
+    const { dataKeyId, key } = await this.dataKeys.sealingKey(session.tenant_id);
+    const secrets = sealField(
+      key,
+      flowBinding(session.tenant_id, session.id, dataKeyId),
+      Buffer.from(
+        JSON.stringify({ codeVerifier: request.codeVerifier, nonce: request.nonce, scopes }),
+        'utf8',
+      ),
+    );
+    await this.db.transaction(async (m) => {
+      await m.query(
+        `UPDATE connect_sessions SET state_hash = $2, browser_hash = $3, flow_secrets = $4
+          WHERE id = $1 AND status = 'pending'`,
+        [session.id, sha256(request.state), sha256(browser), secrets],
+      );
+      await this.event(
+        session,
+        'connect_session.started',
+        'allowed',
+        { scopes, pkce: request.codeVerifier !== null },
+        m,
+      );
+    });
+    const ttl = Math.max(60, Math.floor((session.expires_at.getTime() - Date.now()) / 1000));
+    return { location: request.url, browserCookie: cookie(FLOW_COOKIE, browser, ttl, 'Lax') };
+  }
+
+  /** The provider's redirect back. */
+  async callback(
+    provider: string,
+    query: Record<string, string | undefined>,
+    rawQuery: string,
+    browser: string | undefined,
+  ): Promise<{ location?: string; title: string; message: string }> {
+    const state = query.state;
+    if (!state || state.length > 512)
+      throw new FlowPageError(400, 'Sign-in not recognised', 'The sign-in response has no valid state.');
+    const rows: SessionRow[] = await this.db.query(
+      `SELECT s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
+              s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets
+         FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id
+        WHERE s.state_hash = $1 AND s.provider = $2`,
+      [sha256(state), provider],
+    );
+    const session = rows[0];
+    if (!session || session.status !== 'pending' || session.expires_at.getTime() <= Date.now()) {
+      throw new FlowPageError(
+        400,
+        'Sign-in not recognised',
+        'This sign-in response is unknown, used or expired. Start again from your link.',
+      );
+    }
+    // The state must come back to the browser that started the flow.
+    if (!sameHash(session.browser_hash, browser)) {
+      await this.event(session, 'connect_session.failed', 'denied', { reason: 'browser_mismatch' });
+      throw new FlowPageError(
+        400,
+        'Sign-in not recognised',
+        'This sign-in was started in another browser. Start again from your link.',
+      );
+    }
+    // Single use: whoever clears the state first owns this response.
+    const taken = returned<{ flow_secrets: Buffer | null }>(
+      await this.db.query(
+        `UPDATE connect_sessions SET state_hash = NULL, flow_secrets = NULL
+          WHERE id = $1 AND state_hash = $2 AND status = 'pending' RETURNING $3::bytea AS flow_secrets`,
+        [session.id, sha256(state), session.flow_secrets],
+      ),
+    );
+    if (taken.length === 0 || !taken[0].flow_secrets) {
+      throw new FlowPageError(400, 'Sign-in not recognised', 'This sign-in response has already been used.');
+    }
+    const definition = await this.providers.get(session.tenant_id, provider);
+    if (!definition || definition.authMode !== 'oauth2')
+      throw new FlowPageError(404, 'Unknown provider', 'This provider is not available.');
+    if (query.error !== undefined) {
+      const reason = /^[a-z_]{1,64}$/.test(query.error) ? query.error : 'provider_error';
+      await this.fail(session, reason);
+      const declined = reason === 'access_denied';
+      throw new FlowPageError(
+        declined ? 200 : 502,
+        declined ? 'Not connected' : 'Something went wrong',
+        declined
+          ? `You did not allow access to ${definition.name}. You can use the same link to try again while it is valid.`
+          : `${definition.name} reported an error (${reason}). You can use the same link to try again while it is valid.`,
+      );
+    }
+    const envelope = taken[0].flow_secrets;
+    const { dataKeyId } = readEnvelopeHeader(envelope);
+    const key = await this.dataKeys.keyById(session.tenant_id, dataKeyId);
+    const secrets = JSON.parse(
+      openField(key, flowBinding(session.tenant_id, session.id, dataKeyId), envelope).toString('utf8'),
+    ) as { codeVerifier: string | null; nonce: string | null; scopes: string[] };
+    const app = await this.apps.open(session.tenant_id, provider);
+    if (!app)
+      throw new FlowPageError(
+        503,
+        'Not available',
+        `${definition.name} is no longer set up. Contact your administrator.`,
+      );
+    let tokens;
+    try {
+      tokens = await this.oauth.exchangeCode(definition, app, rawQuery, {
+        state,
+        codeVerifier: secrets.codeVerifier,
+        nonce: secrets.nonce,
+        requestedScopes: secrets.scopes,
+      });
+    } catch (err) {
+      const detail = err instanceof CustosException ? err.details?.reason : undefined;
+      const reason =
+        typeof detail === 'string' ? detail : err instanceof CustosException ? err.code : 'exchange_failed';
+      await this.fail(session, reason.slice(0, 64));
+      throw new FlowPageError(
+        502,
+        'Could not connect',
+        `${definition.name} did not complete the sign-in (${reason.slice(0, 64)}). Use your link to try again.`,
+      );
+    }
+    const { connection } = await this.connections.importCredential(
+      linkActor(session),
+      session.tenant_id,
+      session.user_id,
+      provider,
+      {
+        type: 'oauth2',
+        accessToken: tokens.accessToken,
+        ...(tokens.refreshToken ? { refreshToken: tokens.refreshToken } : {}),
+        ...(tokens.expiresAt ? { expiresAt: tokens.expiresAt.toISOString() } : {}),
+        scopes: tokens.scopes,
+      },
+    );
+    await this.complete(session, connection.id, {
+      scopes: tokens.scopes,
+      externalAccountId: tokens.externalAccountId,
+    });
+    return session.return_to
+      ? { location: session.return_to, title: 'Connected', message: 'Connected.' }
+      : {
+          title: 'Connected',
+          message: `Your ${definition.name} account is connected. You can close this window.`,
+        };
+  }
+
+  /** The API-key form's submission. */
+  async submitApiKey(
+    token: string,
+    apiKey: string,
+  ): Promise<{ location?: string; title: string; message: string }> {
+    const { session, definition } = await this.session(token);
+    if (definition.authMode !== 'api_key')
+      throw new FlowPageError(400, 'Not an API-key provider', 'Use the sign-in button instead.');
+    if (!/^[\x21-\x7e]{1,8192}$/.test(apiKey)) {
+      throw new FlowPageError(400, 'Check the key', 'That does not look like an API key.');
+    }
+    const verify = definition.apiKey?.verify;
+    if (verify) {
+      let status: number;
+      try {
+        const res = await this.outbound.request(verify.url, {
+          method: verify.method,
+          headers: { ...(verify.headers ?? {}), [verify.header]: verify.format.replace('{key}', apiKey) },
+          timeoutMs: 10_000,
+          maxResponseBytes: 64 * 1024,
+        });
+        status = res.status;
+      } catch (err) {
+        this.log.warn(
+          { provider: definition.key, err: { name: (err as Error).name } },
+          'API key verification failed',
+        );
+        throw new FlowPageError(
+          502,
+          'Could not check the key',
+          `${definition.name} could not be reached to check the key. Try again shortly.`,
+        );
+      }
+      if (status === 401 || status === 403) {
+        await this.fail(session, 'key_rejected');
+        throw new FlowPageError(
+          400,
+          'Key refused',
+          `${definition.name} did not accept this key. Check it and try again.`,
+        );
+      }
+      if (status < 200 || status >= 300) {
+        throw new FlowPageError(
+          502,
+          'Could not check the key',
+          `${definition.name} answered ${status} when checking the key. Try again shortly.`,
+        );
+      }
+    }
+    const { connection } = await this.connections.importCredential(
+      linkActor(session),
+      session.tenant_id,
+      session.user_id,
+      definition.key,
+      {
+        type: 'api_key',
+        apiKey,
+      },
+    );
+    await this.complete(session, connection.id, { verified: verify !== undefined });
+    return session.return_to
+      ? { location: session.return_to, title: 'Connected', message: 'Connected.' }
+      : {
+          title: 'Connected',
+          message: `Your ${definition.name} key is connected. You can close this window.`,
+        };
+  }
+
+  private async complete(
+    session: SessionRow,
+    connectionId: string,
+    details: Record<string, unknown>,
+  ): Promise<void> {
+    await this.db.transaction(async (m) => {
+      await m.query(
+        `UPDATE connect_sessions SET status = 'completed', completed_at = now(), connection_id = $2,
+           state_hash = NULL, browser_hash = NULL, flow_secrets = NULL, last_error = NULL WHERE id = $1`,
+        [session.id, connectionId],
+      );
+      await this.event(session, 'connect_session.completed', 'allowed', { connectionId, ...details }, m);
+    });
+  }
+
+  private async fail(session: SessionRow, reason: string): Promise<void> {
+    await this.db.transaction(async (m) => {
+      await m.query('UPDATE connect_sessions SET last_error = $2 WHERE id = $1', [session.id, reason]);
+      await this.event(session, 'connect_session.failed', 'failed', { reason }, m);
+    });
+  }
+
+  private async event(
+    session: SessionRow,
+    action: string,
+    outcome: 'allowed' | 'denied' | 'failed',
+    details: Record<string, unknown>,
+    m?: Parameters<AuditService['record']>[1],
+  ): Promise<void> {
+    await this.audit.record(
+      {
+        tenantId: session.tenant_id,
+        action,
+        outcome,
+        actor: linkActor(session),
+        subjectUserId: session.user_id,
+        provider: session.provider,
+        // No identity provider sign-in yet: holding the link is what proves the user.
+        details: { sessionId: session.id, userBinding: 'link', ...details },
+      },
+      m,
+    );
+  }
+}

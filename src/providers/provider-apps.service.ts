@@ -1,0 +1,202 @@
+/**
+ * Each tenant's own OAuth app at a provider (client id, secret or private key, default scopes). The secret
+ * and key are sealed under the tenant's data key, bound to the app's row and field, and never returned: the
+ * API shows only whether they are set. The connect flow, refresh and revocation read them through `open`.
+ */
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { AuditService, type Actor } from '../audit/audit.service.js';
+import { CustosException } from '../common/errors.js';
+import { DataKeyService } from '../crypto/data-key.service.js';
+import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
+import { returned } from '../database/sql.js';
+import { ProviderRegistry } from './provider-registry.js';
+import type { ProviderDefinition } from './provider-definition.js';
+import type { SaveProviderAppInput } from './provider-apps.dto.js';
+
+export interface ProviderAppView {
+  provider: string;
+  clientId: string;
+  hasClientSecret: boolean;
+  hasPrivateKey: boolean;
+  scopes: string[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** An app with its secrets opened, for the OAuth client. Never logged, never returned. */
+export interface OpenedProviderApp {
+  provider: string;
+  clientId: string;
+  clientSecret: string | null;
+  privateKeyJwk: Record<string, unknown> | null;
+  scopes: string[];
+}
+
+interface AppRow {
+  id: string;
+  tenant_id: string;
+  provider: string;
+  client_id: string;
+  client_secret: Buffer | null;
+  private_key: Buffer | null;
+  scopes: string[];
+  created_at: Date;
+  updated_at: Date;
+}
+
+const columns =
+  'id, tenant_id, provider, client_id, client_secret, private_key, scopes, created_at, updated_at';
+
+const binding = (tenantId: string, appId: string, field: string, dataKeyId: string): FieldBinding => ({
+  tenantId,
+  scope: 'provider_app',
+  recordId: appId,
+  field,
+  dataKeyId,
+});
+
+const view = (r: AppRow): ProviderAppView => ({
+  provider: r.provider,
+  clientId: r.client_id,
+  hasClientSecret: r.client_secret !== null,
+  hasPrivateKey: r.private_key !== null,
+  scopes: r.scopes,
+  createdAt: r.created_at.toISOString(),
+  updatedAt: r.updated_at.toISOString(),
+});
+
+@Injectable()
+export class ProviderAppsService {
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
+  ) {}
+
+  /** Creates or replaces the tenant's app at an OAuth provider. */
+  async save(
+    actor: Actor,
+    tenantId: string,
+    provider: string,
+    input: SaveProviderAppInput,
+  ): Promise<{ app: ProviderAppView; created: boolean }> {
+    const definition = await this.oauthProvider(tenantId, provider);
+    const method = definition.oauth2?.tokenEndpointAuthMethod;
+    if (method === 'private_key_jwt' ? !input.privateKeyJwk : !input.clientSecret) {
+      throw new CustosException(
+        'validation_failed',
+        method === 'private_key_jwt'
+          ? 'privateKeyJwk is required: this provider authenticates clients with private_key_jwt'
+          : 'clientSecret is required for this provider',
+      );
+    }
+    const existing: { id: string }[] = await this.db.query(
+      'SELECT id FROM provider_apps WHERE tenant_id = $1 AND provider = $2',
+      [tenantId, provider],
+    );
+    const id = existing[0]?.id ?? randomUUID();
+    const { dataKeyId, key } = await this.dataKeys.sealingKey(tenantId);
+    const seal = (field: string, value: string | undefined) =>
+      value === undefined
+        ? null
+        : sealField(key, binding(tenantId, id, field, dataKeyId), Buffer.from(value, 'utf8'));
+    const secret = seal('client_secret', input.clientSecret);
+    const privateKey = seal(
+      'private_key',
+      input.privateKeyJwk ? JSON.stringify(input.privateKeyJwk) : undefined,
+    );
+    const scopes = [...new Set(input.scopes ?? [])];
+    return this.db.transaction(async (m) => {
+      const rows: (AppRow & { created: boolean })[] = await m.query(
+        `INSERT INTO provider_apps (id, tenant_id, provider, client_id, client_secret, private_key, scopes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (tenant_id, provider) DO UPDATE SET client_id = EXCLUDED.client_id,
+           client_secret = EXCLUDED.client_secret, private_key = EXCLUDED.private_key, scopes = EXCLUDED.scopes,
+           updated_at = now()
+         RETURNING ${columns}, (xmax = 0) AS created`,
+        [id, tenantId, provider, input.clientId, secret, privateKey, scopes],
+      );
+      const row = rows[0];
+      await this.audit.record(
+        {
+          tenantId,
+          action: 'provider_app.saved',
+          outcome: 'allowed',
+          actor,
+          provider,
+          details: {
+            clientId: row.client_id,
+            hasClientSecret: secret !== null,
+            hasPrivateKey: privateKey !== null,
+            scopes,
+            created: row.created,
+          },
+        },
+        m,
+      );
+      return { app: view(row), created: row.created };
+    });
+  }
+
+  async get(tenantId: string, provider: string): Promise<ProviderAppView> {
+    const row = await this.row(tenantId, provider);
+    if (!row) throw new CustosException('not_found', 'No app is configured for this provider');
+    return view(row);
+  }
+
+  async delete(actor: Actor, tenantId: string, provider: string): Promise<void> {
+    await this.db.transaction(async (m) => {
+      const rows = returned<{ id: string }>(
+        await m.query('DELETE FROM provider_apps WHERE tenant_id = $1 AND provider = $2 RETURNING id', [
+          tenantId,
+          provider,
+        ]),
+      );
+      if (rows.length === 0) throw new CustosException('not_found', 'No app is configured for this provider');
+      await this.audit.record(
+        { tenantId, action: 'provider_app.deleted', outcome: 'allowed', actor, provider, details: {} },
+        m,
+      );
+    });
+  }
+
+  /** The app with its secrets opened, or null when the tenant has none for this provider. */
+  async open(tenantId: string, provider: string): Promise<OpenedProviderApp | null> {
+    const row = await this.row(tenantId, provider);
+    if (!row) return null;
+    const open = async (field: string, envelope: Buffer | null) => {
+      if (!envelope) return null;
+      const { dataKeyId } = readEnvelopeHeader(envelope);
+      const key = await this.dataKeys.keyById(tenantId, dataKeyId);
+      return openField(key, binding(tenantId, row.id, field, dataKeyId), envelope).toString('utf8');
+    };
+    const privateKey = await open('private_key', row.private_key);
+    return {
+      provider: row.provider,
+      clientId: row.client_id,
+      clientSecret: await open('client_secret', row.client_secret),
+      privateKeyJwk: privateKey ? (JSON.parse(privateKey) as Record<string, unknown>) : null,
+      scopes: row.scopes,
+    };
+  }
+
+  private async oauthProvider(tenantId: string, provider: string): Promise<ProviderDefinition> {
+    const definition = await this.providers.get(tenantId, provider, { fresh: true });
+    if (!definition) throw new CustosException('unknown_provider', `Unknown provider "${provider}"`);
+    if (definition.authMode !== 'oauth2') {
+      throw new CustosException('credential_type_mismatch', `${provider} uses API keys; it has no OAuth app`);
+    }
+    return definition;
+  }
+
+  private async row(tenantId: string, provider: string): Promise<AppRow | undefined> {
+    const rows: AppRow[] = await this.db.query(
+      `SELECT ${columns} FROM provider_apps WHERE tenant_id = $1 AND provider = $2`,
+      [tenantId, provider],
+    );
+    return rows[0];
+  }
+}

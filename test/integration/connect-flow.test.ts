@@ -1,0 +1,362 @@
+/**
+ * The hosted connect flow end to end, over HTTP with a cookie jar: oidc-provider on loopback is the
+ * third-party OAuth provider (PKCE required, refresh tokens, `iss` in responses), reached through a tenant's
+ * custom provider and the tenant's own app. Then the token endpoint releases what was stored, and the
+ * provider confirms (introspection) that the stored token belongs to the user who connected. Also the OAuth
+ * client checklist: reused, expired and foreign state, wrong `iss`, a code from another session, declined
+ * consent, open-redirect attempts; and the API-key form with verification and CSRF.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
+import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
+
+const PUBLIC_URL = 'https://custos.example.test';
+const CLIENT = { client_id: 'custos-inhouse', client_secret: 'inhouse-secret-' + Date.now() };
+
+let app: TestApp;
+let op: TestOAuthProvider;
+let keyServer: http.Server;
+let keyServerHost: string;
+let t: TenantFixture;
+let connector: { clientId: string; clientSecret: string };
+
+function cookieJar() {
+  const jar = new Map<string, string>();
+  return {
+    take(setCookie: string | string[] | number | undefined) {
+      for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [String(setCookie)] : []) {
+        const [pair] = c.split(';');
+        const i = pair.indexOf('=');
+        const name = pair.slice(0, i);
+        const value = pair.slice(i + 1);
+        if (/Max-Age=0/i.test(c)) jar.delete(name);
+        else jar.set(name, value);
+      }
+    },
+    header: () => [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
+    get: (name: string) => jar.get(name),
+  };
+}
+
+const local = (url: string) => {
+  const u = new URL(url);
+  expect(u.origin).toBe(PUBLIC_URL);
+  return u.pathname + u.search;
+};
+
+async function newSession(body: Record<string, unknown> = {}) {
+  const res = await app.request('POST', `/v1/tenants/${t.tenantId}/connect/sessions`, {
+    key: t.adminKey,
+    body: { userId: 'alice', provider: 'inhouse', ...body },
+  });
+  expect(res.status).toBe(201);
+  return res.body as { id: string; url: string };
+}
+
+/** Opens the link and presses the button: returns the provider authorization URL and the jar. */
+async function startFlow(sessionUrl: string) {
+  const jar = cookieJar();
+  const pageRes = await app.request('GET', local(sessionUrl));
+  expect(pageRes.status).toBe(200);
+  jar.take(pageRes.headers['set-cookie']);
+  const csrf = /name="csrf" value="([^"]+)"/.exec(pageRes.raw)?.[1];
+  const start = await app.request('POST', local(sessionUrl) + '/start', {
+    payload: `csrf=${csrf}`,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header() },
+  });
+  expect(start.status).toBe(303);
+  jar.take(start.headers['set-cookie']);
+  return { page: pageRes, authorizationUrl: String(start.headers.location), jar, csrf: csrf! };
+}
+
+async function callback(redirectedTo: string, cookie: string) {
+  return app.request('GET', local(redirectedTo), { headers: { cookie } });
+}
+
+const exchange = (user: string, provider = 'inhouse') =>
+  app.request('POST', '/oauth/token', {
+    payload: new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: user,
+      subject_token_type: 'urn:custos:params:oauth:token-type:user-id',
+      audience: provider,
+    }).toString(),
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization:
+        'Basic ' + Buffer.from(`${connector.clientId}:${connector.clientSecret}`).toString('base64'),
+    },
+  });
+
+beforeAll(async () => {
+  op = await startOAuthProvider({
+    clients: [{ ...CLIENT, redirect_uris: [`${PUBLIC_URL}/connect/callback/inhouse`] }],
+    users: { alice: { email: 'alice@example.com' }, mallory: {} },
+  });
+  keyServer = http.createServer((req, res) => {
+    res.writeHead(req.headers.authorization === 'Bearer good-key-123' ? 200 : 401).end('{}');
+  });
+  await new Promise<void>((r) => keyServer.listen(0, '127.0.0.1', r));
+  keyServerHost = `127.0.0.1:${(keyServer.address() as AddressInfo).port}`;
+  app = await startTestApp({
+    CUSTOS_PUBLIC_URL: PUBLIC_URL,
+    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},${keyServerHost}`,
+  });
+  t = await createTenant(app);
+  const provider = await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/inhouse`, {
+    key: t.adminKey,
+    body: {
+      key: 'inhouse',
+      name: 'In-house Git',
+      authMode: 'oauth2',
+      oauth2: {
+        authorizationUrl: op.endpoints.authorization,
+        tokenUrl: op.endpoints.token,
+        revocationUrl: op.endpoints.revocation,
+        issuer: op.issuer,
+        scopes: ['openid', 'offline_access', 'repo'],
+        pkce: true,
+        tokenEndpointAuthMethod: 'client_secret_basic',
+      },
+    },
+  });
+  expect([200, 201]).toContain(provider.status);
+  const keyProvider = await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/inhouse-keys`, {
+    key: t.adminKey,
+    body: {
+      key: 'inhouse-keys',
+      name: 'In-house API',
+      authMode: 'api_key',
+      apiKey: { verify: { url: `http://${keyServerHost}/me`, method: 'GET' } },
+    },
+  });
+  expect([200, 201]).toContain(keyProvider.status);
+  const appRes = await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/inhouse/app`, {
+    key: t.adminKey,
+    body: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret },
+  });
+  expect(appRes.status).toBe(201);
+  expect(JSON.stringify(appRes.body)).not.toContain(CLIENT.client_secret);
+  const c = await app.request('POST', `/v1/tenants/${t.tenantId}/connectors`, {
+    key: t.adminKey,
+    body: {
+      name: 'backend',
+      allowedProviders: ['inhouse', 'inhouse-keys'],
+      delegation: 'trusted',
+      auth: { method: 'client_secret_basic' },
+    },
+  });
+  connector = c.body;
+});
+
+afterAll(async () => {
+  await app.close();
+  await op.close();
+  await new Promise((r) => keyServer.close(r));
+});
+
+describe('OAuth connect flow', () => {
+  it('connects a user end to end, and the token endpoint then releases that user’s own token', async () => {
+    const session = await newSession({ scopes: ['openid', 'offline_access', 'repo'] });
+    const { page, authorizationUrl, jar } = await startFlow(session.url);
+    // The page names tenant, provider and scopes, and is locked down.
+    expect(page.raw).toContain('In-house Git');
+    expect(page.raw).toContain('<code>repo</code>');
+    expect(page.headers['cache-control']).toBe('no-store');
+    expect(page.headers['referrer-policy']).toBe('no-referrer');
+    expect(page.headers['x-frame-options']).toBe('DENY');
+    expect(String(page.headers['content-security-policy'])).toMatch(/default-src 'none'/);
+    expect(String(page.headers['content-security-policy'])).toMatch(/frame-ancestors 'none'/);
+    expect(page.raw).not.toMatch(/<script/i);
+    // The authorization request: PKCE S256, state, nonce, the per-provider redirect URI.
+    const auth = new URL(authorizationUrl);
+    expect(auth.origin + auth.pathname).toBe(op.endpoints.authorization);
+    expect(auth.searchParams.get('code_challenge_method')).toBe('S256');
+    expect(auth.searchParams.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(auth.searchParams.get('state')).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    expect(auth.searchParams.get('nonce')).toBeTruthy();
+    expect(auth.searchParams.get('redirect_uri')).toBe(`${PUBLIC_URL}/connect/callback/inhouse`);
+    expect(jar.get('__Host-custos_flow')).toBeTruthy();
+
+    const { redirectedTo } = await op.authorize(authorizationUrl, { account: 'alice' });
+    expect(new URL(redirectedTo).searchParams.get('iss')).toBe(op.issuer);
+    const done = await callback(redirectedTo, jar.header());
+    expect(done.status).toBe(200);
+    expect(done.raw).toContain('is connected');
+
+    const status = await app.request('GET', `/v1/tenants/${t.tenantId}/connect/sessions/${session.id}`, {
+      key: t.adminKey,
+    });
+    expect(status.body.status).toBe('completed');
+    const released = await exchange('alice');
+    expect(released.status).toBe(200);
+    // The provider confirms the stored token is alice's.
+    const introspection = await fetch(op.endpoints.introspection, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization:
+          'Basic ' + Buffer.from(`${CLIENT.client_id}:${CLIENT.client_secret}`).toString('base64'),
+      },
+      body: new URLSearchParams({ token: released.body.access_token }),
+    }).then((r) => r.json());
+    expect(introspection).toMatchObject({ active: true, sub: 'alice' });
+    // The stored connection has the refresh token (never released) and the granted scopes.
+    const [row] = await app.custos.runtime.dataSource.query(
+      `SELECT scopes, refresh_token IS NOT NULL AS has_refresh FROM connections WHERE tenant_id = $1 AND user_id = 'alice' AND provider = 'inhouse' AND revoked_at IS NULL`,
+      [t.tenantId],
+    );
+    expect(row.has_refresh).toBe(true);
+    expect(row.scopes).toEqual(expect.arrayContaining(['repo']));
+    // The link is spent.
+    expect((await app.request('GET', local(session.url))).status).toBe(410);
+    const events = await app.custos.runtime.dataSource.query(
+      `SELECT action FROM audit_events WHERE tenant_id = $1 AND details->>'sessionId' = $2 ORDER BY id`,
+      [t.tenantId, session.id],
+    );
+    expect(events.map((e: { action: string }) => e.action)).toEqual([
+      'connect_session.created',
+      'connect_session.opened',
+      'connect_session.started',
+      'connect_session.completed',
+    ]);
+  });
+
+  it('refuses a replayed, foreign or unknown state', async () => {
+    const session = await newSession();
+    const { authorizationUrl, jar } = await startFlow(session.url);
+    const { redirectedTo } = await op.authorize(authorizationUrl, { account: 'alice' });
+    // Another browser (no flow cookie, or someone else's) cannot use it.
+    expect((await callback(redirectedTo, '')).status).toBe(400);
+    expect((await callback(redirectedTo, '__Host-custos_flow=someone-else')).status).toBe(400);
+    // The right browser can, once.
+    expect((await callback(redirectedTo, jar.header())).status).toBe(200);
+    const replay = await callback(redirectedTo, jar.header());
+    expect(replay.status).toBe(400);
+    expect(replay.raw).not.toContain('is connected');
+    const made = new URL(redirectedTo);
+    made.searchParams.set('state', 'made-up-state-value');
+    expect((await callback(made.href, jar.header())).status).toBe(400);
+  });
+
+  it('refuses a wrong iss and a code from another session', async () => {
+    const s1 = await newSession();
+    const s2 = await newSession();
+    const f1 = await startFlow(s1.url);
+    const f2 = await startFlow(s2.url);
+    const r1 = new URL((await op.authorize(f1.authorizationUrl, { account: 'alice' })).redirectedTo);
+    const r2 = new URL((await op.authorize(f2.authorizationUrl, { account: 'mallory' })).redirectedTo);
+    // Session 1's state with session 2's code: the PKCE verifier does not match, nothing is stored.
+    const swapped = new URL(r1.href);
+    swapped.searchParams.set('code', r2.searchParams.get('code')!);
+    const res = await callback(swapped.href, f1.jar.header());
+    expect(res.status).toBe(502);
+    const wrongIss = new URL(r2.href);
+    wrongIss.searchParams.set('iss', 'https://evil.example');
+    expect((await callback(wrongIss.href, f2.jar.header())).status).toBe(502);
+    for (const s of [s1, s2]) {
+      const st = await app.request('GET', `/v1/tenants/${t.tenantId}/connect/sessions/${s.id}`, {
+        key: t.adminKey,
+      });
+      expect(st.body.status).toBe('pending');
+    }
+    // Each failed for its own reason: the provider refused the swapped code (PKCE), Custos refused the iss.
+    const reasons = await app.custos.runtime.dataSource.query(
+      `SELECT details->>'sessionId' AS session, details->>'reason' AS reason FROM audit_events
+        WHERE action = 'connect_session.failed' AND details->>'sessionId' = ANY($1) ORDER BY id`,
+      [[s1.id, s2.id]],
+    );
+    expect(reasons).toEqual([
+      { session: s1.id, reason: 'invalid_grant' },
+      { session: s2.id, reason: 'OAUTH_INVALID_RESPONSE' },
+    ]);
+  });
+
+  it('shows a clear page when the user declines, and the link still works afterwards', async () => {
+    const session = await newSession();
+    const first = await startFlow(session.url);
+    const { redirectedTo } = await op.authorize(first.authorizationUrl, { deny: true });
+    const declined = await callback(redirectedTo, first.jar.header());
+    expect(declined.status).toBe(200);
+    expect(declined.raw).toContain('did not allow access');
+    const again = await startFlow(session.url);
+    const ok = await op.authorize(again.authorizationUrl, { account: 'alice' });
+    expect((await callback(ok.redirectedTo, again.jar.header())).status).toBe(200);
+  });
+
+  it('requires the CSRF token to start, and a fresh PKCE verifier every time', async () => {
+    const session = await newSession();
+    const noCsrf = await app.request('POST', local(session.url) + '/start', {
+      payload: 'csrf=forged',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    expect(noCsrf.status).toBe(403);
+    const a = new URL((await startFlow(session.url)).authorizationUrl);
+    const b = new URL((await startFlow(session.url)).authorizationUrl);
+    expect(a.searchParams.get('code_challenge')).not.toBe(b.searchParams.get('code_challenge'));
+    expect(a.searchParams.get('state')).not.toBe(b.searchParams.get('state'));
+  });
+
+  it('redirects to an allowed returnTo, and refuses open-redirect attempts', async () => {
+    const bad = [
+      '//evil.example',
+      '/\\evil.example',
+      'javascript:alert(1)',
+      'https://ok.example/a\r\nX: y',
+      'http://evil.example/',
+    ];
+    for (const url of bad) {
+      const res = await app.request('PATCH', `/v1/tenants/${t.tenantId}`, {
+        key: t.adminKey,
+        body: { allowedReturnUrls: [url] },
+      });
+      expect({ url, status: res.status }).toEqual({ url, status: 400 });
+    }
+    const ok = await app.request('PATCH', `/v1/tenants/${t.tenantId}`, {
+      key: t.adminKey,
+      body: { allowedReturnUrls: ['https://app.example.com/connected'] },
+    });
+    expect(ok.status).toBe(200);
+    const refused = await app.request('POST', `/v1/tenants/${t.tenantId}/connect/sessions`, {
+      key: t.adminKey,
+      body: { userId: 'alice', provider: 'inhouse', returnTo: 'https://app.example.com/connected/../evil' },
+    });
+    expect(refused.body.error).toBe('return_url_not_allowed');
+    const session = await newSession({ returnTo: 'https://app.example.com/connected' });
+    const flow = await startFlow(session.url);
+    const { redirectedTo } = await op.authorize(flow.authorizationUrl, { account: 'alice' });
+    const done = await callback(redirectedTo, flow.jar.header());
+    expect(done.status).toBe(303);
+    expect(done.headers.location).toBe('https://app.example.com/connected');
+  });
+});
+
+describe('API-key connect flow', () => {
+  it('verifies the key with the provider before saving it, behind a CSRF-protected form', async () => {
+    const res = await app.request('POST', `/v1/tenants/${t.tenantId}/connect/sessions`, {
+      key: t.adminKey,
+      body: { userId: 'bob', provider: 'inhouse-keys' },
+    });
+    const url = local(res.body.url);
+    const jar = cookieJar();
+    const form = await app.request('GET', url);
+    jar.take(form.headers['set-cookie']);
+    expect(form.raw).toMatch(/<label for="apiKey">/);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(form.raw)![1];
+    const post = (body: string, cookie = jar.header()) =>
+      app.request('POST', url + '/api-key', {
+        payload: body,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', cookie },
+      });
+    expect((await post(`csrf=${csrf}&apiKey=good-key-123`, '')).status).toBe(403);
+    const wrong = await post(`csrf=${csrf}&apiKey=wrong-key`);
+    expect(wrong.status).toBe(400);
+    expect(wrong.raw).toContain('did not accept this key');
+    expect(wrong.raw).not.toContain('wrong-key');
+    const good = await post(`csrf=${csrf}&apiKey=good-key-123`);
+    expect(good.status).toBe(200);
+    const released = await exchange('bob', 'inhouse-keys');
+    expect(released.body).toMatchObject({ access_token: 'good-key-123', token_type: 'N_A' });
+  });
+});
