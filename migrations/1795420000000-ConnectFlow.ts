@@ -28,7 +28,14 @@ export class ConnectFlow1795420000000 implements MigrationInterface {
 
   async down(q: QueryRunner): Promise<void> {
     await q.query(`DROP INDEX "uq_connect_sessions_state_hash"`);
-    for (const c of ['last_error', 'connection_id', 'flow_secrets', 'browser_hash', 'state_hash', 'opened_at']) {
+    for (const c of [
+      'last_error',
+      'connection_id',
+      'flow_secrets',
+      'browser_hash',
+      'state_hash',
+      'opened_at',
+    ]) {
       await q.query(`ALTER TABLE "connect_sessions" DROP COLUMN "${c}"`);
     }
     await q.query(`ALTER TABLE "tenants" DROP COLUMN "allowed_return_urls"`);

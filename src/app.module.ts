@@ -45,6 +45,7 @@ import { TenantProvidersService } from './providers/tenant-providers.service.js'
 import { ConnectFlowController } from './connect/connect-flow.controller.js';
 import { ConnectFlowService } from './connect/connect-flow.service.js';
 import { ProviderOAuthClient } from './connect/oauth-client.js';
+import { ProviderRevocationService } from './connect/provider-revocation.service.js';
 import { TenantsController } from './tenants/tenants.controller.js';
 import { TenantsService } from './tenants/tenants.service.js';
 
@@ -89,6 +90,7 @@ export class AppModule {
         ProviderAppsService,
         ProviderOAuthClient,
         ConnectFlowService,
+        ProviderRevocationService,
         { provide: JOB_RUNNER, useValue: rt.jobs },
         { provide: Metrics, useValue: new Metrics() },
         // The one SSRF-safe client for every tenant-influenced URL (JWKS, custom providers, key backends, webhooks).

@@ -6,6 +6,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { AppModule, type Runtime } from './app.module.js';
 import { BrokerService } from './broker/broker.service.js';
+import { ProviderRevocationService } from './connect/provider-revocation.service.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { CustosExceptionFilter } from './common/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
@@ -132,6 +133,11 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
         const { migrated, remaining } = await keyBackends.migrate(tenantId);
         logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
       }
+    });
+    const revocations = app.get(ProviderRevocationService);
+    jobs.register('connections.revoke-at-provider', 60_000, async () => {
+      const n = await revocations.processDue();
+      if (n > 0) logger.info({ count: n }, 'tokens revoked at providers');
     });
     const broker = app.get(BrokerService);
     jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {

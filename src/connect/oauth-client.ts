@@ -108,6 +108,17 @@ export class ProviderOAuthClient {
     };
   }
 
+  /** RFC 7009 revocation with the tenant's app credentials. Throws on any failure (the caller retries). */
+  async revoke(
+    definition: ProviderDefinition,
+    app: OpenedProviderApp,
+    token: string,
+    hint: 'refresh_token' | 'access_token',
+  ): Promise<void> {
+    const cfg = await this.configuration(definition, app);
+    await oidc.tokenRevocation(cfg, token, { token_type_hint: hint });
+  }
+
   private async configuration(
     definition: ProviderDefinition,
     app: OpenedProviderApp,

@@ -25,6 +25,7 @@ import {
   type ImportCredentialInput,
 } from './connections.dto.js';
 import { ConnectionsService } from './connections.service.js';
+import { ProviderRevocationService } from '../connect/provider-revocation.service.js';
 import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
 
 @ApiTags('connections')
@@ -32,7 +33,10 @@ import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
 @Controller('v1/tenants/:tenantId')
 @UseGuards(AdminAuthGuard)
 export class ConnectionsController {
-  constructor(@Inject(ConnectionsService) private readonly connections: ConnectionsService) {}
+  constructor(
+    @Inject(ConnectionsService) private readonly connections: ConnectionsService,
+    @Inject(ProviderRevocationService) private readonly revocations: ProviderRevocationService,
+  ) {}
 
   @Put('users/:userId/connections/:provider')
   @Access('tenant_admin')
@@ -83,6 +87,14 @@ export class ConnectionsController {
     @Param('tenantId', UuidParam) tenantId: string,
     @Param('connectionId', UuidParam) connectionId: string,
   ): Promise<void> {
-    await this.connections.revokeConnection(adminActor(req.principal!), tenantId, connectionId);
+    const { providerRevocation } = await this.connections.revokeConnection(
+      adminActor(req.principal!),
+      tenantId,
+      connectionId,
+    );
+    // The local secret is gone; the provider is told in the background (and retried by a job if it is down).
+    if (providerRevocation) {
+      this.revocations.processDue(connectionId).catch(() => undefined);
+    }
   }
 }

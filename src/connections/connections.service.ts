@@ -255,19 +255,51 @@ export class ConnectionsService {
   }
 
   /** Destroys the secret material and keeps a tombstone row for the audit trail. */
-  async revokeConnection(actor: Actor, tenantId: string, connectionId: string): Promise<void> {
+  /**
+   * Revokes a connection: its secrets are destroyed in this transaction and a tombstone stays for the audit
+   * trail. When the provider has an RFC 7009 revocation endpoint, the stored tokens move (as the same sealed
+   * envelopes) to `pending_revocations`, to be revoked at the provider, refresh token first; a provider outage
+   * delays that, never the local destruction. Returns whether revocation at the provider is pending.
+   */
+  async revokeConnection(
+    actor: Actor,
+    tenantId: string,
+    connectionId: string,
+  ): Promise<{ providerRevocation: boolean }> {
     this.opened.delete(connectionId);
-    await this.db.transaction(async (m) => {
+    return this.db.transaction(async (m) => {
+      const current: (ConnectionRow & { secret: Buffer | null; refresh_token: Buffer | null })[] =
+        await m.query(
+          `SELECT ${columns}, secret, refresh_token FROM connections
+          WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL FOR UPDATE`,
+          [connectionId, tenantId],
+        );
+      const before = current[0];
+      if (!before) throw new CustosException('not_found', 'Connection not found');
+      const definition = await this.providers.get(tenantId, before.provider);
+      const queue =
+        before.type === 'oauth2' && definition?.oauth2?.revocationUrl
+          ? [
+              ['refresh_token', before.refresh_token],
+              ['access_token', before.secret],
+            ].filter((x): x is [string, Buffer] => x[1] !== null)
+          : [];
+      for (const [i, [tokenType, envelope]] of queue.entries()) {
+        await m.query(
+          `INSERT INTO pending_revocations (id, tenant_id, connection_id, provider, token_type, token, position)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+          [randomUUID(), tenantId, connectionId, before.provider, tokenType, envelope, i],
+        );
+      }
       const rows = returned<ConnectionRow>(
         await m.query(
           `UPDATE connections SET status = 'revoked', secret = NULL, refresh_token = NULL, revoked_at = now(),
            version = version + 1, updated_at = now()
-         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING ${columns}`,
+         WHERE id = $1 AND tenant_id = $2 RETURNING ${columns}`,
           [connectionId, tenantId],
         ),
       );
       const row = rows[0];
-      if (!row) throw new CustosException('not_found', 'Connection not found');
       await this.audit.record(
         {
           tenantId,
@@ -277,9 +309,11 @@ export class ConnectionsService {
           subjectUserId: row.user_id,
           connectionId,
           provider: row.provider,
+          details: { providerRevocation: queue.length > 0 ? 'pending' : 'not_supported' },
         },
         m,
       );
+      return { providerRevocation: queue.length > 0 };
     });
   }
 

@@ -3,6 +3,7 @@ import { DataSource } from 'typeorm';
 import { AuditEvent } from '../audit/audit-event.entity.js';
 import { UsedAssertion } from '../broker/used-assertion.entity.js';
 import { ConnectSession } from '../connect/connect-session.entity.js';
+import { PendingRevocation } from '../connect/pending-revocation.entity.js';
 import { Connection } from '../connections/connection.entity.js';
 import { DataKey } from '../crypto/data-key.entity.js';
 import { TenantKeyBackend } from '../crypto/tenant-key-backend.entity.js';
@@ -27,6 +28,7 @@ export const entities = [
   TenantKeyBackend,
   TenantProvider,
   ProviderApp,
+  PendingRevocation,
 ];
 
 export function createDataSource(url: string, poolSize = 10): DataSource {

@@ -6,6 +6,7 @@ import { ClientAssertionsUsed1795390000000 } from '../../migrations/179539000000
 import { TenantKeyBackends1795400000000 } from '../../migrations/1795400000000-TenantKeyBackends.js';
 import { TenantProviders1795410000000 } from '../../migrations/1795410000000-TenantProviders.js';
 import { ConnectFlow1795420000000 } from '../../migrations/1795420000000-ConnectFlow.js';
+import { PendingRevocations1795430000000 } from '../../migrations/1795430000000-PendingRevocations.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -15,4 +16,5 @@ export const migrations = [
   TenantKeyBackends1795400000000,
   TenantProviders1795410000000,
   ConnectFlow1795420000000,
+  PendingRevocations1795430000000,
 ];

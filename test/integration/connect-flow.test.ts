@@ -10,6 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
+import { ProviderRevocationService } from '../../src/connect/provider-revocation.service.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 const CLIENT = { client_id: 'custos-inhouse', client_secret: 'inhouse-secret-' + Date.now() };
@@ -18,6 +19,8 @@ let app: TestApp;
 let op: TestOAuthProvider;
 let keyServer: http.Server;
 let keyServerHost: string;
+/** An allow-listed port where nothing listens: a provider that is down. */
+let deadHost: string;
 let t: TenantFixture;
 let connector: { clientId: string; clientSecret: string };
 
@@ -99,9 +102,13 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => keyServer.listen(0, '127.0.0.1', r));
   keyServerHost = `127.0.0.1:${(keyServer.address() as AddressInfo).port}`;
+  const probe = http.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  deadHost = `127.0.0.1:${(probe.address() as AddressInfo).port}`;
+  await new Promise((r) => probe.close(r));
   app = await startTestApp({
     CUSTOS_PUBLIC_URL: PUBLIC_URL,
-    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},${keyServerHost}`,
+    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},${keyServerHost},${deadHost}`,
   });
   t = await createTenant(app);
   const provider = await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/inhouse`, {
@@ -329,6 +336,125 @@ describe('OAuth connect flow', () => {
     const done = await callback(redirectedTo, flow.jar.header());
     expect(done.status).toBe(303);
     expect(done.headers.location).toBe('https://app.example.com/connected');
+  });
+});
+
+describe('disconnect', () => {
+  const revocations = () => app.custos.app.get(ProviderRevocationService);
+  const pending = (connectionId: string) =>
+    app.custos.runtime.dataSource.query<
+      { token_type: string; attempts: number; last_error: string | null }[]
+    >(
+      'SELECT token_type, attempts, last_error FROM pending_revocations WHERE connection_id = $1 ORDER BY position',
+      [connectionId],
+    );
+
+  it('destroys the local secret at once and revokes the tokens at the provider, refresh token first', async () => {
+    const session = await newSession({ userId: 'dora', scopes: ['openid', 'offline_access', 'repo'] });
+    const flow = await startFlow(session.url);
+    const { redirectedTo } = await op.authorize(flow.authorizationUrl, { account: 'dora' });
+    expect((await callback(redirectedTo, flow.jar.header())).status).toBe(200);
+    const released = await exchange('dora');
+    expect(released.status).toBe(200);
+    const [conn] = await app.custos.runtime.dataSource.query(
+      `SELECT id FROM connections WHERE tenant_id = $1 AND user_id = 'dora' AND revoked_at IS NULL`,
+      [t.tenantId],
+    );
+    const before = { count: op.revocations, types: op.revokedTokenTypes.length };
+    const del = await app.request('DELETE', `/v1/tenants/${t.tenantId}/connections/${conn.id}`, {
+      key: t.adminKey,
+    });
+    expect(del.status).toBe(204);
+    expect((await exchange('dora')).body.error).toBe('consent_required');
+    const [row] = await app.custos.runtime.dataSource.query(
+      'SELECT secret, refresh_token FROM connections WHERE id = $1',
+      [conn.id],
+    );
+    expect(row).toEqual({ secret: null, refresh_token: null });
+    // The background attempt (or this one) revokes both, refresh token first.
+    await revocations().processDue(conn.id);
+    for (let i = 0; i < 50 && (await pending(conn.id)).length > 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await pending(conn.id)).toEqual([]);
+    expect(op.revocations - before.count).toBe(2);
+    // The provider names what it revoked; revoking the refresh token ends the whole grant at this provider, so
+    // the access token it is sent next is already unknown there.
+    expect(op.revokedTokenTypes.slice(before.types)[0]).toBe('refresh_token');
+    const introspection = await fetch(op.endpoints.introspection, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization:
+          'Basic ' + Buffer.from(`${CLIENT.client_id}:${CLIENT.client_secret}`).toString('base64'),
+      },
+      body: new URLSearchParams({ token: released.body.access_token }),
+    }).then((r) => r.json());
+    expect(introspection).toEqual({ active: false });
+    const audit = await app.custos.runtime.dataSource.query(
+      `SELECT action, details->>'tokenType' AS token FROM audit_events WHERE connection_id = $1 ORDER BY id`,
+      [conn.id],
+    );
+    expect(audit.map((a: { action: string }) => a.action)).toEqual(
+      expect.arrayContaining(['connection.revoked', 'connection.revoked_at_provider']),
+    );
+  });
+
+  it('retries when the provider is down, while the local secret is already gone', async () => {
+    const definition = {
+      key: 'flaky',
+      name: 'Flaky',
+      authMode: 'oauth2',
+      oauth2: {
+        authorizationUrl: op.endpoints.authorization,
+        tokenUrl: op.endpoints.token,
+        revocationUrl: `http://${deadHost}/revoke`,
+        tokenEndpointAuthMethod: 'client_secret_basic',
+      },
+    };
+    await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/flaky`, {
+      key: t.adminKey,
+      body: definition,
+    });
+    await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/flaky/app`, {
+      key: t.adminKey,
+      body: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret },
+    });
+    const imported = await app.request('PUT', `/v1/tenants/${t.tenantId}/users/erin/connections/flaky`, {
+      key: t.adminKey,
+      body: { type: 'oauth2', accessToken: 'opaque-access-erin', refreshToken: 'opaque-refresh-erin' },
+    });
+    const id = imported.body.id as string;
+    expect(
+      (await app.request('DELETE', `/v1/tenants/${t.tenantId}/connections/${id}`, { key: t.adminKey }))
+        .status,
+    ).toBe(204);
+    await revocations().processDue(id);
+    // The attempt made in the background by the DELETE may still be under way.
+    for (let i = 0; i < 100 && ((await pending(id))[0]?.attempts ?? 0) === 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const waiting = await pending(id);
+    expect(waiting.map((p) => p.token_type)).toEqual(['refresh_token', 'access_token']);
+    expect(waiting[0].attempts).toBeGreaterThanOrEqual(1);
+    expect(waiting[0].last_error).toBeTruthy();
+    const [row] = await app.custos.runtime.dataSource.query(
+      'SELECT secret, refresh_token FROM connections WHERE id = $1',
+      [id],
+    );
+    expect(row).toEqual({ secret: null, refresh_token: null });
+    // The provider is back (its revocation endpoint fixed), and the retry is due.
+    await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/flaky`, {
+      key: t.adminKey,
+      body: { ...definition, oauth2: { ...definition.oauth2, revocationUrl: op.endpoints.revocation } },
+    });
+    await app.custos.runtime.dataSource.query(
+      'UPDATE pending_revocations SET next_attempt_at = now() WHERE connection_id = $1',
+      [id],
+    );
+    const before = op.revocations;
+    expect(await revocations().processDue(id)).toBe(2);
+    expect(op.revocations - before).toBe(2);
+    expect(await pending(id)).toEqual([]);
   });
 });
 

@@ -1,0 +1,129 @@
+/**
+ * Revokes disconnected users' tokens at the provider (RFC 7009), refresh token first, with the tenant's own
+ * app. The local secret is already gone when this runs; a provider outage only delays this. Failures retry
+ * with exponential backoff (30 s doubling, capped at an hour) up to MAX_ATTEMPTS, then the token is erased
+ * and the give-up is audited. A row is claimed with SKIP LOCKED, so replicas never revoke twice at once.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DataSource } from 'typeorm';
+import { AuditService } from '../audit/audit.service.js';
+import { LOGGER } from '../common/logger.js';
+import { DataKeyService } from '../crypto/data-key.service.js';
+import { openField, readEnvelopeHeader } from '../crypto/envelope.js';
+import { ProviderAppsService } from '../providers/provider-apps.service.js';
+import { ProviderRegistry } from '../providers/provider-registry.js';
+import { ProviderOAuthClient } from './oauth-client.js';
+
+const MAX_ATTEMPTS = 10;
+
+interface Row {
+  id: string;
+  tenant_id: string;
+  connection_id: string;
+  provider: string;
+  token_type: 'refresh_token' | 'access_token';
+  token: Buffer;
+  attempts: number;
+}
+
+@Injectable()
+export class ProviderRevocationService {
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(ProviderAppsService) private readonly apps: ProviderAppsService,
+    @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
+    @Inject(ProviderOAuthClient) private readonly oauth: ProviderOAuthClient,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /** Processes due revocations (of one connection, or all); returns how many tokens were revoked. */
+  async processDue(connectionId?: string, limit = 100): Promise<number> {
+    let revoked = 0;
+    for (let i = 0; i < limit; i++) {
+      const done = await this.db.transaction(async (m) => {
+        // The earliest token of a connection first: its refresh token before its access token.
+        const rows: Row[] = await m.query(
+          `SELECT id, tenant_id, connection_id, provider, token_type, token, attempts FROM pending_revocations p
+            WHERE next_attempt_at <= now() AND ($1::uuid IS NULL OR connection_id = $1)
+              AND NOT EXISTS (SELECT 1 FROM pending_revocations q
+                               WHERE q.connection_id = p.connection_id AND q.position < p.position)
+            ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
+          [connectionId ?? null],
+        );
+        const row = rows[0];
+        if (!row) return null;
+        const outcome = await this.revokeOne(row);
+        if (outcome === 'revoked') {
+          await m.query('DELETE FROM pending_revocations WHERE id = $1', [row.id]);
+        } else {
+          const delay = Math.min(3600, 30 * 2 ** row.attempts);
+          await m.query(
+            `UPDATE pending_revocations SET attempts = attempts + 1, last_error = $2,
+               next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1`,
+            [row.id, outcome.error, delay],
+          );
+        }
+        if (outcome !== 'revoked' && row.attempts + 1 < MAX_ATTEMPTS) return 'retry';
+        await this.audit.record(
+          {
+            tenantId: row.tenant_id,
+            action:
+              outcome === 'revoked'
+                ? 'connection.revoked_at_provider'
+                : 'connection.provider_revocation_failed',
+            outcome: outcome === 'revoked' ? 'allowed' : 'failed',
+            actor: { type: 'system', id: null },
+            connectionId: row.connection_id,
+            provider: row.provider,
+            details: {
+              tokenType: row.token_type,
+              attempts: row.attempts + 1,
+              ...(outcome !== 'revoked' ? { error: outcome.error } : {}),
+            },
+          },
+          m,
+        );
+        if (outcome !== 'revoked') {
+          // Out of attempts: erase the token, the give-up is on record.
+          await m.query('DELETE FROM pending_revocations WHERE id = $1', [row.id]);
+        }
+        return outcome === 'revoked' ? 'revoked' : 'retry';
+      });
+      if (done === null) break;
+      if (done === 'revoked') revoked++;
+      else if (connectionId) break;
+    }
+    return revoked;
+  }
+
+  private async revokeOne(row: Row): Promise<'revoked' | { error: string }> {
+    try {
+      const definition = await this.providers.get(row.tenant_id, row.provider);
+      const app = await this.apps.open(row.tenant_id, row.provider);
+      if (!definition?.oauth2?.revocationUrl || !app) return { error: 'provider_or_app_missing' };
+      const { dataKeyId } = readEnvelopeHeader(row.token);
+      const key = await this.dataKeys.keyById(row.tenant_id, dataKeyId);
+      const token = openField(
+        key,
+        {
+          tenantId: row.tenant_id,
+          scope: 'connection',
+          recordId: row.connection_id,
+          field: row.token_type,
+          dataKeyId,
+        },
+        row.token,
+      ).toString('utf8');
+      await this.oauth.revoke(definition, app, token, row.token_type);
+      return 'revoked';
+    } catch (err) {
+      const e = err as { name?: string; code?: string; error?: string };
+      const error = (e.error ?? e.code ?? e.name ?? 'error').slice(0, 64);
+      this.log.warn({ provider: row.provider, error }, 'revocation at the provider failed; will retry');
+      return { error };
+    }
+  }
+}
