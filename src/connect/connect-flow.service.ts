@@ -21,8 +21,7 @@ import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { ConnectionsService } from '../connections/connections.service.js';
-import { DataKeyService } from '../crypto/data-key.service.js';
-import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
+import { DataKeyService, type RecordField } from '../crypto/data-key.service.js';
 import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
@@ -59,12 +58,10 @@ export class FlowPageError extends Error {
 }
 
 const sha256 = (v: string) => createHash('sha256').update(v).digest();
-const flowBinding = (tenantId: string, sessionId: string, dataKeyId: string): FieldBinding => ({
-  tenantId,
+const flowField = (sessionId: string): RecordField => ({
   scope: 'connect_session',
   recordId: sessionId,
   field: 'flow',
-  dataKeyId,
 });
 const linkActor = (s: SessionRow): Actor => ({ type: 'user', id: s.user_id });
 
@@ -163,14 +160,10 @@ export class ConnectFlowService {
           : definition.oauth2!.scopes;
     const request = await this.oauth.authorizationUrl(definition, app, scopes);
     const browser = randomBytes(32).toString('base64url');
-    const { dataKeyId, key } = await this.dataKeys.sealingKey(session.tenant_id);
-    const secrets = sealField(
-      key,
-      flowBinding(session.tenant_id, session.id, dataKeyId),
-      Buffer.from(
-        JSON.stringify({ codeVerifier: request.codeVerifier, nonce: request.nonce, scopes }),
-        'utf8',
-      ),
+    const secrets = await this.dataKeys.seal(
+      session.tenant_id,
+      flowField(session.id),
+      JSON.stringify({ codeVerifier: request.codeVerifier, nonce: request.nonce, scopes }),
     );
     await this.db.transaction(async (m) => {
       await m.query(
@@ -251,11 +244,13 @@ export class ConnectFlowService {
       );
     }
     const envelope = taken[0].flow_secrets;
-    const { dataKeyId } = readEnvelopeHeader(envelope);
-    const key = await this.dataKeys.keyById(session.tenant_id, dataKeyId);
     const secrets = JSON.parse(
-      openField(key, flowBinding(session.tenant_id, session.id, dataKeyId), envelope).toString('utf8'),
-    ) as { codeVerifier: string | null; nonce: string | null; scopes: string[] };
+      await this.dataKeys.open(session.tenant_id, flowField(session.id), envelope),
+    ) as {
+      codeVerifier: string | null;
+      nonce: string | null;
+      scopes: string[];
+    };
     const app = await this.apps.open(session.tenant_id, provider);
     if (!app)
       throw new FlowPageError(

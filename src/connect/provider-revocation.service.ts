@@ -10,7 +10,6 @@ import { DataSource } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
 import { LOGGER } from '../common/logger.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
-import { openField, readEnvelopeHeader } from '../crypto/envelope.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { ProviderOAuthClient } from './oauth-client.js';
@@ -104,19 +103,11 @@ export class ProviderRevocationService {
       const definition = await this.providers.get(row.tenant_id, row.provider);
       const app = await this.apps.open(row.tenant_id, row.provider);
       if (!definition?.oauth2?.revocationUrl || !app) return { error: 'provider_or_app_missing' };
-      const { dataKeyId } = readEnvelopeHeader(row.token);
-      const key = await this.dataKeys.keyById(row.tenant_id, dataKeyId);
-      const token = openField(
-        key,
-        {
-          tenantId: row.tenant_id,
-          scope: 'connection',
-          recordId: row.connection_id,
-          field: row.token_type,
-          dataKeyId,
-        },
+      const token = await this.dataKeys.open(
+        row.tenant_id,
+        { scope: 'connection', recordId: row.connection_id, field: row.token_type },
         row.token,
-      ).toString('utf8');
+      );
       await this.oauth.revoke(definition, app, token, row.token_type);
       return 'revoked';
     } catch (err) {

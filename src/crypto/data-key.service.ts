@@ -9,7 +9,11 @@ import { DataSource } from 'typeorm';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
 import { Metrics } from '../common/metrics.js';
+import { openField, readEnvelopeHeader, sealField, type FieldBinding } from './envelope.js';
 import { KeyBackends } from './key-backends.js';
+
+/** Which record and field a sealed secret belongs to (the tenant and data key are added by the service). */
+export type RecordField = Pick<FieldBinding, 'scope' | 'recordId' | 'field'>;
 
 interface CachedKey {
   tenantId: string;
@@ -72,6 +76,22 @@ export class DataKeyService {
       expiresAt: now + Math.min(this.ttlMs, 60_000),
     });
     return { dataKeyId: row.id, key: await this.unwrapCached(row) };
+  }
+
+  /**
+   * Seals a secret field of one of the tenant's records under the tenant's current data key. `binding` names
+   * the record and field; the envelope opens only for that same tenant, record and field.
+   */
+  async seal(tenantId: string, binding: RecordField, plaintext: string): Promise<Buffer> {
+    const { dataKeyId, key } = await this.sealingKey(tenantId);
+    return sealField(key, { tenantId, dataKeyId, ...binding }, Buffer.from(plaintext, 'utf8'));
+  }
+
+  /** Opens an envelope sealed by `seal` (or by any writer using the same binding), whatever its epoch. */
+  async open(tenantId: string, binding: RecordField, envelope: Buffer): Promise<string> {
+    const { dataKeyId } = readEnvelopeHeader(envelope);
+    const key = await this.keyById(tenantId, dataKeyId);
+    return openField(key, { tenantId, dataKeyId, ...binding }, envelope).toString('utf8');
   }
 
   /** The unwrapped data key with this id, which must belong to the tenant. */

@@ -9,7 +9,6 @@ import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
-import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
 import { returned } from '../database/sql.js';
 import { ProviderRegistry } from './provider-registry.js';
 import type { ProviderDefinition } from './provider-definition.js';
@@ -48,14 +47,6 @@ interface AppRow {
 
 const columns =
   'id, tenant_id, provider, client_id, client_secret, private_key, scopes, created_at, updated_at';
-
-const binding = (tenantId: string, appId: string, field: string, dataKeyId: string): FieldBinding => ({
-  tenantId,
-  scope: 'provider_app',
-  recordId: appId,
-  field,
-  dataKeyId,
-});
 
 const view = (r: AppRow): ProviderAppView => ({
   provider: r.provider,
@@ -98,13 +89,12 @@ export class ProviderAppsService {
       [tenantId, provider],
     );
     const id = existing[0]?.id ?? randomUUID();
-    const { dataKeyId, key } = await this.dataKeys.sealingKey(tenantId);
     const seal = (field: string, value: string | undefined) =>
       value === undefined
         ? null
-        : sealField(key, binding(tenantId, id, field, dataKeyId), Buffer.from(value, 'utf8'));
-    const secret = seal('client_secret', input.clientSecret);
-    const privateKey = seal(
+        : this.dataKeys.seal(tenantId, { scope: 'provider_app', recordId: id, field }, value);
+    const secret = await seal('client_secret', input.clientSecret);
+    const privateKey = await seal(
       'private_key',
       input.privateKeyJwk ? JSON.stringify(input.privateKeyJwk) : undefined,
     );
@@ -167,12 +157,10 @@ export class ProviderAppsService {
   async open(tenantId: string, provider: string): Promise<OpenedProviderApp | null> {
     const row = await this.row(tenantId, provider);
     if (!row) return null;
-    const open = async (field: string, envelope: Buffer | null) => {
-      if (!envelope) return null;
-      const { dataKeyId } = readEnvelopeHeader(envelope);
-      const key = await this.dataKeys.keyById(tenantId, dataKeyId);
-      return openField(key, binding(tenantId, row.id, field, dataKeyId), envelope).toString('utf8');
-    };
+    const open = (field: string, envelope: Buffer | null) =>
+      envelope
+        ? this.dataKeys.open(tenantId, { scope: 'provider_app', recordId: row.id, field }, envelope)
+        : null;
     const privateKey = await open('private_key', row.private_key);
     return {
       provider: row.provider,

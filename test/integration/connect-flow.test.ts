@@ -164,6 +164,18 @@ afterAll(async () => {
 });
 
 describe('OAuth connect flow', () => {
+  it('keeps the tenant app’s client secret sealed, never in the clear', async () => {
+    const [row] = await app.custos.runtime.dataSource.query(
+      `SELECT client_secret FROM provider_apps WHERE tenant_id = $1 AND provider = 'inhouse'`,
+      [t.tenantId],
+    );
+    expect(row.client_secret.subarray(0, 3).toString()).toBe('CSE');
+    expect(row.client_secret.toString('latin1')).not.toContain(CLIENT.client_secret);
+    const shown = await app.request('GET', `/v1/tenants/${t.tenantId}/providers/inhouse/app`, { key: t.adminKey });
+    expect(shown.body).toMatchObject({ clientId: CLIENT.client_id, hasClientSecret: true, hasPrivateKey: false });
+    expect(shown.raw).not.toContain(CLIENT.client_secret);
+  });
+
   it('connects a user end to end, and the token endpoint then releases that user’s own token', async () => {
     const session = await newSession({ scopes: ['openid', 'offline_access', 'repo'] });
     const { page, authorizationUrl, jar } = await startFlow(session.url);
