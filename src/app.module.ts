@@ -48,6 +48,7 @@ import { ProviderOAuthClient } from './connect/oauth-client.js';
 import { ProviderRevocationService } from './connect/provider-revocation.service.js';
 import { TenantsController } from './tenants/tenants.controller.js';
 import { TenantsService } from './tenants/tenants.service.js';
+import { WebhooksService } from './tenants/webhooks.service.js';
 
 /** What is built before Nest starts: validated config, logger, migrated database, keyring, catalog, jobs. */
 export interface Runtime {
@@ -107,6 +108,7 @@ export class AppModule {
         AdminKeysService,
         AdminAuthGuard,
         TenantsService,
+        WebhooksService,
         ConnectionsService,
         ConnectSessionsService,
         ConnectorsService,

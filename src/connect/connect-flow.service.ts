@@ -26,6 +26,7 @@ import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { WebhooksService } from '../tenants/webhooks.service.js';
 import { ProviderOAuthClient } from './oauth-client.js';
 
 const TOKEN = /^cst_[A-Za-z0-9_-]{43}$/;
@@ -93,6 +94,7 @@ export class ConnectFlowService {
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(WebhooksService) private readonly webhooks: WebhooksService,
   ) {}
 
   /** The pending session behind a link, or a page saying why there is none. */
@@ -382,6 +384,12 @@ export class ConnectFlowService {
         [session.id, connectionId],
       );
       await this.event(session, 'connect_session.completed', 'allowed', { connectionId, ...details }, m);
+    });
+    this.webhooks.notify(session.tenant_id, 'connection.created', {
+      connectionId,
+      userId: session.user_id,
+      provider: session.provider,
+      connectSessionId: session.id,
     });
   }
 

@@ -7,6 +7,7 @@ import { TenantKeyBackends1795400000000 } from '../../migrations/1795400000000-T
 import { TenantProviders1795410000000 } from '../../migrations/1795410000000-TenantProviders.js';
 import { ConnectFlow1795420000000 } from '../../migrations/1795420000000-ConnectFlow.js';
 import { PendingRevocations1795430000000 } from '../../migrations/1795430000000-PendingRevocations.js';
+import { TenantWebhooks1795440000000 } from '../../migrations/1795440000000-TenantWebhooks.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -17,4 +18,5 @@ export const migrations = [
   TenantProviders1795410000000,
   ConnectFlow1795420000000,
   PendingRevocations1795430000000,
+  TenantWebhooks1795440000000,
 ];

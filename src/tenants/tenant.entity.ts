@@ -20,6 +20,14 @@ export class Tenant {
   @Column('text', { name: 'allowed_return_urls', array: true, default: () => "'{}'" })
   allowedReturnUrls!: string[];
 
+  /** Where signed event notifications go (connection.created, …); null for none. */
+  @Column('text', { name: 'webhook_url', nullable: true })
+  webhookUrl!: string | null;
+
+  /** The HMAC-SHA256 signing secret of those notifications, sealed under the tenant's data key. */
+  @Column('bytea', { name: 'webhook_secret', nullable: true })
+  webhookSecret!: Buffer | null;
+
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
 

@@ -42,6 +42,14 @@ export const updateTenantSchema = z
   .strictObject({
     name: z.string().trim().min(1).max(200).optional(),
     allowedReturnUrls: z.array(returnUrlSchema).max(50).optional(),
+    /** Signed notifications (connection.created); null removes the webhook. */
+    webhookUrl: z
+      .url({ protocol: /^https?$/ })
+      .max(2048)
+      .nullable()
+      .optional(),
+    /** Issue a new signing secret (shown once in the response). */
+    rotateWebhookSecret: z.literal(true).optional(),
   })
   .refine((p) => Object.keys(p).length > 0, { message: 'at least one field is required' });
 export type UpdateTenantInput = z.output<typeof updateTenantSchema>;

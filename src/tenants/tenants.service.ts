@@ -1,8 +1,10 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
+import { OutboundHttpClient } from '../common/outbound-http.js';
+import { DataKeyService } from '../crypto/data-key.service.js';
 import type { KeyBackendType } from '../crypto/key-backend.js';
 import { returned } from '../database/sql.js';
 import type { UpdateTenantInput } from './tenants.dto.js';
@@ -12,6 +14,7 @@ export interface TenantView {
   name: string;
   keyBackend: { type: KeyBackendType };
   allowedReturnUrls: string[];
+  webhookUrl: string | null;
   createdAt: string;
 }
 
@@ -20,16 +23,18 @@ interface TenantRow {
   name: string;
   key_backend_type: KeyBackendType;
   allowed_return_urls: string[];
+  webhook_url: string | null;
   created_at: Date;
 }
 
-const columns = 'id, name, key_backend_type, allowed_return_urls, created_at';
+const columns = 'id, name, key_backend_type, allowed_return_urls, webhook_url, created_at';
 
 const view = (r: TenantRow): TenantView => ({
   id: r.id,
   name: r.name,
   keyBackend: { type: r.key_backend_type },
   allowedReturnUrls: r.allowed_return_urls,
+  webhookUrl: r.webhook_url,
   createdAt: r.created_at.toISOString(),
 });
 
@@ -38,6 +43,8 @@ export class TenantsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
   ) {}
 
   async createTenant(actor: Actor, name: string): Promise<TenantView> {
@@ -57,27 +64,63 @@ export class TenantsService {
   }
 
   /** Changes a tenant's name or its allowed return URLs (the list is replaced, not merged). */
-  async updateTenant(actor: Actor, id: string, patch: UpdateTenantInput): Promise<TenantView> {
+  /**
+   * Changes a tenant's name, allowed return URLs (the list is replaced, not merged) or webhook. Setting a
+   * webhook URL for the first time, or `rotateWebhookSecret`, issues a signing secret, returned only in this
+   * response (`webhookSecret`) and stored sealed.
+   */
+  async updateTenant(
+    actor: Actor,
+    id: string,
+    patch: UpdateTenantInput,
+  ): Promise<TenantView & { webhookSecret?: string }> {
+    if (patch.webhookUrl) await this.outbound.assertUrlAllowed(patch.webhookUrl);
+    const current: { webhook_secret: Buffer | null }[] = await this.db.query(
+      'SELECT webhook_secret FROM tenants WHERE id = $1',
+      [id],
+    );
+    if (current.length === 0) throw new CustosException('not_found', 'Tenant not found');
+    const issue =
+      patch.rotateWebhookSecret === true || (patch.webhookUrl && current[0].webhook_secret === null);
+    const secret = issue ? 'whsec_' + randomBytes(32).toString('base64url') : undefined;
+    const sealed = secret
+      ? await this.dataKeys.seal(id, { scope: 'tenant', recordId: id, field: 'webhook_secret' }, secret)
+      : null;
     return this.db.transaction(async (m) => {
       const rows = returned<TenantRow>(
         await m.query(
-          `UPDATE tenants SET name = COALESCE($2, name), allowed_return_urls = COALESCE($3, allowed_return_urls)
+          `UPDATE tenants SET name = COALESCE($2, name), allowed_return_urls = COALESCE($3, allowed_return_urls),
+             webhook_url = CASE WHEN $4::boolean THEN $5 ELSE webhook_url END,
+             webhook_secret = CASE WHEN $4::boolean AND $5::text IS NULL THEN NULL
+                                   ELSE COALESCE($6, webhook_secret) END
             WHERE id = $1 RETURNING ${columns}`,
-          [id, patch.name ?? null, patch.allowedReturnUrls ? [...new Set(patch.allowedReturnUrls)] : null],
+          [
+            id,
+            patch.name ?? null,
+            patch.allowedReturnUrls ? [...new Set(patch.allowedReturnUrls)] : null,
+            patch.webhookUrl !== undefined,
+            patch.webhookUrl ?? null,
+            sealed,
+          ],
         ),
       );
       if (rows.length === 0) throw new CustosException('not_found', 'Tenant not found');
+      const { rotateWebhookSecret: _rotate, ...shown } = patch;
       await this.audit.record(
         {
           tenantId: id,
           action: 'tenant.updated',
           outcome: 'allowed',
           actor,
-          details: { changed: Object.keys(patch).sort(), ...patch },
+          details: {
+            changed: Object.keys(patch).sort(),
+            ...shown,
+            webhookSecretIssued: secret !== undefined,
+          },
         },
         m,
       );
-      return view(rows[0]);
+      return secret ? { ...view(rows[0]), webhookSecret: secret } : view(rows[0]);
     });
   }
 

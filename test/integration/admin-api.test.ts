@@ -30,6 +30,7 @@ describe('tenants and admin keys', () => {
       name: 'Acme',
       keyBackend: { type: 'managed' },
       allowedReturnUrls: [],
+      webhookUrl: null,
       createdAt: expect.any(String),
     });
   });

@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 import { ProviderRevocationService } from '../../src/connect/provider-revocation.service.js';
+import { WebhooksService, webhookSignature } from '../../src/tenants/webhooks.service.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 const CLIENT = { client_id: 'custos-inhouse', client_secret: 'inhouse-secret-' + Date.now() };
@@ -19,6 +20,8 @@ let app: TestApp;
 let op: TestOAuthProvider;
 let keyServer: http.Server;
 let keyServerHost: string;
+/** Webhook deliveries received by the loopback server at /hook. */
+const hooks: { headers: http.IncomingHttpHeaders; body: string }[] = [];
 /** An allow-listed port where nothing listens: a provider that is down. */
 let deadHost: string;
 let t: TenantFixture;
@@ -98,7 +101,16 @@ beforeAll(async () => {
     users: { alice: { email: 'alice@example.com' }, mallory: {} },
   });
   keyServer = http.createServer((req, res) => {
-    res.writeHead(req.headers.authorization === 'Bearer good-key-123' ? 200 : 401).end('{}');
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      if (req.url === '/hook') {
+        hooks.push({ headers: req.headers, body });
+        res.writeHead(204).end();
+        return;
+      }
+      res.writeHead(req.headers.authorization === 'Bearer good-key-123' ? 200 : 401).end('{}');
+    });
   });
   await new Promise<void>((r) => keyServer.listen(0, '127.0.0.1', r));
   keyServerHost = `127.0.0.1:${(keyServer.address() as AddressInfo).port}`;
@@ -171,8 +183,14 @@ describe('OAuth connect flow', () => {
     );
     expect(row.client_secret.subarray(0, 3).toString()).toBe('CSE');
     expect(row.client_secret.toString('latin1')).not.toContain(CLIENT.client_secret);
-    const shown = await app.request('GET', `/v1/tenants/${t.tenantId}/providers/inhouse/app`, { key: t.adminKey });
-    expect(shown.body).toMatchObject({ clientId: CLIENT.client_id, hasClientSecret: true, hasPrivateKey: false });
+    const shown = await app.request('GET', `/v1/tenants/${t.tenantId}/providers/inhouse/app`, {
+      key: t.adminKey,
+    });
+    expect(shown.body).toMatchObject({
+      clientId: CLIENT.client_id,
+      hasClientSecret: true,
+      hasPrivateKey: false,
+    });
     expect(shown.raw).not.toContain(CLIENT.client_secret);
   });
 
@@ -348,6 +366,52 @@ describe('OAuth connect flow', () => {
     const done = await callback(redirectedTo, flow.jar.header());
     expect(done.status).toBe(303);
     expect(done.headers.location).toBe('https://app.example.com/connected');
+  });
+});
+
+describe('webhook', () => {
+  it('notifies connection.created with a signature the receiver can check, and refuses private URLs', async () => {
+    // Only allow-listed loopback hosts pass the SSRF guard; anything else private is refused at save.
+    const refused = await app.request('PATCH', `/v1/tenants/${t.tenantId}`, {
+      key: t.adminKey,
+      body: { webhookUrl: 'http://169.254.169.254/hook' },
+    });
+    expect(refused.body.error).toBe('outbound_url_refused');
+    const set = await app.request('PATCH', `/v1/tenants/${t.tenantId}`, {
+      key: t.adminKey,
+      body: { webhookUrl: `http://${keyServerHost}/hook` },
+    });
+    expect(set.status).toBe(200);
+    const secret = set.body.webhookSecret as string;
+    expect(secret).toMatch(/^whsec_[A-Za-z0-9_-]{43}$/);
+    const again = await app.request('GET', `/v1/tenants/${t.tenantId}`, { key: t.adminKey });
+    expect(again.raw).not.toContain(secret);
+    const [stored] = await app.custos.runtime.dataSource.query(
+      'SELECT webhook_secret FROM tenants WHERE id = $1',
+      [t.tenantId],
+    );
+    expect(stored.webhook_secret.toString('latin1')).not.toContain(secret);
+
+    const session = await newSession({ userId: 'wendy' });
+    const flow = await startFlow(session.url);
+    const { redirectedTo } = await op.authorize(flow.authorizationUrl, { account: 'wendy' });
+    expect((await callback(redirectedTo, flow.jar.header())).status).toBe(200);
+    await app.custos.app.get(WebhooksService).settled();
+    const delivery = hooks.find((r) => r.headers['custos-event-type'] === 'connection.created');
+    expect(delivery).toBeDefined();
+    const sig = String(delivery!.headers['custos-signature']);
+    const [, ts] = /^t=(\d+),v1=[0-9a-f]{64}$/.exec(sig)!;
+    expect(sig).toBe(webhookSignature(secret, Number(ts), delivery!.body));
+    expect(Math.abs(Date.now() / 1000 - Number(ts))).toBeLessThan(60);
+    const body = JSON.parse(delivery!.body);
+    expect(body).toMatchObject({
+      type: 'connection.created',
+      tenantId: t.tenantId,
+      data: { userId: 'wendy', provider: 'inhouse', connectSessionId: session.id },
+    });
+    expect(delivery!.body).not.toMatch(/access|refresh|secret/i);
+    // A tampered body fails the same check.
+    expect(webhookSignature(secret, Number(ts), delivery!.body.replace('wendy', 'mallory'))).not.toBe(sig);
   });
 });
 
