@@ -44,6 +44,7 @@ import { TenantProvidersController } from './providers/tenant-providers.controll
 import { TenantProvidersService } from './providers/tenant-providers.service.js';
 import { ConnectFlowController } from './connect/connect-flow.controller.js';
 import { ConnectFlowService } from './connect/connect-flow.service.js';
+import { ConnectLoginService } from './connect/connect-login.service.js';
 import { ProviderOAuthClient } from './connect/oauth-client.js';
 import { ProviderRevocationService } from './connect/provider-revocation.service.js';
 import { TenantsController } from './tenants/tenants.controller.js';
@@ -91,6 +92,7 @@ export class AppModule {
         ProviderAppsService,
         ProviderOAuthClient,
         ConnectFlowService,
+        ConnectLoginService,
         ProviderRevocationService,
         { provide: JOB_RUNNER, useValue: rt.jobs },
         { provide: Metrics, useValue: new Metrics() },

@@ -7,7 +7,8 @@ import { ApiExcludeController } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
 import { CONFIG, type Config } from '../config/config.js';
-import { connectPage, messagePage, pageHeaders } from './connect-pages.js';
+import { connectPage, messagePage, pageHeaders, signInPage } from './connect-pages.js';
+import { ConnectLoginService, LOGIN_COOKIE, LOGIN_FLOW_COOKIE } from './connect-login.service.js';
 import {
   ConnectFlowService,
   CSRF_COOKIE,
@@ -45,7 +46,39 @@ export class ConnectFlowController {
   constructor(
     @Inject(ConnectFlowService) private readonly flow: ConnectFlowService,
     @Inject(CONFIG) private readonly config: Config,
+    @Inject(ConnectLoginService) private readonly login: ConnectLoginService,
   ) {}
+
+  @Get('login/callback')
+  async loginCallback(@Req() req: FastifyRequest, @Res() reply: FastifyReply) {
+    const rawQuery = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+    await this.answer(reply, async () => {
+      const { location, loginCookie } = await this.login.complete(
+        req.query as Record<string, string | undefined>,
+        rawQuery,
+        cookies(req)[LOGIN_FLOW_COOKIE],
+      );
+      await reply
+        .status(303)
+        .headers({ ...pageHeaders(), location })
+        .header('set-cookie', [loginCookie, cookie(LOGIN_FLOW_COOKIE, '', 0, 'Lax')])
+        .send();
+    });
+  }
+
+  @Post(':token/login')
+  async startLogin(@Req() req: FastifyRequest, @Res() reply: FastifyReply, @Param('token') token: string) {
+    await this.answer(reply, async () => {
+      if (!csrfOk(req))
+        throw new FlowPageError(403, 'Please try again', 'This form expired. Reload the page and try again.');
+      const { session } = await this.flow.session(token);
+      const { location, browserCookie } = await this.login.begin(session, token);
+      await reply
+        .status(303)
+        .headers({ ...pageHeaders(), location, 'set-cookie': browserCookie })
+        .send();
+    });
+  }
 
   @Get('callback/:provider')
   async callback(
@@ -77,9 +110,26 @@ export class ConnectFlowController {
   }
 
   @Get(':token')
-  async show(@Res() reply: FastifyReply, @Param('token') token: string) {
+  async show(@Req() req: FastifyRequest, @Res() reply: FastifyReply, @Param('token') token: string) {
     await this.answer(reply, async () => {
       const { session, definition, csrf } = await this.flow.open(token);
+      if (!this.flow.signedIn(session, cookies(req)[LOGIN_COOKIE])) {
+        const settings = await this.login.settings(session.tenant_id);
+        const idpOrigin = settings ? [new URL(settings.idp.issuer).origin] : [];
+        await reply
+          .status(200)
+          .headers({ ...pageHeaders(idpOrigin), 'set-cookie': cookie(CSRF_COOKIE, csrf, 3600, 'Strict') })
+          .send(
+            signInPage({
+              tenantName: session.tenant_name,
+              providerName: definition.name,
+              identityProviderName: settings?.idp.name ?? 'your organisation',
+              action: `${this.config.publicUrl}/connect/${token}/login`,
+              csrfToken: csrf,
+            }),
+          );
+        return;
+      }
       const html = connectPage({
         tenantName: session.tenant_name,
         providerName: definition.name,
@@ -101,7 +151,7 @@ export class ConnectFlowController {
     await this.answer(reply, async () => {
       if (!csrfOk(req))
         throw new FlowPageError(403, 'Please try again', 'This form expired. Reload the page and try again.');
-      const { location, browserCookie } = await this.flow.start(token);
+      const { location, browserCookie } = await this.flow.start(token, cookies(req)[LOGIN_COOKIE]);
       await reply
         .status(303)
         .headers({ ...pageHeaders(), location, 'set-cookie': browserCookie })
@@ -114,7 +164,7 @@ export class ConnectFlowController {
     await this.answer(reply, async () => {
       if (!csrfOk(req))
         throw new FlowPageError(403, 'Please try again', 'This form expired. Reload the page and try again.');
-      const done = await this.flow.submitApiKey(token, form(req).apiKey ?? '');
+      const done = await this.flow.submitApiKey(token, form(req).apiKey ?? '', cookies(req)[LOGIN_COOKIE]);
       if (done.location) {
         await reply
           .status(303)

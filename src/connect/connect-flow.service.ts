@@ -46,6 +46,9 @@ export interface SessionRow {
   opened_at: Date | null;
   browser_hash: Buffer | null;
   flow_secrets: Buffer | null;
+  /** The tenant requires sign-in at its identity provider first (connectLogin). */
+  login_required: boolean;
+  verified_browser_hash: Buffer | null;
 }
 
 export class FlowPageError extends Error {
@@ -102,7 +105,8 @@ export class ConnectFlowService {
     const rows: SessionRow[] = TOKEN.test(token)
       ? await this.db.query(
           `SELECT s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
-                  s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets
+                  s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets,
+                  (t.connect_login IS NOT NULL) AS login_required, s.verified_browser_hash
              FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id WHERE s.token_hash = $1`,
           [sha256(token)],
         )
@@ -141,9 +145,21 @@ export class ConnectFlowService {
     return { session, definition, csrf: randomBytes(24).toString('base64url') };
   }
 
+  /** Whether this browser may connect: always, unless the tenant requires sign-in and it has not happened. */
+  signedIn(session: SessionRow, loginCookie: string | undefined): boolean {
+    return !session.login_required || sameHash(session.verified_browser_hash, loginCookie);
+  }
+
+  private requireSignIn(session: SessionRow, loginCookie: string | undefined): void {
+    if (!this.signedIn(session, loginCookie)) {
+      throw new FlowPageError(403, 'Sign in first', 'Open your link again and sign in before connecting.');
+    }
+  }
+
   /** Starts the authorization request: returns the provider URL and the browser-binding cookie. */
-  async start(token: string): Promise<{ location: string; browserCookie: string }> {
+  async start(token: string, loginCookie?: string): Promise<{ location: string; browserCookie: string }> {
     const { session, definition } = await this.session(token);
+    this.requireSignIn(session, loginCookie);
     if (definition.authMode !== 'oauth2')
       throw new FlowPageError(400, 'Not an OAuth provider', 'Use the form instead.');
     const app = await this.apps.open(session.tenant_id, session.provider);
@@ -197,7 +213,8 @@ export class ConnectFlowService {
       throw new FlowPageError(400, 'Sign-in not recognised', 'The sign-in response has no valid state.');
     const rows: SessionRow[] = await this.db.query(
       `SELECT s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
-              s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets
+              s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets,
+              (t.connect_login IS NOT NULL) AS login_required, s.verified_browser_hash
          FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id
         WHERE s.state_hash = $1 AND s.provider = $2`,
       [sha256(state), provider],
@@ -308,8 +325,10 @@ export class ConnectFlowService {
   async submitApiKey(
     token: string,
     apiKey: string,
+    loginCookie?: string,
   ): Promise<{ location?: string; title: string; message: string }> {
     const { session, definition } = await this.session(token);
+    this.requireSignIn(session, loginCookie);
     if (definition.authMode !== 'api_key')
       throw new FlowPageError(400, 'Not an API-key provider', 'Use the sign-in button instead.');
     if (!/^[\x21-\x7e]{1,8192}$/.test(apiKey)) {
@@ -415,8 +434,12 @@ export class ConnectFlowService {
         actor: linkActor(session),
         subjectUserId: session.user_id,
         provider: session.provider,
-        // No identity provider sign-in yet: holding the link is what proves the user.
-        details: { sessionId: session.id, userBinding: 'link', ...details },
+        // Without connectLogin, holding the link is what proves the user.
+        details: {
+          sessionId: session.id,
+          userBinding: session.login_required ? 'identity_provider' : 'link',
+          ...details,
+        },
       },
       m,
     );

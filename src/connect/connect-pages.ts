@@ -115,3 +115,21 @@ export function messagePage(title: string, message: string, isError = false): st
     `<h1>${escapeHtml(title)}</h1><p${isError ? ' class="error" role="alert"' : ''}>${escapeHtml(message)}</p>`,
   );
 }
+
+export function signInPage(m: {
+  tenantName: string;
+  providerName: string;
+  identityProviderName: string;
+  action: string;
+  csrfToken: string;
+}): string {
+  return page(
+    `Connect ${m.providerName}`,
+    `<h1>Connect your ${escapeHtml(m.providerName)} account</h1>
+<p><strong>${escapeHtml(m.tenantName)}</strong> first needs to check who you are.</p>
+<form method="post" action="${escapeHtml(m.action)}">
+<input type="hidden" name="csrf" value="${escapeHtml(m.csrfToken)}">
+<button type="submit" autofocus>Sign in with ${escapeHtml(m.identityProviderName)}</button>
+</form>`,
+  );
+}

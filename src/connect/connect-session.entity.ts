@@ -81,6 +81,19 @@ export class ConnectSession {
   @Column('uuid', { name: 'connection_id', nullable: true })
   connectionId!: string | null;
 
+  /** SHA-256 of the pending sign-in request's `state` at the tenant's identity provider (connectLogin). */
+  @Index('uq_connect_sessions_login_state_hash', { unique: true, where: '"login_state_hash" IS NOT NULL' })
+  @Column('bytea', { name: 'login_state_hash', nullable: true })
+  loginStateHash!: Buffer | null;
+
+  /** The pending sign-in's PKCE verifier, nonce, browser binding and link, sealed under the tenant's data key. */
+  @Column('bytea', { name: 'login_secrets', nullable: true })
+  loginSecrets!: Buffer | null;
+
+  /** SHA-256 of the cookie of the browser whose person signed in as the session's user. */
+  @Column('bytea', { name: 'verified_browser_hash', nullable: true })
+  verifiedBrowserHash!: Buffer | null;
+
   /** Why the last attempt failed (stable code), while the session stays usable until it expires. */
   @Column('text', { name: 'last_error', nullable: true })
   lastError!: string | null;

@@ -141,6 +141,10 @@ export class ProviderOAuthClient {
     return cfg;
   }
 
+  /** openid-client's fetch, through the SSRF-safe client. */
+  readonly ssrfSafeFetch = (url: string, options: oidc.CustomFetchOptions): Promise<Response> =>
+    this.fetch(url, options);
+
   private async fetch(url: string, options: oidc.CustomFetchOptions): Promise<Response> {
     const headers: Record<string, string> = { ...options.headers };
     const res = await this.outbound.request(url, {

@@ -8,6 +8,7 @@ import { TenantProviders1795410000000 } from '../../migrations/1795410000000-Ten
 import { ConnectFlow1795420000000 } from '../../migrations/1795420000000-ConnectFlow.js';
 import { PendingRevocations1795430000000 } from '../../migrations/1795430000000-PendingRevocations.js';
 import { TenantWebhooks1795440000000 } from '../../migrations/1795440000000-TenantWebhooks.js';
+import { ConnectLogin1795450000000 } from '../../migrations/1795450000000-ConnectLogin.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -19,4 +20,5 @@ export const migrations = [
   ConnectFlow1795420000000,
   PendingRevocations1795430000000,
   TenantWebhooks1795440000000,
+  ConnectLogin1795450000000,
 ];

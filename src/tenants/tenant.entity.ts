@@ -28,6 +28,14 @@ export class Tenant {
   @Column('bytea', { name: 'webhook_secret', nullable: true })
   webhookSecret!: Buffer | null;
 
+  /** Sign-in at one of the tenant's identity providers before connecting: `{identityProvider, clientId}`. */
+  @Column('jsonb', { name: 'connect_login', nullable: true })
+  connectLogin!: { identityProvider: string; clientId: string } | null;
+
+  /** That OIDC client's secret, sealed under the tenant's data key. */
+  @Column('bytea', { name: 'connect_login_secret', nullable: true })
+  connectLoginSecret!: Buffer | null;
+
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
 

@@ -48,6 +48,23 @@ export const updateTenantSchema = z
       .max(2048)
       .nullable()
       .optional(),
+    /** Sign-in at one of the tenant's identity providers before connecting; null turns it off. */
+    connectLogin: z
+      .strictObject({
+        identityProvider: z.string().min(1).max(100),
+        clientId: z
+          .string()
+          .min(1)
+          .max(512)
+          .regex(/^[\x21-\x7e]+$/),
+        clientSecret: z
+          .string()
+          .min(1)
+          .max(4096)
+          .regex(/^[\x21-\x7e]+$/),
+      })
+      .nullable()
+      .optional(),
     /** Issue a new signing secret (shown once in the response). */
     rotateWebhookSecret: z.literal(true).optional(),
   })

@@ -15,6 +15,7 @@ export interface TenantView {
   keyBackend: { type: KeyBackendType };
   allowedReturnUrls: string[];
   webhookUrl: string | null;
+  connectLogin: { identityProvider: string; clientId: string } | null;
   createdAt: string;
 }
 
@@ -24,10 +25,11 @@ interface TenantRow {
   key_backend_type: KeyBackendType;
   allowed_return_urls: string[];
   webhook_url: string | null;
+  connect_login: { identityProvider: string; clientId: string } | null;
   created_at: Date;
 }
 
-const columns = 'id, name, key_backend_type, allowed_return_urls, webhook_url, created_at';
+const columns = 'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, created_at';
 
 const view = (r: TenantRow): TenantView => ({
   id: r.id,
@@ -35,6 +37,7 @@ const view = (r: TenantRow): TenantView => ({
   keyBackend: { type: r.key_backend_type },
   allowedReturnUrls: r.allowed_return_urls,
   webhookUrl: r.webhook_url,
+  connectLogin: r.connect_login,
   createdAt: r.created_at.toISOString(),
 });
 
@@ -75,6 +78,25 @@ export class TenantsService {
     patch: UpdateTenantInput,
   ): Promise<TenantView & { webhookSecret?: string }> {
     if (patch.webhookUrl) await this.outbound.assertUrlAllowed(patch.webhookUrl);
+    if (patch.connectLogin) {
+      const idp: unknown[] = await this.db.query(
+        'SELECT 1 FROM identity_providers WHERE tenant_id = $1 AND name = $2',
+        [id, patch.connectLogin.identityProvider],
+      );
+      if (idp.length === 0) {
+        throw new CustosException(
+          'validation_failed',
+          `connectLogin names identity provider "${patch.connectLogin.identityProvider}", which this tenant does not have`,
+        );
+      }
+    }
+    const loginSecret = patch.connectLogin
+      ? await this.dataKeys.seal(
+          id,
+          { scope: 'tenant', recordId: id, field: 'connect_login_secret' },
+          patch.connectLogin.clientSecret,
+        )
+      : null;
     const current: { webhook_secret: Buffer | null }[] = await this.db.query(
       'SELECT webhook_secret FROM tenants WHERE id = $1',
       [id],
@@ -92,7 +114,9 @@ export class TenantsService {
           `UPDATE tenants SET name = COALESCE($2, name), allowed_return_urls = COALESCE($3, allowed_return_urls),
              webhook_url = CASE WHEN $4::boolean THEN $5 ELSE webhook_url END,
              webhook_secret = CASE WHEN $4::boolean AND $5::text IS NULL THEN NULL
-                                   ELSE COALESCE($6, webhook_secret) END
+                                   ELSE COALESCE($6, webhook_secret) END,
+             connect_login = CASE WHEN $7::boolean THEN $8::jsonb ELSE connect_login END,
+             connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END
             WHERE id = $1 RETURNING ${columns}`,
           [
             id,
@@ -101,11 +125,29 @@ export class TenantsService {
             patch.webhookUrl !== undefined,
             patch.webhookUrl ?? null,
             sealed,
+            patch.connectLogin !== undefined,
+            patch.connectLogin
+              ? JSON.stringify({
+                  identityProvider: patch.connectLogin.identityProvider,
+                  clientId: patch.connectLogin.clientId,
+                })
+              : null,
+            loginSecret,
           ],
         ),
       );
       if (rows.length === 0) throw new CustosException('not_found', 'Tenant not found');
-      const { rotateWebhookSecret: _rotate, ...shown } = patch;
+      const { rotateWebhookSecret: _rotate, connectLogin, ...rest } = patch;
+      const shown = {
+        ...rest,
+        ...(connectLogin !== undefined
+          ? {
+              connectLogin: connectLogin
+                ? { identityProvider: connectLogin.identityProvider, clientId: connectLogin.clientId }
+                : null,
+            }
+          : {}),
+      };
       await this.audit.record(
         {
           tenantId: id,

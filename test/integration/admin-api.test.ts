@@ -31,6 +31,7 @@ describe('tenants and admin keys', () => {
       keyBackend: { type: 'managed' },
       allowedReturnUrls: [],
       webhookUrl: null,
+      connectLogin: null,
       createdAt: expect.any(String),
     });
   });

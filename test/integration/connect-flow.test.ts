@@ -18,6 +18,9 @@ const CLIENT = { client_id: 'custos-inhouse', client_secret: 'inhouse-secret-' +
 
 let app: TestApp;
 let op: TestOAuthProvider;
+/** The tenant's identity provider for connectLogin. */
+let corp: TestOAuthProvider;
+const LOGIN_CLIENT = { client_id: 'custos-login', client_secret: 'login-secret-' + Date.now() };
 let keyServer: http.Server;
 let keyServerHost: string;
 /** Webhook deliveries received by the loopback server at /hook. */
@@ -100,6 +103,10 @@ beforeAll(async () => {
     clients: [{ ...CLIENT, redirect_uris: [`${PUBLIC_URL}/connect/callback/inhouse`] }],
     users: { alice: { email: 'alice@example.com' }, mallory: {} },
   });
+  corp = await startOAuthProvider({
+    clients: [{ ...LOGIN_CLIENT, redirect_uris: [`${PUBLIC_URL}/connect/login/callback`] }],
+    users: { alice: {}, mallory: {} },
+  });
   keyServer = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
@@ -120,7 +127,7 @@ beforeAll(async () => {
   await new Promise((r) => probe.close(r));
   app = await startTestApp({
     CUSTOS_PUBLIC_URL: PUBLIC_URL,
-    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},${keyServerHost},${deadHost}`,
+    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},${keyServerHost},${deadHost},${corp.hostPort}`,
   });
   t = await createTenant(app);
   const provider = await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/inhouse`, {
@@ -172,6 +179,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app.close();
   await op.close();
+  await corp.close();
   await new Promise((r) => keyServer.close(r));
 });
 
@@ -366,6 +374,124 @@ describe('OAuth connect flow', () => {
     const done = await callback(redirectedTo, flow.jar.header());
     expect(done.status).toBe(303);
     expect(done.headers.location).toBe('https://app.example.com/connected');
+  });
+});
+
+describe('sign-in before connecting (connectLogin)', () => {
+  let t2: TenantFixture;
+  beforeAll(async () => {
+    t2 = await createTenant(app);
+    const put = (url: string, body: unknown) => app.request('PUT', url, { key: t2.adminKey, body });
+    await put(`/v1/tenants/${t2.tenantId}/identity-providers/corp`, {
+      issuer: corp.issuer,
+      jwksUri: corp.endpoints.jwks,
+      audiences: ['custos'],
+      algorithms: ['RS256'],
+    });
+    await put(`/v1/tenants/${t2.tenantId}/providers/inhouse`, {
+      key: 'inhouse',
+      name: 'In-house Git',
+      authMode: 'oauth2',
+      oauth2: {
+        authorizationUrl: op.endpoints.authorization,
+        tokenUrl: op.endpoints.token,
+        issuer: op.issuer,
+        scopes: ['openid', 'repo'],
+      },
+    });
+    await put(`/v1/tenants/${t2.tenantId}/providers/inhouse/app`, {
+      clientId: CLIENT.client_id,
+      clientSecret: CLIENT.client_secret,
+    });
+    const res = await app.request('PATCH', `/v1/tenants/${t2.tenantId}`, {
+      key: t2.adminKey,
+      body: {
+        connectLogin: {
+          identityProvider: 'corp',
+          ...{ clientId: LOGIN_CLIENT.client_id, clientSecret: LOGIN_CLIENT.client_secret },
+        },
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(res.body.connectLogin).toEqual({ identityProvider: 'corp', clientId: LOGIN_CLIENT.client_id });
+    expect(res.raw).not.toContain(LOGIN_CLIENT.client_secret);
+  });
+
+  async function openAndSignIn(account: string) {
+    const created = await app.request('POST', `/v1/tenants/${t2.tenantId}/connect/sessions`, {
+      key: t2.adminKey,
+      body: { userId: 'alice', provider: 'inhouse' },
+    });
+    const url = local(created.body.url);
+    const jar = cookieJar();
+    const first = await app.request('GET', url);
+    jar.take(first.headers['set-cookie']);
+    expect(first.raw).toContain('Sign in with corp');
+    expect(first.raw).not.toContain('Continue to In-house Git');
+    const csrf = /name="csrf" value="([^"]+)"/.exec(first.raw)![1];
+    // Connecting before signing in is refused.
+    const early = await app.request('POST', url + '/start', {
+      payload: `csrf=${csrf}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header() },
+    });
+    expect(early.status).toBe(403);
+    const login = await app.request('POST', url + '/login', {
+      payload: `csrf=${csrf}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header() },
+    });
+    expect(login.status).toBe(303);
+    jar.take(login.headers['set-cookie']);
+    const auth = new URL(String(login.headers.location));
+    expect(auth.origin).toBe(new URL(corp.issuer).origin);
+    expect(auth.searchParams.get('code_challenge_method')).toBe('S256');
+    expect(auth.searchParams.get('nonce')).toBeTruthy();
+    const { redirectedTo } = await corp.authorize(auth.href, { account });
+    const back = await app.request('GET', local(redirectedTo), { headers: { cookie: jar.header() } });
+    jar.take(back.headers['set-cookie']);
+    return { url, jar, back, sessionId: created.body.id as string };
+  }
+
+  it('connects only after the person signs in as the session’s user', async () => {
+    const { url, jar, back, sessionId } = await openAndSignIn('alice');
+    expect(back.status).toBe(303);
+    expect(back.headers.location).toBe(PUBLIC_URL + url);
+    const page = await app.request('GET', url, { headers: { cookie: jar.header() } });
+    jar.take(page.headers['set-cookie']);
+    expect(page.raw).toContain('Continue to In-house Git');
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page.raw)![1];
+    const start = await app.request('POST', url + '/start', {
+      payload: `csrf=${csrf}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header() },
+    });
+    expect(start.status).toBe(303);
+    jar.take(start.headers['set-cookie']);
+    const { redirectedTo } = await op.authorize(String(start.headers.location), { account: 'alice' });
+    expect((await callback(redirectedTo, jar.header())).status).toBe(200);
+    const events = await app.custos.runtime.dataSource.query(
+      `SELECT action, details->>'userBinding' AS binding FROM audit_events
+        WHERE tenant_id = $1 AND details->>'sessionId' = $2 ORDER BY id`,
+      [t2.tenantId, sessionId],
+    );
+    expect(events.map((e: { action: string }) => e.action)).toEqual(
+      expect.arrayContaining(['connect_session.user_verified', 'connect_session.completed']),
+    );
+    expect(events.find((e: { action: string }) => e.action === 'connect_session.completed').binding).toBe(
+      'identity_provider',
+    );
+  });
+
+  it('refuses a person who signs in as someone else, and keeps the connect step closed', async () => {
+    const { url, jar, back, sessionId } = await openAndSignIn('mallory');
+    expect(back.status).toBe(403);
+    expect(back.raw).toContain('made for another person');
+    const page = await app.request('GET', url, { headers: { cookie: jar.header() } });
+    expect(page.raw).toContain('Sign in with corp');
+    const [failed] = await app.custos.runtime.dataSource.query(
+      `SELECT details->>'reason' AS reason FROM audit_events
+        WHERE action = 'connect_session.failed' AND details->>'sessionId' = $1`,
+      [sessionId],
+    );
+    expect(failed.reason).toBe('user_mismatch');
   });
 });
 

@@ -1,0 +1,288 @@
+/**
+ * Same-user binding for the connect flow (the tenant's `connectLogin`): before connecting, the person in the
+ * browser signs in at one of the tenant's identity providers (OIDC code flow with PKCE, state and nonce,
+ * via openid-client, every request through the SSRF-safe client). The ID token is verified with jose
+ * against the provider's registered keys (issuer, audience = the login client, pinned algorithms), and its
+ * user claim must be the session's user. Only then is the browser marked, by a `__Host-` cookie whose hash
+ * is stored on the session, as allowed to connect.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { jwtVerify } from 'jose';
+import * as oidc from 'openid-client';
+import { DataSource } from 'typeorm';
+import { AuditService } from '../audit/audit.service.js';
+import { JwksResolver } from '../broker/jwks-resolver.js';
+import { CLOCK_TOLERANCE_S } from '../broker/jwt-policy.js';
+import { CONFIG, type Config } from '../config/config.js';
+import { DataKeyService } from '../crypto/data-key.service.js';
+import { returned } from '../database/sql.js';
+import {
+  IdentityProvidersService,
+  type IdentityProviderView,
+} from '../identity/identity-providers.service.js';
+import { cookie, FlowPageError } from './connect-flow.service.js';
+import { ProviderOAuthClient } from './oauth-client.js';
+
+export const LOGIN_FLOW_COOKIE = '__Host-custos_login_flow';
+export const LOGIN_COOKIE = '__Host-custos_login';
+
+interface LoginSettings {
+  idp: IdentityProviderView;
+  clientId: string;
+  clientSecret: string;
+}
+
+interface LoginSecrets {
+  codeVerifier: string;
+  nonce: string;
+  browserHash: string;
+  token: string;
+}
+
+const sha256 = (v: string) => createHash('sha256').update(v).digest();
+const loginField = (sessionId: string) => ({ scope: 'connect_session', recordId: sessionId, field: 'login' });
+
+export function sameHash(stored: Buffer | null, value: string | undefined): boolean {
+  if (!stored || value === undefined || value.length > 200) return false;
+  const b = sha256(value);
+  return stored.length === b.length && timingSafeEqual(stored, b);
+}
+
+@Injectable()
+export class ConnectLoginService {
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
+    @Inject(IdentityProvidersService) private readonly identityProviders: IdentityProvidersService,
+    @Inject(JwksResolver) private readonly jwks: JwksResolver,
+    @Inject(ProviderOAuthClient) private readonly oauth: ProviderOAuthClient,
+    @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(CONFIG) private readonly config: Config,
+  ) {}
+
+  get redirectUri(): string {
+    return `${this.config.publicUrl}/connect/login/callback`;
+  }
+
+  /** The tenant's connectLogin settings with its identity provider, or null when it has none. */
+  async settings(tenantId: string): Promise<LoginSettings | null> {
+    const rows: {
+      connect_login: { identityProvider: string; clientId: string } | null;
+      connect_login_secret: Buffer | null;
+    }[] = await this.db.query('SELECT connect_login, connect_login_secret FROM tenants WHERE id = $1', [
+      tenantId,
+    ]);
+    const login = rows[0]?.connect_login;
+    const sealed = rows[0]?.connect_login_secret;
+    if (!login || !sealed) return null;
+    const idp = await this.identityProviders
+      .getIdentityProvider(tenantId, login.identityProvider)
+      .catch(() => null);
+    if (!idp) {
+      throw new FlowPageError(
+        503,
+        'Not available',
+        'Sign-in for this organisation is misconfigured. Contact your administrator.',
+      );
+    }
+    const clientSecret = await this.dataKeys.open(
+      tenantId,
+      { scope: 'tenant', recordId: tenantId, field: 'connect_login_secret' },
+      sealed,
+    );
+    return { idp, clientId: login.clientId, clientSecret };
+  }
+
+  /** Starts the sign-in: the identity provider's authorization URL and the cookie binding this browser. */
+  async begin(
+    session: { id: string; tenant_id: string },
+    token: string,
+  ): Promise<{ location: string; browserCookie: string }> {
+    const settings = await this.settings(session.tenant_id);
+    if (!settings) throw new FlowPageError(400, 'Not needed', 'This organisation does not require sign-in.');
+    const cfg = await this.configuration(settings);
+    const state = oidc.randomState();
+    const nonce = oidc.randomNonce();
+    const codeVerifier = oidc.randomPKCECodeVerifier();
+    const browser = randomBytes(32).toString('base64url');
+    const secrets: LoginSecrets = {
+      codeVerifier,
+      nonce,
+      browserHash: sha256(browser).toString('hex'),
+      token,
+    };
+    const sealed = await this.dataKeys.seal(
+      session.tenant_id,
+      loginField(session.id),
+      JSON.stringify(secrets),
+    );
+    await this.db.query(
+      `UPDATE connect_sessions SET login_state_hash = $2, login_secrets = $3 WHERE id = $1 AND status = 'pending'`,
+      [session.id, sha256(state), sealed],
+    );
+    const url = oidc.buildAuthorizationUrl(cfg, {
+      redirect_uri: this.redirectUri,
+      response_type: 'code',
+      scope: 'openid',
+      state,
+      nonce,
+      code_challenge: await oidc.calculatePKCECodeChallenge(codeVerifier),
+      code_challenge_method: 'S256',
+    });
+    return { location: url.href, browserCookie: cookie(LOGIN_FLOW_COOKIE, browser, 900, 'Lax') };
+  }
+
+  /** The identity provider's redirect back: checks everything, then marks this browser as the user's. */
+  async complete(
+    query: Record<string, string | undefined>,
+    rawQuery: string,
+    browser: string | undefined,
+  ): Promise<{ location: string; loginCookie: string }> {
+    const state = query.state;
+    const unknown = () =>
+      new FlowPageError(
+        400,
+        'Sign-in not recognised',
+        'This sign-in response is unknown, used or expired. Start again from your link.',
+      );
+    if (!state || state.length > 512) throw unknown();
+    const rows: {
+      id: string;
+      tenant_id: string;
+      user_id: string;
+      provider: string;
+      status: string;
+      expires_at: Date;
+      login_secrets: Buffer | null;
+    }[] = await this.db.query(
+      `SELECT id, tenant_id, user_id, provider, status, expires_at, login_secrets FROM connect_sessions
+          WHERE login_state_hash = $1`,
+      [sha256(state)],
+    );
+    const session = rows[0];
+    if (!session?.login_secrets || session.status !== 'pending' || session.expires_at.getTime() <= Date.now())
+      throw unknown();
+    const secrets = JSON.parse(
+      await this.dataKeys.open(session.tenant_id, loginField(session.id), session.login_secrets),
+    ) as LoginSecrets;
+    if (!sameHash(Buffer.from(secrets.browserHash, 'hex'), browser)) {
+      await this.event(session, 'connect_session.failed', 'denied', {
+        reason: 'browser_mismatch',
+        step: 'sign_in',
+      });
+      throw new FlowPageError(
+        400,
+        'Sign-in not recognised',
+        'This sign-in was started in another browser. Start again from your link.',
+      );
+    }
+    const taken = returned<{ id: string }>(
+      await this.db.query(
+        `UPDATE connect_sessions SET login_state_hash = NULL, login_secrets = NULL
+          WHERE id = $1 AND login_state_hash = $2 RETURNING id`,
+        [session.id, sha256(state)],
+      ),
+    );
+    if (taken.length === 0) throw unknown();
+    const settings = await this.settings(session.tenant_id);
+    if (!settings) throw new FlowPageError(400, 'Not needed', 'This organisation does not require sign-in.');
+    let user: unknown;
+    try {
+      const cfg = await this.configuration(settings);
+      const tokens = await oidc.authorizationCodeGrant(cfg, new URL(`${this.redirectUri}?${rawQuery}`), {
+        expectedState: state,
+        expectedNonce: secrets.nonce,
+        pkceCodeVerifier: secrets.codeVerifier,
+        idTokenExpected: true,
+      });
+      // The ID token's signature too, against the keys the tenant registered for this provider.
+      const { payload } = await jwtVerify(tokens.id_token!, this.jwks.keyGetter(settings.idp), {
+        issuer: settings.idp.issuer,
+        audience: settings.clientId,
+        algorithms: settings.idp.algorithms,
+        clockTolerance: CLOCK_TOLERANCE_S,
+        requiredClaims: ['exp', 'nonce'],
+      });
+      if (payload.nonce !== secrets.nonce) throw new Error('nonce');
+      user = payload[settings.idp.userClaim];
+    } catch (err) {
+      const e = err as { code?: string; error?: string; name?: string };
+      await this.event(session, 'connect_session.failed', 'failed', {
+        reason: (e.error ?? e.code ?? e.name ?? 'sign_in_failed').slice(0, 64),
+        step: 'sign_in',
+      });
+      throw new FlowPageError(
+        502,
+        'Sign-in failed',
+        'The sign-in did not complete. Use your link to try again.',
+      );
+    }
+    if (user !== session.user_id) {
+      await this.event(session, 'connect_session.failed', 'denied', {
+        reason: 'user_mismatch',
+        step: 'sign_in',
+      });
+      throw new FlowPageError(
+        403,
+        'Wrong account',
+        'This link was made for another person. Sign in with your own account, or ask for your own link.',
+      );
+    }
+    const verified = randomBytes(32).toString('base64url');
+    await this.db.transaction(async (m) => {
+      await m.query('UPDATE connect_sessions SET verified_browser_hash = $2 WHERE id = $1', [
+        session.id,
+        sha256(verified),
+      ]);
+      await this.event(
+        session,
+        'connect_session.user_verified',
+        'allowed',
+        { identityProvider: settings.idp.name },
+        m,
+      );
+    });
+    const ttl = Math.max(60, Math.floor((session.expires_at.getTime() - Date.now()) / 1000));
+    return {
+      location: `${this.config.publicUrl}/connect/${secrets.token}`,
+      loginCookie: cookie(LOGIN_COOKIE, verified, ttl, 'Lax'),
+    };
+  }
+
+  private async configuration(settings: LoginSettings): Promise<oidc.Configuration> {
+    const insecure = new URL(settings.idp.issuer).protocol === 'http:';
+    return oidc.discovery(
+      new URL(settings.idp.issuer),
+      settings.clientId,
+      undefined,
+      oidc.ClientSecretBasic(settings.clientSecret),
+      {
+        // Plain http only reaches hosts in CUSTOS_OUTBOUND_ALLOW_HOSTS (the SSRF-safe fetch enforces it).
+        ...(insecure ? { execute: [oidc.allowInsecureRequests] } : {}),
+        [oidc.customFetch]: this.oauth.ssrfSafeFetch,
+      },
+    );
+  }
+
+  private async event(
+    session: { id: string; tenant_id: string; user_id: string; provider: string },
+    action: string,
+    outcome: 'allowed' | 'denied' | 'failed',
+    details: Record<string, unknown>,
+    m?: Parameters<AuditService['record']>[1],
+  ): Promise<void> {
+    await this.audit.record(
+      {
+        tenantId: session.tenant_id,
+        action,
+        outcome,
+        actor: { type: 'user', id: session.user_id },
+        subjectUserId: session.user_id,
+        provider: session.provider,
+        details: { sessionId: session.id, userBinding: 'identity_provider', ...details },
+      },
+      m,
+    );
+  }
+}
