@@ -394,9 +394,15 @@ export class ConnectFlowService {
   private async complete(
     session: SessionRow,
     connectionId: string,
-    details: Record<string, unknown>,
+    details: Record<string, unknown> & { externalAccountId?: string | null },
   ): Promise<void> {
     await this.db.transaction(async (m) => {
+      if (details.externalAccountId) {
+        await m.query('UPDATE connections SET external_account_id = $2 WHERE id = $1', [
+          connectionId,
+          details.externalAccountId.slice(0, 255),
+        ]);
+      }
       await m.query(
         `UPDATE connect_sessions SET status = 'completed', completed_at = now(), connection_id = $2,
            state_hash = NULL, browser_hash = NULL, flow_secrets = NULL, last_error = NULL WHERE id = $1`,

@@ -75,6 +75,10 @@ export class Connection {
   @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
   updatedAt!: Date;
 
+  /** The provider's id of the connected account (the ID token's `sub`), when the provider says. */
+  @Column('text', { name: 'external_account_id', nullable: true })
+  externalAccountId!: string | null;
+
   @Column('timestamptz', { name: 'revoked_at', nullable: true })
   revokedAt!: Date | null;
 }

@@ -9,6 +9,7 @@ import { ConnectFlow1795420000000 } from '../../migrations/1795420000000-Connect
 import { PendingRevocations1795430000000 } from '../../migrations/1795430000000-PendingRevocations.js';
 import { TenantWebhooks1795440000000 } from '../../migrations/1795440000000-TenantWebhooks.js';
 import { ConnectLogin1795450000000 } from '../../migrations/1795450000000-ConnectLogin.js';
+import { ConnectionExternalAccount1795460000000 } from '../../migrations/1795460000000-ConnectionExternalAccount.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -21,4 +22,5 @@ export const migrations = [
   PendingRevocations1795430000000,
   TenantWebhooks1795440000000,
   ConnectLogin1795450000000,
+  ConnectionExternalAccount1795460000000,
 ];

@@ -249,10 +249,12 @@ describe('OAuth connect flow', () => {
     expect(introspection).toMatchObject({ active: true, sub: 'alice' });
     // The stored connection has the refresh token (never released) and the granted scopes.
     const [row] = await app.custos.runtime.dataSource.query(
-      `SELECT scopes, refresh_token IS NOT NULL AS has_refresh FROM connections WHERE tenant_id = $1 AND user_id = 'alice' AND provider = 'inhouse' AND revoked_at IS NULL`,
+      `SELECT scopes, refresh_token IS NOT NULL AS has_refresh, external_account_id FROM connections WHERE tenant_id = $1 AND user_id = 'alice' AND provider = 'inhouse' AND revoked_at IS NULL`,
       [t.tenantId],
     );
     expect(row.has_refresh).toBe(true);
+    // The provider's own id of the account (the ID token's sub).
+    expect(row.external_account_id).toBe('alice');
     expect(row.scopes).toEqual(expect.arrayContaining(['repo']));
     // The link is spent.
     expect((await app.request('GET', local(session.url))).status).toBe(410);
@@ -283,6 +285,20 @@ describe('OAuth connect flow', () => {
     const made = new URL(redirectedTo);
     made.searchParams.set('state', 'made-up-state-value');
     expect((await callback(made.href, jar.header())).status).toBe(400);
+  });
+
+  it('refuses the answer for a session that expired meanwhile', async () => {
+    const session = await newSession();
+    const flow = await startFlow(session.url);
+    const { redirectedTo } = await op.authorize(flow.authorizationUrl, { account: 'alice' });
+    await app.custos.runtime.dataSource.query(
+      `UPDATE connect_sessions SET expires_at = now() - interval '1 second' WHERE id = $1`,
+      [session.id],
+    );
+    const late = await callback(redirectedTo, flow.jar.header());
+    expect(late.status).toBe(400);
+    expect(late.raw).not.toContain('is connected');
+    expect((await app.request('GET', local(session.url))).status).toBe(410);
   });
 
   it('refuses a wrong iss and a code from another session', async () => {
