@@ -18,6 +18,7 @@ import { ConnectSessionsController } from './connect/connect-sessions.controller
 import { ConnectSessionsService } from './connect/connect-sessions.service.js';
 import { ConnectionsController } from './connections/connections.controller.js';
 import { ConnectionsService } from './connections/connections.service.js';
+import { TokenRefresher } from './connections/token-refresher.service.js';
 import { DataKeyService } from './crypto/data-key.service.js';
 import { KeyBackendController } from './crypto/key-backend.controller.js';
 import { KeyBackendService } from './crypto/key-backend.service.js';
@@ -112,6 +113,7 @@ export class AppModule {
         TenantsService,
         WebhooksService,
         ConnectionsService,
+        TokenRefresher,
         ConnectSessionsService,
         ConnectorsService,
         IdentityProvidersService,

@@ -11,6 +11,7 @@ import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { CustosExceptionFilter } from './common/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
 import { ConnectionsService } from './connections/connections.service.js';
+import { TokenRefresher } from './connections/token-refresher.service.js';
 import { KeyBackendService } from './crypto/key-backend.service.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
 import { createDataSource, runMigrations } from './database/data-source.js';
@@ -133,6 +134,12 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
         const { migrated, remaining } = await keyBackends.migrate(tenantId);
         logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
       }
+    });
+    const refresher = app.get(TokenRefresher);
+    // Refresh ahead: tokens due within the margin are refreshed without waiting for a request.
+    jobs.register('connections.refresh-due', 15_000, async () => {
+      const n = await refresher.sweep();
+      if (n > 0) logger.info({ count: n }, 'tokens refreshed ahead of expiry');
     });
     const revocations = app.get(ProviderRevocationService);
     jobs.register('connections.revoke-at-provider', 60_000, async () => {

@@ -25,6 +25,11 @@ import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 import { ConnectionsService } from '../connections/connections.service.js';
+import {
+  REFRESH_MARGIN_MS,
+  TokenRefresher,
+  type FreshToken,
+} from '../connections/token-refresher.service.js';
 import { preparedQuery } from '../database/sql.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
@@ -90,6 +95,7 @@ interface HotRow {
   scopes: string[] | null;
   expires_at: Date | null;
   secret: Buffer | null;
+  has_refresh: boolean | null;
 }
 
 /**
@@ -104,7 +110,7 @@ const ASSERTION_DECISION_SQL = `WITH used AS (
      (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = $4)
        AS idp_updated_at,
      (SELECT count(*) FROM used)::int AS assertion_fresh,
-     c.id, c.type, c.status, c.scopes, c.expires_at, c.secret
+     c.id, c.type, c.status, c.scopes, c.expires_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
    FROM connectors k
    LEFT JOIN connections c
      ON c.tenant_id = k.tenant_id AND c.user_id = $2 AND c.provider = $3 AND c.revoked_at IS NULL
@@ -126,6 +132,7 @@ export class BrokerService {
     @Inject(LOGGER) private readonly log: Logger,
     @Inject(Metrics) private readonly metrics: Metrics,
     @Inject(DecisionBatcher) private readonly decisions: DecisionBatcher,
+    @Inject(TokenRefresher) private readonly refresher: TokenRefresher,
   ) {}
 
   /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
@@ -227,7 +234,7 @@ export class BrokerService {
         // A client assertion is recorded as used in the same statement that reads the decision.
         const rows = await preparedQuery<HotRow>(
           this.db,
-          'custos_token_exchange_assertion_v1',
+          'custos_token_exchange_assertion_v2',
           ASSERTION_DECISION_SQL,
           [
             client.connector.connectorId,
@@ -271,14 +278,41 @@ export class BrokerService {
     }
 
     const connector = client.connector;
-    const usable = this.usability(row, scopes);
+    let usable = this.usability(row, scopes);
+    // An OAuth token that expires soon is refreshed first (one refresh per connection, here and elsewhere).
+    let refreshed: FreshToken | null = null;
+    const target =
+      row?.id && row.type === 'oauth2' && row.status === 'active' && row.has_refresh && row.secret
+        ? { id: row.id, expiresAt: row.expires_at }
+        : null;
+    if (target && (usable === 'expired' || (usable === 'usable' && expiresSoon(target.expiresAt)))) {
+      try {
+        refreshed = await this.refresher.refresh(connector.tenantId, target.id);
+        usable = 'usable';
+        event.details.refreshed = true;
+      } catch (err) {
+        if (err instanceof CustosException && err.code === 'conflict') {
+          usable = 'needs_reauth';
+        } else if (usable === 'expired') {
+          // The stored token is no longer usable and no new one could be had: try again later.
+          throw err;
+        }
+        // Otherwise the stored token still has some life: hand it out.
+      }
+    }
     if (usable !== 'usable') {
       return this.consentRequired(client, subject, provider, scopes, row, usable, event);
     }
     const live = row as HotRow & { id: string; type: ConnectionType; secret: Buffer; scopes: string[] };
+    if (refreshed) {
+      live.expires_at = refreshed.expiresAt;
+      live.scopes = refreshed.scopes;
+    }
     event.connectionId = live.id;
     event.details.grantedScopes = live.scopes;
-    const secret = await this.connections.openSecret(connector.tenantId, live.id, live.type, live.secret);
+    const secret =
+      refreshed?.accessToken ??
+      (await this.connections.openSecret(connector.tenantId, live.id, live.type, live.secret));
 
     // Fail closed: no credential leaves before its event is committed.
     event.outcome = 'allowed';
@@ -422,7 +456,7 @@ export class BrokerService {
     if (row.status === 'needs_reauth') return 'needs_reauth';
     if (row.status === 'expired') return 'expired';
     if (row.type === 'oauth2') {
-      // Refreshing an expired token comes with background refresh; until then the user reconnects.
+      // Too close to expiry to hand out (the caller refreshes it when it can).
       if (row.expires_at && row.expires_at.getTime() - Date.now() < MIN_REMAINING_MS) return 'expired';
       const granted = row.scopes ?? [];
       if (scopes.some((s) => !granted.includes(s))) return 'insufficient_scope';
@@ -548,6 +582,10 @@ function auditFailure(err: unknown): CustosException {
 
 function auditUnavailable(err: unknown): never {
   throw auditFailure(err);
+}
+
+function expiresSoon(expiresAt: Date | null): boolean {
+  return expiresAt !== null && expiresAt.getTime() - Date.now() < REFRESH_MARGIN_MS;
 }
 
 function noStore(): Record<string, string> {

@@ -28,6 +28,7 @@ export interface DecisionRow {
   scopes: string[] | null;
   expires_at: Date | null;
   secret: Buffer | null;
+  has_refresh: boolean | null;
 }
 
 interface Pending {
@@ -42,13 +43,14 @@ const MAX_IN_FLIGHT = 2;
 const BATCH_SQL = `SELECT q.ord, k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
     (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = q.issuer)
       AS idp_updated_at,
-    c.id, c.type, c.status, c.scopes, c.expires_at, c.secret
+    c.id, c.type, c.status, c.scopes, c.expires_at, c.secret, c.has_refresh
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS q(connector_id, user_id, provider, issuer, ord)
   JOIN connectors k ON k.id = q.connector_id
   LEFT JOIN LATERAL (
     -- LATERAL keeps the lookup a per-row probe of the live-connection index on all three columns, whatever
     -- the planner believes about the table.
-    SELECT c.id, c.type, c.status, c.scopes, c.expires_at, c.secret FROM connections c
+    SELECT c.id, c.type, c.status, c.scopes, c.expires_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
+      FROM connections c
      WHERE c.tenant_id = k.tenant_id AND c.user_id = q.user_id AND c.provider = q.provider AND c.revoked_at IS NULL
      LIMIT 1) c ON true`;
 
@@ -87,7 +89,7 @@ export class DecisionBatcher {
     try {
       const rows = await preparedQuery<DecisionRow & { ord: string }>(
         this.db,
-        'custos_decisions_v2',
+        'custos_decisions_v3',
         BATCH_SQL,
         [
           batch.map((p) => p.key.connectorId),

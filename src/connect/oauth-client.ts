@@ -108,6 +108,28 @@ export class ProviderOAuthClient {
     };
   }
 
+  /**
+   * Refreshes a token set with the tenant's app. A response without a refresh token keeps the old one; a
+   * response without expires_in gets the provider's default lifetime.
+   */
+  async refresh(
+    definition: ProviderDefinition,
+    app: OpenedProviderApp,
+    refreshToken: string,
+  ): Promise<{ accessToken: string; refreshToken: string | null; expiresAt: Date; scopes: string[] | null }> {
+    const cfg = await this.configuration(definition, app);
+    const tokens = await oidc.refreshTokenGrant(cfg, refreshToken);
+    if (!tokens.access_token)
+      throw new CustosException('outbound_request_failed', 'No access token in the refresh');
+    const expiresIn = tokens.expiresIn() ?? oauth2(definition).defaultExpiresIn;
+    return {
+      accessToken: tokens.access_token,
+      refreshToken: tokens.refresh_token ?? null,
+      expiresAt: new Date(Date.now() + expiresIn * 1000),
+      scopes: typeof tokens.scope === 'string' ? tokens.scope.split(/[ ,]+/).filter(Boolean) : null,
+    };
+  }
+
   /** RFC 7009 revocation with the tenant's app credentials. Throws on any failure (the caller retries). */
   async revoke(
     definition: ProviderDefinition,

@@ -75,6 +75,13 @@ export class Connection {
   @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
   updatedAt!: Date;
 
+  /** A refresh in progress holds this lease (a crash leaves it to expire). */
+  @Column('timestamptz', { name: 'refresh_lease_until', nullable: true })
+  refreshLeaseUntil!: Date | null;
+
+  @Column('text', { name: 'refresh_lease_owner', nullable: true })
+  refreshLeaseOwner!: string | null;
+
   /** The provider's id of the connected account (the ID token's `sub`), when the provider says. */
   @Column('text', { name: 'external_account_id', nullable: true })
   externalAccountId!: string | null;

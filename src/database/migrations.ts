@@ -10,6 +10,7 @@ import { PendingRevocations1795430000000 } from '../../migrations/1795430000000-
 import { TenantWebhooks1795440000000 } from '../../migrations/1795440000000-TenantWebhooks.js';
 import { ConnectLogin1795450000000 } from '../../migrations/1795450000000-ConnectLogin.js';
 import { ConnectionExternalAccount1795460000000 } from '../../migrations/1795460000000-ConnectionExternalAccount.js';
+import { RefreshLease1795470000000 } from '../../migrations/1795470000000-RefreshLease.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -23,4 +24,5 @@ export const migrations = [
   TenantWebhooks1795440000000,
   ConnectLogin1795450000000,
   ConnectionExternalAccount1795460000000,
+  RefreshLease1795470000000,
 ];
