@@ -75,6 +75,18 @@ export class Connection {
   @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
   updatedAt!: Date;
 
+  /** When the access token should be refreshed ahead of its expiry (see refresh-schedule.ts). */
+  @Index('ix_connections_refresh_due', { where: '"refresh_due_at" IS NOT NULL' })
+  @Column('timestamptz', { name: 'refresh_due_at', nullable: true })
+  refreshDueAt!: Date | null;
+
+  /** Consecutive failed refreshes, and when the next attempt may run (backoff or the provider's Retry-After). */
+  @Column('int', { name: 'refresh_failures', default: 0 })
+  refreshFailures!: number;
+
+  @Column('timestamptz', { name: 'refresh_retry_at', nullable: true })
+  refreshRetryAt!: Date | null;
+
   /** A refresh in progress holds this lease (a crash leaves it to expire). */
   @Column('timestamptz', { name: 'refresh_lease_until', nullable: true })
   refreshLeaseUntil!: Date | null;

@@ -9,6 +9,7 @@ import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
+import { refreshDueAt } from './refresh-schedule.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
 import { returned } from '../database/sql.js';
@@ -174,6 +175,7 @@ export class ConnectionsService {
             : null;
         const scopes = isOauth ? [...new Set(input.scopes ?? [])] : [];
         const expiresAt = isOauth && input.expiresAt ? new Date(input.expiresAt) : null;
+        const dueAt = refresh ? refreshDueAt(new Date(), expiresAt) : null;
         const params = [
           id,
           tenantId,
@@ -185,19 +187,21 @@ export class ConnectionsService {
           dataKeyId,
           secret,
           refresh,
+          dueAt,
         ];
         const rows = returned<ConnectionRow>(
           existing[0]
             ? await m.query(
                 `UPDATE connections SET type = $5, status = 'active', scopes = $6, expires_at = $7, data_key_id = $8,
-                 secret = $9, refresh_token = $10, version = version + 1, updated_at = now()
+                 secret = $9, refresh_token = $10, refresh_due_at = $11, refresh_failures = 0, refresh_retry_at = NULL,
+                 version = version + 1, updated_at = now()
                WHERE id = $1 AND tenant_id = $2 AND user_id = $3 AND provider = $4 RETURNING ${columns}`,
                 params,
               )
             : await m.query(
                 `INSERT INTO connections (id, tenant_id, user_id, provider, type, status, scopes, expires_at, data_key_id,
-                 secret, refresh_token, version)
-               VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, 1) RETURNING ${columns}`,
+                 secret, refresh_token, refresh_due_at, version)
+               VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, 1) RETURNING ${columns}`,
                 params,
               ),
         );

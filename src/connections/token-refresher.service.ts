@@ -22,6 +22,7 @@ import { LOGGER } from '../common/logger.js';
 import { ProviderOAuthClient } from '../connect/oauth-client.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { readEnvelopeHeader } from '../crypto/envelope.js';
+import { parseRetryAfter, refreshDueAt, retryDelayMs } from './refresh-schedule.js';
 import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
@@ -49,6 +50,8 @@ interface LeasedRow {
   scopes: string[];
   secret: Buffer | null;
   refresh_token: Buffer | null;
+  refresh_failures: number;
+  refresh_retry_at: Date | null;
   /** The previous lease had expired without being released (a crash mid-refresh). */
   interrupted: boolean;
 }
@@ -91,11 +94,11 @@ export class TokenRefresher {
   async sweep(limit = 50): Promise<number> {
     const due: { id: string; tenant_id: string }[] = await this.db.query(
       `SELECT id, tenant_id FROM connections
-        WHERE status = 'active' AND type = 'oauth2' AND revoked_at IS NULL AND refresh_token IS NOT NULL
-          AND expires_at IS NOT NULL AND expires_at < now() + make_interval(secs => $1)
+        WHERE refresh_due_at <= now() AND status = 'active' AND type = 'oauth2' AND revoked_at IS NULL
+          AND refresh_token IS NOT NULL AND (refresh_retry_at IS NULL OR refresh_retry_at <= now())
           AND (refresh_lease_until IS NULL OR refresh_lease_until < now())
-        ORDER BY expires_at LIMIT $2`,
-      [REFRESH_MARGIN_MS / 1000, limit],
+        ORDER BY refresh_due_at LIMIT $1`,
+      [limit],
     );
     let refreshed = 0;
     for (const c of due) {
@@ -131,7 +134,7 @@ export class TokenRefresher {
           FROM (SELECT id, refresh_lease_until AS previous FROM connections WHERE id = $1 AND tenant_id = $2 FOR UPDATE) p
           WHERE c.id = p.id AND (p.previous IS NULL OR p.previous < now())
           RETURNING c.id, c.tenant_id, c.user_id, c.provider, c.status, c.version, c.expires_at, c.scopes, c.secret,
-                    c.refresh_token, (p.previous IS NOT NULL) AS interrupted`,
+                    c.refresh_token, c.refresh_failures, c.refresh_retry_at, (p.previous IS NOT NULL) AS interrupted`,
         [connectionId, tenantId, LEASE_SECONDS, this.owner],
       ),
     );
@@ -183,6 +186,16 @@ export class TokenRefresher {
         };
       }
       if (!row.refresh_token) throw new CustosException('conflict', 'The connection has no refresh token');
+      // Backing off after a failure (or as the provider asked): no provider call before the retry time.
+      if (row.refresh_retry_at && row.refresh_retry_at.getTime() > Date.now()) {
+        throw new CustosException(
+          'temporarily_unavailable',
+          'Refresh is backing off after a provider failure',
+          {
+            retryAt: row.refresh_retry_at.toISOString(),
+          },
+        );
+      }
       const definition = await this.providers.get(row.tenant_id, row.provider);
       const app = await this.apps.open(row.tenant_id, row.provider);
       if (!definition?.oauth2 || !app) {
@@ -202,11 +215,19 @@ export class TokenRefresher {
           await this.needsReauth(row, row.interrupted ? 'refresh interrupted' : 'refresh token rejected');
           throw new CustosException('conflict', 'The connection needs re-authorization');
         }
+        const reason =
+          (err as { error?: string; code?: string }).error ??
+          (err as { code?: string }).code ??
+          'unreachable';
+        // Back off before the next attempt (or as long as the provider asked), so an outage is not hammered.
+        const delay = retryDelayMs(row.refresh_failures + 1, retryAfterOf(err));
+        await this.db.query(
+          `UPDATE connections SET refresh_failures = refresh_failures + 1,
+             refresh_retry_at = now() + make_interval(secs => $2) WHERE id = $1`,
+          [row.id, delay / 1000],
+        );
         throw new CustosException('temporarily_unavailable', 'The provider could not refresh the token', {
-          reason:
-            (err as { error?: string; code?: string }).error ??
-            (err as { code?: string }).code ??
-            'unreachable',
+          reason,
         });
       }
       // Commit the new token set first; nothing else happens before it is durable.
@@ -219,8 +240,8 @@ export class TokenRefresher {
         const written = returned<{ id: string }>(
           await m.query(
             `UPDATE connections SET secret = $3, refresh_token = COALESCE($4, refresh_token), expires_at = $5,
-               scopes = $6, data_key_id = $7, version = version + 1, updated_at = now(),
-               refresh_lease_until = NULL, refresh_lease_owner = NULL
+               scopes = $6, data_key_id = $7, refresh_due_at = $8, refresh_failures = 0, refresh_retry_at = NULL,
+               version = version + 1, updated_at = now(), refresh_lease_until = NULL, refresh_lease_owner = NULL
              WHERE id = $1 AND version = $2 RETURNING id`,
             [
               row.id,
@@ -230,6 +251,7 @@ export class TokenRefresher {
               next.expiresAt,
               scopes,
               readEnvelopeHeader(secret).dataKeyId,
+              refreshDueAt(new Date(), next.expiresAt),
             ],
           ),
         );
@@ -286,6 +308,13 @@ export class TokenRefresher {
       reason,
     });
   }
+}
+
+/** The provider's Retry-After, from openid-client's error shapes (4xx: err.response; 5xx: err.cause). */
+function retryAfterOf(err: unknown): number | null {
+  const e = err as { response?: { headers?: Headers }; cause?: unknown };
+  const headers = e.response?.headers ?? (e.cause instanceof Response ? e.cause.headers : undefined);
+  return parseRetryAfter(headers?.get('retry-after'));
 }
 
 function fresh(expiresAt: Date | null): boolean {

@@ -11,6 +11,7 @@ import { TenantWebhooks1795440000000 } from '../../migrations/1795440000000-Tena
 import { ConnectLogin1795450000000 } from '../../migrations/1795450000000-ConnectLogin.js';
 import { ConnectionExternalAccount1795460000000 } from '../../migrations/1795460000000-ConnectionExternalAccount.js';
 import { RefreshLease1795470000000 } from '../../migrations/1795470000000-RefreshLease.js';
+import { RefreshSchedule1795480000000 } from '../../migrations/1795480000000-RefreshSchedule.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -25,4 +26,5 @@ export const migrations = [
   ConnectLogin1795450000000,
   ConnectionExternalAccount1795460000000,
   RefreshLease1795470000000,
+  RefreshSchedule1795480000000,
 ];

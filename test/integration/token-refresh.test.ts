@@ -203,8 +203,25 @@ it('never hands out a dead token during a provider outage, and serves a still-va
   const served = await exchange('u-soon');
   expect(served.status).toBe(200);
   expect(served.body.access_token).toBe(soon.access_token);
+  // The provider's Retry-After is honoured: no provider call before it, even for a request.
+  const backoff = (
+    await app.custos.runtime.dataSource.query(
+      'SELECT refresh_failures, refresh_retry_at FROM connections WHERE id = $1',
+      [dead.connectionId],
+    )
+  )[0];
+  expect(backoff.refresh_failures).toBe(1);
+  expect(backoff.refresh_retry_at.getTime() - Date.now()).toBeGreaterThan(500);
+  expect(backoff.refresh_retry_at.getTime() - Date.now()).toBeLessThanOrEqual(2000);
   op.faults.tokenStatus = null;
   op.faults.retryAfterSeconds = null;
+  const calls = op.tokenRequests.refresh_token;
+  expect((await exchange('u-outage')).status).toBe(503);
+  expect(op.tokenRequests.refresh_token).toBe(calls);
+  // Once the retry time has come, the refresh goes through.
+  await app.custos.runtime.dataSource.query('UPDATE connections SET refresh_retry_at = now() WHERE id = $1', [
+    dead.connectionId,
+  ]);
   const back = await exchange('u-outage');
   expect(back.status).toBe(200);
   expect(back.body.access_token).not.toBe(dead.access_token);
@@ -213,11 +230,33 @@ it('never hands out a dead token during a provider outage, and serves a still-va
 it('refreshes tokens that are about to expire with no exchange traffic (the sweep)', async () => {
   const c = await connect('u-sweep', 20);
   const before = await row(c.connectionId);
-  const refreshed = await app.custos.app.get(TokenRefresher).sweep();
+  const refresher = app.custos.app.get(TokenRefresher);
+  // A 20 s token is due at half its life: not yet.
+  const [due] = await app.custos.runtime.dataSource.query(
+    'SELECT refresh_due_at, expires_at FROM connections WHERE id = $1',
+    [c.connectionId],
+  );
+  expect((due.expires_at.getTime() - due.refresh_due_at.getTime()) / 1000).toBeCloseTo(10, 0);
+  const calls = refresher.providerCalls;
+  await refresher.sweep();
+  expect(refresher.providerCalls).toBe(calls);
+  // Ten seconds later (the due time moved to now), the sweep refreshes it.
+  await app.custos.runtime.dataSource.query('UPDATE connections SET refresh_due_at = now() WHERE id = $1', [
+    c.connectionId,
+  ]);
+  const refreshed = await refresher.sweep();
   expect(refreshed).toBeGreaterThanOrEqual(1);
   const after = await row(c.connectionId);
   expect(after.version).toBeGreaterThan(before.version);
   expect(after.expires_at.getTime()).toBeGreaterThan(Date.now() + 3000 * 1000);
+  const [next] = await app.custos.runtime.dataSource.query(
+    'SELECT refresh_due_at FROM connections WHERE id = $1',
+    [c.connectionId],
+  );
+  // The new hour-long token is due again about 6 minutes before it expires (10 %, with jitter).
+  const lead = (after.expires_at.getTime() - next.refresh_due_at.getTime()) / 1000;
+  expect(lead).toBeGreaterThanOrEqual(324);
+  expect(lead).toBeLessThanOrEqual(396);
   const res = await exchange('u-sweep');
   expect(res.body.access_token).not.toBe(c.access_token);
 });
