@@ -190,6 +190,33 @@ it('marks the connection needs_reauth on invalid_grant, and the next exchange as
   expect(op.tokenRequests.refresh_token).toBe(1);
 });
 
+it('detects a lease abandoned by a crash: the next refresh uses the stored token, and a refusal says why', async () => {
+  const c = await connect('u-crashed', -5);
+  // A process took the lease, got the provider's answer and died before committing (the rotated refresh
+  // token it received is lost); its lease has run out.
+  await app.custos.runtime.dataSource.query(
+    `UPDATE connections SET refresh_lease_until = now() - interval '1 second', refresh_lease_owner = 'dead' WHERE id = $1`,
+    [c.connectionId],
+  );
+  op.faults.invalidGrant = true;
+  expect((await exchange('u-crashed')).body.error).toBe('consent_required');
+  const [event] = await app.custos.runtime.dataSource.query(
+    `SELECT details FROM audit_events WHERE connection_id = $1 AND action = 'connection.needs_reauth'`,
+    [c.connectionId],
+  );
+  expect(event.details.reason).toBe('refresh interrupted');
+  // Without a refusal, the stored refresh token simply works.
+  op.faults.invalidGrant = false;
+  const ok = await connect('u-crashed-ok', -5);
+  await app.custos.runtime.dataSource.query(
+    `UPDATE connections SET refresh_lease_until = now() - interval '1 second', refresh_lease_owner = 'dead' WHERE id = $1`,
+    [ok.connectionId],
+  );
+  const res = await exchange('u-crashed-ok');
+  expect(res.status).toBe(200);
+  expect(res.body.access_token).not.toBe(ok.access_token);
+});
+
 it('never hands out a dead token during a provider outage, and serves a still-valid one', async () => {
   const dead = await connect('u-outage', -5);
   const soon = await connect('u-soon', 30);
