@@ -9,13 +9,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { CONFIG, type Config } from '../config/config.js';
 import { connectPage, messagePage, pageHeaders, signInPage } from './connect-pages.js';
 import { ConnectLoginService, LOGIN_COOKIE, LOGIN_FLOW_COOKIE } from './connect-login.service.js';
-import {
-  ConnectFlowService,
-  CSRF_COOKIE,
-  FLOW_COOKIE,
-  FlowPageError,
-  cookie,
-} from './connect-flow.service.js';
+import { cookie, FlowPageError } from './browser-binding.js';
+import { ConnectFlowService, CSRF_COOKIE, FLOW_COOKIE } from './connect-flow.service.js';
 
 function cookies(req: FastifyRequest): Record<string, string> {
   const out: Record<string, string> = {};

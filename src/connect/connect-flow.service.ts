@@ -11,7 +11,7 @@
  * API-key providers: a form protected by a double-submit CSRF token; the key is checked against the
  * provider's verification endpoint (through the SSRF-safe client) before it is saved.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
@@ -28,6 +28,7 @@ import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 import { ProviderOAuthClient } from './oauth-client.js';
+import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
 
 const TOKEN = /^cst_[A-Za-z0-9_-]{43}$/;
 export const FLOW_COOKIE = '__Host-custos_flow';
@@ -51,38 +52,12 @@ export interface SessionRow {
   verified_browser_hash: Buffer | null;
 }
 
-export class FlowPageError extends Error {
-  constructor(
-    readonly status: number,
-    readonly title: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-const sha256 = (v: string) => createHash('sha256').update(v).digest();
 const flowField = (sessionId: string): RecordField => ({
   scope: 'connect_session',
   recordId: sessionId,
   field: 'flow',
 });
 const linkActor = (s: SessionRow): Actor => ({ type: 'user', id: s.user_id });
-
-function sameHash(a: Buffer | null, value: string | undefined): boolean {
-  if (!a || value === undefined || value.length > 200) return false;
-  const b = sha256(value);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-export function cookie(
-  name: string,
-  value: string,
-  maxAgeSeconds: number,
-  sameSite: 'Lax' | 'Strict',
-): string {
-  return `${name}=${value}; Path=/; Secure; HttpOnly; SameSite=${sameSite}; Max-Age=${maxAgeSeconds}`;
-}
 
 @Injectable()
 export class ConnectFlowService {

@@ -6,7 +6,7 @@
  * user claim must be the session's user. Only then is the browser marked, by a `__Host-` cookie whose hash
  * is stored on the session, as allowed to connect.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
@@ -21,7 +21,7 @@ import {
   IdentityProvidersService,
   type IdentityProviderView,
 } from '../identity/identity-providers.service.js';
-import { cookie, FlowPageError } from './connect-flow.service.js';
+import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
 import { ProviderOAuthClient } from './oauth-client.js';
 
 export const LOGIN_FLOW_COOKIE = '__Host-custos_login_flow';
@@ -40,14 +40,7 @@ interface LoginSecrets {
   token: string;
 }
 
-const sha256 = (v: string) => createHash('sha256').update(v).digest();
 const loginField = (sessionId: string) => ({ scope: 'connect_session', recordId: sessionId, field: 'login' });
-
-export function sameHash(stored: Buffer | null, value: string | undefined): boolean {
-  if (!stored || value === undefined || value.length > 200) return false;
-  const b = sha256(value);
-  return stored.length === b.length && timingSafeEqual(stored, b);
-}
 
 @Injectable()
 export class ConnectLoginService {
