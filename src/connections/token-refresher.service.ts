@@ -29,6 +29,8 @@ import { ProviderRegistry } from '../providers/provider-registry.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 
 const LEASE_SECONDS = 30;
+/** Sweep refreshes in flight at once per provider. */
+export const PER_PROVIDER_CONCURRENCY = 4;
 const WAIT_STEP_MS = 50;
 /** A token with less life than this is refreshed before it is handed out. */
 export const REFRESH_MARGIN_MS = 60_000;
@@ -52,6 +54,7 @@ interface LeasedRow {
   refresh_token: Buffer | null;
   refresh_failures: number;
   refresh_retry_at: Date | null;
+  refresh_due_at: Date | null;
   /** The previous lease had expired without being released (a crash mid-refresh). */
   interrupted: boolean;
 }
@@ -68,6 +71,9 @@ export class TokenRefresher {
   private readonly inflight = new Map<string, Promise<FreshToken>>();
   /** Provider refresh calls made by this process (tests, metrics). */
   providerCalls = 0;
+  private readonly inFlightByProvider = new Map<string, number>();
+  /** The most sweep refreshes of one provider in flight at once (tests, metrics). */
+  readonly peakInFlightByProvider = new Map<string, number>();
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
@@ -91,24 +97,47 @@ export class TokenRefresher {
   }
 
   /** Refreshes active connections whose tokens expire within the margin (the background sweep). */
-  async sweep(limit = 50): Promise<number> {
-    const due: { id: string; tenant_id: string }[] = await this.db.query(
-      `SELECT id, tenant_id FROM connections
+  async sweep(limit = 500): Promise<number> {
+    const due: { id: string; tenant_id: string; provider: string }[] = await this.db.query(
+      `SELECT id, tenant_id, provider FROM connections
         WHERE refresh_due_at <= now() AND status = 'active' AND type = 'oauth2' AND revoked_at IS NULL
           AND refresh_token IS NOT NULL AND (refresh_retry_at IS NULL OR refresh_retry_at <= now())
           AND (refresh_lease_until IS NULL OR refresh_lease_until < now())
         ORDER BY refresh_due_at LIMIT $1`,
       [limit],
     );
-    let refreshed = 0;
+    // Due refreshes run concurrently, with a cap per provider so that one provider's outage (every call
+    // waiting for its timeout) cannot take all the slots from the others.
+    const queues = new Map<string, { id: string; tenant_id: string }[]>();
     for (const c of due) {
-      try {
-        await this.refresh(c.tenant_id, c.id);
-        refreshed++;
-      } catch {
-        // Recorded by run(); the next sweep tries again.
-      }
+      const q = queues.get(c.provider) ?? [];
+      q.push(c);
+      queues.set(c.provider, q);
     }
+    let refreshed = 0;
+    await Promise.all(
+      [...queues.entries()].map(async ([provider, queue]) => {
+        const worker = async () => {
+          for (let c = queue.shift(); c; c = queue.shift()) {
+            const inFlight = (this.inFlightByProvider.get(provider) ?? 0) + 1;
+            this.inFlightByProvider.set(provider, inFlight);
+            this.peakInFlightByProvider.set(
+              provider,
+              Math.max(this.peakInFlightByProvider.get(provider) ?? 0, inFlight),
+            );
+            try {
+              await this.refresh(c.tenant_id, c.id);
+              refreshed++;
+            } catch {
+              // Recorded by the refresh (backoff, needs_reauth); the next sweep tries again when due.
+            } finally {
+              this.inFlightByProvider.set(provider, (this.inFlightByProvider.get(provider) ?? 1) - 1);
+            }
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(PER_PROVIDER_CONCURRENCY, queue.length) }, worker));
+      }),
+    );
     return refreshed;
   }
 
@@ -134,7 +163,8 @@ export class TokenRefresher {
           FROM (SELECT id, refresh_lease_until AS previous FROM connections WHERE id = $1 AND tenant_id = $2 FOR UPDATE) p
           WHERE c.id = p.id AND (p.previous IS NULL OR p.previous < now())
           RETURNING c.id, c.tenant_id, c.user_id, c.provider, c.status, c.version, c.expires_at, c.scopes, c.secret,
-                    c.refresh_token, c.refresh_failures, c.refresh_retry_at, (p.previous IS NOT NULL) AS interrupted`,
+                    c.refresh_token, c.refresh_failures, c.refresh_retry_at, c.refresh_due_at,
+                    (p.previous IS NOT NULL) AS interrupted`,
         [connectionId, tenantId, LEASE_SECONDS, this.owner],
       ),
     );
@@ -176,8 +206,8 @@ export class TokenRefresher {
       if (row.status !== 'active' || !row.secret) {
         throw new CustosException('conflict', 'The connection is not active');
       }
-      // Someone refreshed while we waited for the lease.
-      if (fresh(row.expires_at)) {
+      // Neither due nor close to expiry: someone refreshed while we waited for the lease.
+      if (fresh(row.expires_at) && !(row.refresh_due_at && row.refresh_due_at.getTime() <= Date.now())) {
         await release();
         return {
           accessToken: await this.dataKeys.open(row.tenant_id, field(row.id, 'access_token'), row.secret),

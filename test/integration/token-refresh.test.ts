@@ -5,7 +5,7 @@
  * never hands out a dead token, and the sweep refreshes ahead of expiry with no traffic.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { TokenRefresher } from '../../src/connections/token-refresher.service.js';
+import { PER_PROVIDER_CONCURRENCY, TokenRefresher } from '../../src/connections/token-refresher.service.js';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 
@@ -286,4 +286,23 @@ it('refreshes tokens that are about to expire with no exchange traffic (the swee
   expect(lead).toBeLessThanOrEqual(396);
   const res = await exchange('u-sweep');
   expect(res.body.access_token).not.toBe(c.access_token);
+});
+
+it('sweeps many due connections concurrently, never more than the per-provider cap at once', async () => {
+  const refresher = app.custos.app.get(TokenRefresher);
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) ids.push((await connect(`u-many-${i}`, 3600)).connectionId);
+  await app.custos.runtime.dataSource.query(
+    'UPDATE connections SET refresh_due_at = now() WHERE id = ANY($1)',
+    [ids],
+  );
+  op.reset();
+  op.faults.delayMs = 100; // each provider call takes a while, so the sweep's concurrency shows
+  refresher.peakInFlightByProvider.clear();
+  const refreshed = await refresher.sweep();
+  expect(refreshed).toBe(12);
+  expect(op.tokenRequests.refresh_token).toBe(12);
+  const peak = refresher.peakInFlightByProvider.get('inhouse');
+  expect(peak).toBeGreaterThan(1);
+  expect(peak).toBeLessThanOrEqual(PER_PROVIDER_CONCURRENCY);
 });
