@@ -36,6 +36,7 @@ import { ConnectorsService } from './identity/connectors.service.js';
 import { IdentityProvidersController } from './identity/identity-providers.controller.js';
 import { IdentityProvidersService } from './identity/identity-providers.service.js';
 import { JOB_RUNNER, type JobRunner } from './jobs/job-runner.js';
+import { RefreshJobs } from './jobs/refresh-jobs.js';
 import { ProviderCatalog } from './providers/provider-catalog.js';
 import { ProvidersController } from './providers/providers.controller.js';
 import { ProviderAppsController } from './providers/provider-apps.controller.js';
@@ -62,27 +63,29 @@ export interface Runtime {
   jobs: JobRunner;
 }
 
+const apiControllers = [
+  ProvidersController,
+  TenantProvidersController,
+  ProviderAppsController,
+  ConnectFlowController,
+  TenantsController,
+  ConnectionsController,
+  ConnectSessionsController,
+  AuditController,
+  ConnectorsController,
+  IdentityProvidersController,
+  TokenController,
+  KeyBackendController,
+];
+
 @Module({})
 export class AppModule {
   static register(rt: Runtime): DynamicModule {
+    // A worker serves only its probes and metrics; the API is served by the api role.
+    const api = rt.config.role !== 'worker';
     return {
       module: AppModule,
-      controllers: [
-        HealthController,
-        MetricsController,
-        ProvidersController,
-        TenantProvidersController,
-        ProviderAppsController,
-        ConnectFlowController,
-        TenantsController,
-        ConnectionsController,
-        ConnectSessionsController,
-        AuditController,
-        ConnectorsController,
-        IdentityProvidersController,
-        TokenController,
-        KeyBackendController,
-      ],
+      controllers: [HealthController, MetricsController, ...(api ? apiControllers : [])],
       providers: [
         { provide: CONFIG, useValue: rt.config },
         { provide: LOGGER, useValue: rt.logger },
@@ -114,6 +117,7 @@ export class AppModule {
         WebhooksService,
         ConnectionsService,
         TokenRefresher,
+        RefreshJobs,
         ConnectSessionsService,
         ConnectorsService,
         IdentityProvidersService,

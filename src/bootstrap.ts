@@ -18,6 +18,8 @@ import { createDataSource, runMigrations } from './database/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
 import { AdminKeysService } from './identity/admin-keys.service.js';
 import { BullMqJobRunner, InProcessJobRunner, type JobRunner } from './jobs/job-runner.js';
+import { RefreshJobs } from './jobs/refresh-jobs.js';
+import { RefreshQueue } from './jobs/refresh-queue.js';
 import { ProviderCatalog } from './providers/provider-catalog.js';
 
 export interface StartOptions {
@@ -31,6 +33,8 @@ export interface StartOptions {
 export interface Custos {
   app: NestFastifyApplication;
   runtime: Runtime;
+  /** The BullMQ refresh-ahead queue, when Redis is configured. */
+  refreshQueue?: RefreshQueue;
   url: string;
   close(): Promise<void>;
 }
@@ -59,9 +63,12 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     }
     const keyring = loadRootKeyring(config, logger);
     const catalog = await ProviderCatalog.load();
-    const jobs: JobRunner = config.redisUrl
-      ? new BullMqJobRunner(config.redisUrl, logger)
-      : new InProcessJobRunner(logger);
+    const worker = config.role !== 'api';
+    // The api role runs no background jobs: its runner stays empty.
+    const jobs: JobRunner =
+      config.redisUrl && worker
+        ? new BullMqJobRunner(config.redisUrl, logger, 'maintenance', config.queuePrefix)
+        : new InProcessJobRunner(logger);
     const runtime: Runtime = { config, logger, dataSource, keyring, catalog, jobs };
 
     const adapter = new FastifyAdapter({
@@ -101,16 +108,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     });
     app.useGlobalFilters(new CustosExceptionFilter(logger));
 
-    const doc = SwaggerModule.createDocument(
-      app,
-      new DocumentBuilder()
-        .setTitle('Custos')
-        .setDescription('Credential vault and connector control plane')
-        .setVersion('0.1.0')
-        .addBearerAuth()
-        .build(),
-    );
-    SwaggerModule.setup('docs', app, doc, { jsonDocumentUrl: 'openapi.json' });
+    if (config.role !== 'worker') setupApiDocs(app);
 
     await app.init();
     const admin = app.get(AdminKeysService);
@@ -122,34 +120,29 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       );
     }
 
-    const connections = app.get(ConnectionsService);
-    jobs.register('connections.mark-expired', 60_000, async () => {
-      const n = await connections.markExpired();
-      if (n > 0) logger.info({ count: n }, 'connections marked expired');
-    });
-    const keyBackends = app.get(KeyBackendService);
-    // The backstop for data-key migrations: resumes any that a crash or an outage interrupted.
-    jobs.register('key-backends.migrate', 30_000, async () => {
-      for (const tenantId of await keyBackends.tenantsMigrating()) {
-        const { migrated, remaining } = await keyBackends.migrate(tenantId);
-        logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
-      }
-    });
     const refresher = app.get(TokenRefresher);
-    // Refresh ahead: tokens due within the margin are refreshed without waiting for a request.
-    jobs.register('connections.refresh-due', 15_000, async () => {
-      const n = await refresher.sweep();
-      if (n > 0) logger.info({ count: n }, 'tokens refreshed ahead of expiry');
-    });
-    const revocations = app.get(ProviderRevocationService);
-    jobs.register('connections.revoke-at-provider', 60_000, async () => {
-      const n = await revocations.processDue();
-      if (n > 0) logger.info({ count: n }, 'tokens revoked at providers');
-    });
-    const broker = app.get(BrokerService);
-    jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
-      await broker.pruneUsedAssertions();
-    });
+    let refreshQueue: RefreshQueue | undefined;
+    if (config.redisUrl) {
+      const queue = new RefreshQueue({
+        redisUrl: config.redisUrl,
+        prefix: config.queuePrefix,
+        log: logger,
+        concurrency: config.refreshConcurrency,
+        lockMs: config.refreshLeaseSeconds * 1000,
+      });
+      refreshQueue = queue;
+      cleanups.unshift(() => queue.stop());
+      // The api role only adds jobs (the next due time after a refresh or an import); workers run them.
+      await queue.start(
+        worker ? { run: (d) => refresher.refreshDue(d.t, d.c), limiter: refresher.limiter } : undefined,
+      );
+      app
+        .get(RefreshJobs)
+        .attach(queue, (err) =>
+          logger.warn({ err: { name: err.name, message: err.message } }, 'could not queue a refresh'),
+        );
+    }
+    if (worker) registerWorkerJobs(app, jobs, config, logger, refreshQueue);
     await jobs.start();
     cleanups.splice(1, 0, () => jobs.stop());
 
@@ -161,7 +154,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       url = `http://${host}:${port}`;
       logger.info(
-        { url, jobs: jobs.kind, database: embedded ? 'embedded' : 'external' },
+        { url, role: config.role, jobs: jobs.kind, database: embedded ? 'embedded' : 'external' },
         'Custos is listening',
       );
     } else {
@@ -172,6 +165,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     return {
       app,
       runtime,
+      refreshQueue,
       url,
       close: async () => {
         if (closed) return;
@@ -184,4 +178,62 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     await embedded?.stop();
     throw err;
   }
+}
+
+/** The OpenAPI document at /openapi.json and its viewer at /docs (api role). */
+function setupApiDocs(app: NestFastifyApplication): void {
+  const doc = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('Custos')
+      .setDescription('Credential vault and connector control plane')
+      .setVersion('0.1.0')
+      .addBearerAuth()
+      .build(),
+  );
+  SwaggerModule.setup('docs', app, doc, { jsonDocumentUrl: 'openapi.json' });
+}
+
+/** The background jobs of the worker role (and of `all`). */
+function registerWorkerJobs(
+  app: NestFastifyApplication,
+  jobs: JobRunner,
+  config: Config,
+  logger: Logger,
+  refreshQueue: RefreshQueue | undefined,
+): void {
+  const connections = app.get(ConnectionsService);
+  jobs.register('connections.mark-expired', 60_000, async () => {
+    const n = await connections.markExpired();
+    if (n > 0) logger.info({ count: n }, 'connections marked expired');
+  });
+  const keyBackends = app.get(KeyBackendService);
+  // The backstop for data-key migrations: resumes any that a crash or an outage interrupted.
+  jobs.register('key-backends.migrate', 30_000, async () => {
+    for (const tenantId of await keyBackends.tenantsMigrating()) {
+      const { migrated, remaining } = await keyBackends.migrate(tenantId);
+      logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
+    }
+  });
+  const refresher = app.get(TokenRefresher);
+  const sweepMs = config.refreshSweepSeconds * 1000;
+  if (refreshQueue) {
+    // Refresh ahead with Redis: every worker re-creates, from PostgreSQL, any job due soon that is missing.
+    refreshQueue.startSweeper(() => refresher.dueWithin(Math.max(60_000, 3 * sweepMs)), sweepMs);
+  } else {
+    // Without Redis: the worker refreshes due tokens itself.
+    jobs.register('connections.refresh-due', sweepMs, async () => {
+      const n = await refresher.sweep();
+      if (n > 0) logger.info({ count: n }, 'tokens refreshed ahead of expiry');
+    });
+  }
+  const revocations = app.get(ProviderRevocationService);
+  jobs.register('connections.revoke-at-provider', 60_000, async () => {
+    const n = await revocations.processDue();
+    if (n > 0) logger.info({ count: n }, 'tokens revoked at providers');
+  });
+  const broker = app.get(BrokerService);
+  jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
+    await broker.pruneUsedAssertions();
+  });
 }

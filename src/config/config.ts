@@ -56,6 +56,52 @@ export const variables = {
     sensitive: true,
     description: 'Redis URL for BullMQ. Unset: background jobs run in-process.',
   },
+  CUSTOS_ROLE: {
+    schema: z.enum(['all', 'api', 'worker']).default('all'),
+    sensitive: false,
+    description:
+      'What this process does: `api` serves HTTP, `worker` runs background jobs (and serves only /healthz, /readyz and /metrics), `all` both.',
+  },
+  CUSTOS_QUEUE_PREFIX: {
+    schema: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/)
+      .default('custos'),
+    sensitive: false,
+    description: 'Prefix of every BullMQ key in Redis: deployments sharing one Redis use different prefixes.',
+  },
+  CUSTOS_REFRESH_SWEEP_SECONDS: {
+    schema: int(1, 3600).default(10),
+    sensitive: false,
+    description:
+      'How often a worker reads due refreshes from PostgreSQL: with Redis it re-creates any missing refresh job, without Redis it refreshes them.',
+  },
+  CUSTOS_REFRESH_LEASE_SECONDS: {
+    schema: int(5, 600).default(30),
+    sensitive: false,
+    description:
+      'Lease a refresher holds on a connection; one left by a crashed process is taken over after this. The provider call is given this minus 3 seconds (at most 10 s).',
+  },
+  CUSTOS_REFRESH_CONCURRENCY: {
+    schema: int(1, 1000).default(32),
+    sensitive: false,
+    description: 'Background refreshes in flight at once per worker process.',
+  },
+  CUSTOS_REFRESH_PER_PROVIDER: {
+    schema: int(1, 1000).default(16),
+    sensitive: false,
+    description:
+      'Background refreshes in flight at once per provider per worker process, so that one provider’s outage cannot take every slot.',
+  },
+  CUSTOS_TEST_FAILPOINTS: {
+    schema: z
+      .string()
+      .regex(/^[a-z.-]+(,[a-z.-]+)*$/)
+      .optional(),
+    sensitive: false,
+    description:
+      'Tests only: comma-separated failpoints where the process stops dead (e.g. `refresh.after-provider`, between a provider’s answer and the commit). Never set in production.',
+  },
   CUSTOS_ROOT_KEYS: {
     schema: z.string().min(1).optional(),
     sensitive: true,
@@ -125,6 +171,13 @@ export interface Config {
   dbPoolSize: number;
   migrationsRun: boolean;
   redisUrl: string | undefined;
+  role: Env['CUSTOS_ROLE'];
+  queuePrefix: string;
+  refreshSweepSeconds: number;
+  refreshLeaseSeconds: number;
+  refreshConcurrency: number;
+  refreshPerProvider: number;
+  failpoints: string[];
   rootKeys: string | undefined;
   bootstrapAdminKey: string | undefined;
   dataKeyCacheTtlSeconds: number;
@@ -173,6 +226,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbPoolSize: e.CUSTOS_DB_POOL_SIZE,
     migrationsRun: e.CUSTOS_MIGRATIONS_RUN,
     redisUrl: e.REDIS_URL,
+    role: e.CUSTOS_ROLE,
+    queuePrefix: e.CUSTOS_QUEUE_PREFIX,
+    refreshSweepSeconds: e.CUSTOS_REFRESH_SWEEP_SECONDS,
+    refreshLeaseSeconds: e.CUSTOS_REFRESH_LEASE_SECONDS,
+    refreshConcurrency: e.CUSTOS_REFRESH_CONCURRENCY,
+    refreshPerProvider: e.CUSTOS_REFRESH_PER_PROVIDER,
+    failpoints: e.CUSTOS_TEST_FAILPOINTS ? e.CUSTOS_TEST_FAILPOINTS.split(',') : [],
     rootKeys: e.CUSTOS_ROOT_KEYS,
     bootstrapAdminKey: e.CUSTOS_BOOTSTRAP_ADMIN_KEY,
     dataKeyCacheTtlSeconds: e.CUSTOS_DATA_KEY_CACHE_TTL_SECONDS,

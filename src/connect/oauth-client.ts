@@ -116,8 +116,9 @@ export class ProviderOAuthClient {
     definition: ProviderDefinition,
     app: OpenedProviderApp,
     refreshToken: string,
+    timeoutMs = 10_000,
   ): Promise<{ accessToken: string; refreshToken: string | null; expiresAt: Date; scopes: string[] | null }> {
-    const cfg = await this.configuration(definition, app);
+    const cfg = await this.configuration(definition, app, timeoutMs);
     const tokens = await oidc.refreshTokenGrant(cfg, refreshToken);
     if (!tokens.access_token)
       throw new CustosException('outbound_request_failed', 'No access token in the refresh');
@@ -144,6 +145,7 @@ export class ProviderOAuthClient {
   private async configuration(
     definition: ProviderDefinition,
     app: OpenedProviderApp,
+    timeoutMs = 10_000,
   ): Promise<oidc.Configuration> {
     const o = oauth2(definition);
     const server: oidc.ServerMetadata = {
@@ -156,7 +158,7 @@ export class ProviderOAuthClient {
     };
     const auth = await clientAuth(o, app);
     const cfg = new oidc.Configuration(server, app.clientId, {}, auth);
-    cfg[oidc.customFetch] = (url, options) => this.fetch(url, options);
+    cfg[oidc.customFetch] = (url, options) => this.fetch(url, options, timeoutMs);
     const insecure = [o.authorizationUrl, o.tokenUrl].some((u) => new URL(u).protocol === 'http:');
     // Plain http only ever reaches hosts listed in CUSTOS_OUTBOUND_ALLOW_HOSTS (development and tests).
     if (insecure) oidc.allowInsecureRequests(cfg);
@@ -167,7 +169,7 @@ export class ProviderOAuthClient {
   readonly ssrfSafeFetch = (url: string, options: oidc.CustomFetchOptions): Promise<Response> =>
     this.fetch(url, options);
 
-  private async fetch(url: string, options: oidc.CustomFetchOptions): Promise<Response> {
+  private async fetch(url: string, options: oidc.CustomFetchOptions, timeoutMs = 10_000): Promise<Response> {
     const headers: Record<string, string> = { ...options.headers };
     const res = await this.outbound.request(url, {
       method: options.method,
@@ -175,7 +177,7 @@ export class ProviderOAuthClient {
       ...(typeof options.body === 'string' ? { body: options.body } : {}),
       ...(options.body instanceof URLSearchParams ? { body: options.body.toString() } : {}),
       followRedirects: false,
-      timeoutMs: 10_000,
+      timeoutMs,
     });
     const out = new Headers();
     for (const [k, v] of Object.entries(res.headers)) {

@@ -10,6 +10,7 @@ import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { refreshDueAt } from './refresh-schedule.js';
+import { RefreshJobs, type DueRefresh } from '../jobs/refresh-jobs.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
 import { returned } from '../database/sql.js';
@@ -122,6 +123,7 @@ export class ConnectionsService {
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(CONFIG) private readonly config: Config,
+    @Inject(RefreshJobs) private readonly refreshJobs: RefreshJobs,
   ) {}
 
   /** Creates or replaces the user's credential for a provider. */
@@ -219,16 +221,29 @@ export class ConnectionsService {
           },
           m,
         );
-        return { connection: connectionView(rows[0]), created };
+        const due: DueRefresh | undefined = dueAt
+          ? {
+              connectionId: id,
+              tenantId,
+              provider: providerKey,
+              version: rows[0].version,
+              failures: 0,
+              dueAt,
+            }
+          : undefined;
+        return { connection: connectionView(rows[0]), created, due };
       });
+    let out: Awaited<ReturnType<typeof attempt>>;
     try {
-      return await attempt();
+      out = await attempt();
     } catch (err) {
       // Two first imports raced on the live-connection index: the loser replaces the winner's row.
-      if ((err as { driverError?: { code?: string }; code?: string }).driverError?.code === '23505')
-        return attempt();
-      throw err;
+      if ((err as { driverError?: { code?: string }; code?: string }).driverError?.code !== '23505')
+        throw err;
+      out = await attempt();
     }
+    if (out.due) this.refreshJobs.schedule([out.due]);
+    return { connection: out.connection, created: out.created };
   }
 
   async listConnections(

@@ -11,6 +11,8 @@
  * - `invalid_grant` marks the connection `needs_reauth` at once (audited, and a webhook when configured);
  *   after a lease abandoned by a crash, the reason says "refresh interrupted". Transient failures release the
  *   lease and leave the stored token in place.
+ * - Background refreshes (`refreshDue`) never wait for another holder: whoever holds the lease does the work.
+ *   They run under a limiter (in all, and per provider) in this process.
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
@@ -18,19 +20,18 @@ import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService, systemActor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
+import { CONFIG, type Config } from '../config/config.js';
 import { LOGGER } from '../common/logger.js';
 import { ProviderOAuthClient } from '../connect/oauth-client.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
-import { readEnvelopeHeader } from '../crypto/envelope.js';
+import { readEnvelopeHeader, sealField } from '../crypto/envelope.js';
+import { RefreshJobs, RefreshLimiter, type DueRefresh } from '../jobs/refresh-jobs.js';
 import { parseRetryAfter, refreshDueAt, retryDelayMs } from './refresh-schedule.js';
 import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 
-const LEASE_SECONDS = 30;
-/** Sweep refreshes in flight at once per provider. */
-export const PER_PROVIDER_CONCURRENCY = 4;
 const WAIT_STEP_MS = 50;
 /** A token with less life than this is refreshed before it is handed out. */
 export const REFRESH_MARGIN_MS = 60_000;
@@ -71,11 +72,13 @@ export class TokenRefresher {
   private readonly inflight = new Map<string, Promise<FreshToken>>();
   /** Provider refresh calls made by this process (tests, metrics). */
   providerCalls = 0;
-  private readonly inFlightByProvider = new Map<string, number>();
-  /** The most sweep refreshes of one provider in flight at once (tests, metrics). */
-  readonly peakInFlightByProvider = new Map<string, number>();
+  /** Background refreshes in flight in this process: in all, and per provider. */
+  readonly limiter: RefreshLimiter;
+  private readonly leaseSeconds: number;
 
   constructor(
+    @Inject(CONFIG) private readonly config: Config,
+    @Inject(RefreshJobs) private readonly jobs: RefreshJobs,
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
@@ -84,7 +87,10 @@ export class TokenRefresher {
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(WebhooksService) private readonly webhooks: WebhooksService,
     @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+  ) {
+    this.limiter = new RefreshLimiter(config.refreshConcurrency, config.refreshPerProvider);
+    this.leaseSeconds = config.refreshLeaseSeconds;
+  }
 
   /** A fresh access token for the connection; one refresh per connection at a time, here and everywhere. */
   refresh(tenantId: string, connectionId: string): Promise<FreshToken> {
@@ -96,46 +102,90 @@ export class TokenRefresher {
     return pending;
   }
 
-  /** Refreshes active connections whose tokens expire within the margin (the background sweep). */
-  async sweep(limit = 500): Promise<number> {
-    const due: { id: string; tenant_id: string; provider: string }[] = await this.db.query(
-      `SELECT id, tenant_id, provider FROM connections
-        WHERE refresh_due_at <= now() AND status = 'active' AND type = 'oauth2' AND revoked_at IS NULL
-          AND refresh_token IS NOT NULL AND (refresh_retry_at IS NULL OR refresh_retry_at <= now())
-          AND (refresh_lease_until IS NULL OR refresh_lease_until < now())
-        ORDER BY refresh_due_at LIMIT $1`,
-      [limit],
-    );
-    // Due refreshes run concurrently, with a cap per provider so that one provider's outage (every call
-    // waiting for its timeout) cannot take all the slots from the others.
-    const queues = new Map<string, { id: string; tenant_id: string }[]>();
-    for (const c of due) {
-      const q = queues.get(c.provider) ?? [];
-      q.push(c);
-      queues.set(c.provider, q);
+  /**
+   * A background refresh of one connection, if it is (still) due. Never waits for another holder of the
+   * lease: that holder does the work. Failures are recorded on the row (backoff, needs_reauth), not thrown.
+   */
+  async refreshDue(
+    tenantId: string,
+    connectionId: string,
+  ): Promise<'refreshed' | 'not_due' | 'busy' | 'failed'> {
+    const pending = this.inflight.get(connectionId);
+    if (pending)
+      return pending.then(
+        () => 'refreshed' as const,
+        () => 'failed' as const,
+      );
+    const leased = await this.lease(tenantId, connectionId);
+    if (!leased) return 'busy';
+    if (!isDue(leased)) {
+      await this.release(leased.id);
+      return 'not_due';
     }
+    const run = this.refreshLeased(leased);
+    this.inflight.set(connectionId, run);
+    try {
+      await run;
+      return 'refreshed';
+    } catch (err) {
+      if (!(err instanceof CustosException)) throw err;
+      return 'failed';
+    } finally {
+      this.inflight.delete(connectionId);
+    }
+  }
+
+  /**
+   * Connections whose refresh (or retry) falls due within `horizonMs`, soonest first: what the sweeper
+   * queues. Leased rows are included (the lease may be abandoned); the job finds out.
+   */
+  async dueWithin(horizonMs: number, limit = 10_000): Promise<DueRefresh[]> {
+    const rows: {
+      id: string;
+      tenant_id: string;
+      provider: string;
+      version: number;
+      refresh_failures: number;
+      due: Date;
+    }[] = await this.db.query(
+      `SELECT id, tenant_id, provider, version, refresh_failures, GREATEST(refresh_due_at, refresh_retry_at) AS due
+         FROM connections
+        WHERE refresh_due_at <= now() + make_interval(secs => $1) AND status = 'active' AND type = 'oauth2'
+          AND revoked_at IS NULL AND refresh_token IS NOT NULL
+          AND (refresh_retry_at IS NULL OR refresh_retry_at <= now() + make_interval(secs => $1))
+        ORDER BY refresh_due_at LIMIT $2`,
+      [horizonMs / 1000, limit],
+    );
+    return rows.map((r) => ({
+      connectionId: r.id,
+      tenantId: r.tenant_id,
+      provider: r.provider,
+      version: r.version,
+      failures: r.refresh_failures,
+      dueAt: r.due,
+    }));
+  }
+
+  /**
+   * The in-process sweep (no Redis): refreshes every due connection now, concurrently, within this
+   * process's limits in all and per provider.
+   */
+  async sweep(limit = 1000): Promise<number> {
+    const due = (await this.dueWithin(0, limit)).filter((d) => d.dueAt.getTime() <= Date.now());
     let refreshed = 0;
     await Promise.all(
-      [...queues.entries()].map(async ([provider, queue]) => {
-        const worker = async () => {
-          for (let c = queue.shift(); c; c = queue.shift()) {
-            const inFlight = (this.inFlightByProvider.get(provider) ?? 0) + 1;
-            this.inFlightByProvider.set(provider, inFlight);
-            this.peakInFlightByProvider.set(
-              provider,
-              Math.max(this.peakInFlightByProvider.get(provider) ?? 0, inFlight),
-            );
-            try {
-              await this.refresh(c.tenant_id, c.id);
-              refreshed++;
-            } catch {
-              // Recorded by the refresh (backoff, needs_reauth); the next sweep tries again when due.
-            } finally {
-              this.inFlightByProvider.set(provider, (this.inFlightByProvider.get(provider) ?? 1) - 1);
-            }
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(PER_PROVIDER_CONCURRENCY, queue.length) }, worker));
+      due.map(async (d) => {
+        await this.limiter.acquire(d.provider);
+        try {
+          if ((await this.refreshDue(d.tenantId, d.connectionId)) === 'refreshed') refreshed++;
+        } catch (err) {
+          this.log.warn(
+            { connectionId: d.connectionId, err: { name: (err as Error).name } },
+            'background refresh failed',
+          );
+        } finally {
+          this.limiter.release(d.provider);
+        }
       }),
     );
     return refreshed;
@@ -148,7 +198,7 @@ export class TokenRefresher {
       // Another process holds the lease: wait for its result.
       const current = await this.current(tenantId, connectionId);
       if (current) return current;
-      if (waited > (LEASE_SECONDS + 5) * 1000) {
+      if (waited > (this.leaseSeconds + 5) * 1000) {
         throw new CustosException('temporarily_unavailable', 'A refresh of this connection is stuck');
       }
       await new Promise((r) => setTimeout(r, WAIT_STEP_MS));
@@ -165,7 +215,7 @@ export class TokenRefresher {
           RETURNING c.id, c.tenant_id, c.user_id, c.provider, c.status, c.version, c.expires_at, c.scopes, c.secret,
                     c.refresh_token, c.refresh_failures, c.refresh_retry_at, c.refresh_due_at,
                     (p.previous IS NOT NULL) AS interrupted`,
-        [connectionId, tenantId, LEASE_SECONDS, this.owner],
+        [connectionId, tenantId, this.leaseSeconds, this.owner],
       ),
     );
     return rows[0] ?? null;
@@ -196,18 +246,21 @@ export class TokenRefresher {
     };
   }
 
+  private release(connectionId: string): Promise<unknown> {
+    return this.db.query(
+      'UPDATE connections SET refresh_lease_until = NULL, refresh_lease_owner = NULL WHERE id = $1 AND refresh_lease_owner = $2',
+      [connectionId, this.owner],
+    );
+  }
+
   private async refreshLeased(row: LeasedRow): Promise<FreshToken> {
-    const release = () =>
-      this.db.query(
-        'UPDATE connections SET refresh_lease_until = NULL, refresh_lease_owner = NULL WHERE id = $1 AND refresh_lease_owner = $2',
-        [row.id, this.owner],
-      );
+    const release = () => this.release(row.id);
     try {
       if (row.status !== 'active' || !row.secret) {
         throw new CustosException('conflict', 'The connection is not active');
       }
       // Neither due nor close to expiry: someone refreshed while we waited for the lease.
-      if (fresh(row.expires_at) && !(row.refresh_due_at && row.refresh_due_at.getTime() <= Date.now())) {
+      if (!isDue(row)) {
         await release();
         return {
           accessToken: await this.dataKeys.open(row.tenant_id, field(row.id, 'access_token'), row.secret),
@@ -236,10 +289,15 @@ export class TokenRefresher {
         field(row.id, 'refresh_token'),
         row.refresh_token,
       );
+      // The sealing key is fetched before the provider call, so that nothing slow (a key backend call)
+      // stands between the provider's answer and the commit.
+      const sealing = await this.dataKeys.sealingKey(row.tenant_id);
       let next: Awaited<ReturnType<ProviderOAuthClient['refresh']>>;
       try {
         this.providerCalls++;
-        next = await this.oauth.refresh(definition, app, refreshToken);
+        // The call ends well inside the lease, so that nobody takes the lease over while an answer is coming.
+        const timeoutMs = Math.min(10_000, (this.leaseSeconds - 3) * 1000);
+        next = await this.oauth.refresh(definition, app, refreshToken, timeoutMs);
       } catch (err) {
         if ((err as { error?: string }).error === 'invalid_grant') {
           await this.needsReauth(row, row.interrupted ? 'refresh interrupted' : 'refresh token rejected');
@@ -256,16 +314,32 @@ export class TokenRefresher {
              refresh_retry_at = now() + make_interval(secs => $2) WHERE id = $1`,
           [row.id, delay / 1000],
         );
+        this.jobs.schedule([
+          {
+            connectionId: row.id,
+            tenantId: row.tenant_id,
+            provider: row.provider,
+            version: row.version,
+            failures: row.refresh_failures + 1,
+            dueAt: new Date(Date.now() + delay),
+          },
+        ]);
         throw new CustosException('temporarily_unavailable', 'The provider could not refresh the token', {
           reason,
         });
       }
+      await this.failpoint('refresh.after-provider', row.id);
       // Commit the new token set first; nothing else happens before it is durable.
-      const secret = await this.dataKeys.seal(row.tenant_id, field(row.id, 'access_token'), next.accessToken);
-      const refresh = next.refreshToken
-        ? await this.dataKeys.seal(row.tenant_id, field(row.id, 'refresh_token'), next.refreshToken)
-        : null;
+      const seal = (name: 'access_token' | 'refresh_token', value: string) =>
+        sealField(
+          sealing.key,
+          { tenantId: row.tenant_id, dataKeyId: sealing.dataKeyId, ...field(row.id, name) },
+          Buffer.from(value, 'utf8'),
+        );
+      const secret = seal('access_token', next.accessToken);
+      const refresh = next.refreshToken ? seal('refresh_token', next.refreshToken) : null;
       const scopes = next.scopes ?? row.scopes;
+      const dueAt = refreshDueAt(new Date(), next.expiresAt);
       await this.db.transaction(async (m) => {
         const written = returned<{ id: string }>(
           await m.query(
@@ -281,7 +355,7 @@ export class TokenRefresher {
               next.expiresAt,
               scopes,
               readEnvelopeHeader(secret).dataKeyId,
-              refreshDueAt(new Date(), next.expiresAt),
+              dueAt,
             ],
           ),
         );
@@ -301,6 +375,18 @@ export class TokenRefresher {
           m,
         );
       });
+      if (dueAt) {
+        this.jobs.schedule([
+          {
+            connectionId: row.id,
+            tenantId: row.tenant_id,
+            provider: row.provider,
+            version: row.version + 1,
+            failures: 0,
+            dueAt,
+          },
+        ]);
+      }
       return { accessToken: next.accessToken, expiresAt: next.expiresAt, scopes };
     } catch (err) {
       await release().catch(() => undefined);
@@ -308,6 +394,16 @@ export class TokenRefresher {
       this.log.warn({ connectionId: row.id, provider: row.provider, code: err.code }, 'token refresh failed');
       throw err;
     }
+  }
+
+  /**
+   * Tests only (`CUSTOS_TEST_FAILPOINTS`): the process stops dead here, as if killed, so that a test can
+   * kill -9 it at exactly this point. Never configured in production.
+   */
+  private async failpoint(name: string, connectionId: string): Promise<void> {
+    if (!this.config.failpoints.includes(name)) return;
+    this.log.warn({ failpoint: name, connectionId }, 'failpoint reached');
+    await new Promise<never>(() => undefined);
   }
 
   private async needsReauth(row: LeasedRow, reason: string): Promise<void> {
@@ -338,6 +434,13 @@ export class TokenRefresher {
       reason,
     });
   }
+}
+
+/** A row worth a provider call: its due time has come, or its token is about to expire. */
+function isDue(row: Pick<LeasedRow, 'expires_at' | 'refresh_due_at'>): boolean {
+  return (
+    !fresh(row.expires_at) || (row.refresh_due_at !== null && row.refresh_due_at.getTime() <= Date.now())
+  );
 }
 
 /** The provider's Retry-After, from openid-client's error shapes (4xx: err.response; 5xx: err.cause). */

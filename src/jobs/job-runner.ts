@@ -78,11 +78,15 @@ export class BullMqJobRunner implements JobRunner {
   private queue?: Queue;
   private worker?: Worker;
   private workerConnection?: Redis;
+  private watchdog?: NodeJS.Timeout;
 
   constructor(
     private readonly redisUrl: string,
     private readonly log: Logger,
-    private readonly queueName = 'custos-maintenance',
+    private readonly queueName = 'maintenance',
+    private readonly prefix = 'custos',
+    /** How often the schedules are checked and re-created when Redis lost them. */
+    private readonly watchdogMs = 30_000,
   ) {}
 
   register(name: string, everyMs: number, handler: JobHandler): void {
@@ -101,14 +105,16 @@ export class BullMqJobRunner implements JobRunner {
     );
     this.connection = connection;
     await connection.connect();
-    this.queue = new Queue(this.queueName, { connection });
-    for (const job of this.jobs.values()) {
-      await this.queue.upsertJobScheduler(
-        job.name,
-        { every: job.everyMs },
-        { name: job.name, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+    this.queue = new Queue(this.queueName, { connection, prefix: this.prefix });
+    await this.ensureSchedulers();
+    // Redis holds only copies of the schedules: when it loses them (a FLUSHALL, a failover to an empty
+    // replica), they come back within one watchdog period.
+    this.watchdog = setInterval(() => {
+      this.ensureSchedulers().catch((err: Error) =>
+        this.log.warn({ err: { name: err.name } }, 'could not check job schedules'),
       );
-    }
+    }, this.watchdogMs);
+    this.watchdog.unref();
     // BullMQ does not close connections it was given: this one is ours to close in stop().
     this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
     this.worker = new Worker(
@@ -117,14 +123,26 @@ export class BullMqJobRunner implements JobRunner {
         const job = this.jobs.get(j.name);
         if (job) await job.handler();
       },
-      { connection: this.workerConnection, concurrency: 1 },
+      { connection: this.workerConnection, prefix: this.prefix, concurrency: 1 },
     );
     this.worker.on('failed', (j, err) =>
       this.log.error({ job: j?.name, err: { name: err.name } }, 'job failed'),
     );
   }
 
+  private async ensureSchedulers(): Promise<void> {
+    for (const job of this.jobs.values()) {
+      if (await this.queue!.getJobScheduler(job.name)) continue;
+      await this.queue!.upsertJobScheduler(
+        job.name,
+        { every: job.everyMs },
+        { name: job.name, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+      );
+    }
+  }
+
   async stop(): Promise<void> {
+    if (this.watchdog) clearInterval(this.watchdog);
     await this.worker?.close();
     await this.queue?.close();
     this.workerConnection?.disconnect();

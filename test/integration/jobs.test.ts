@@ -13,40 +13,34 @@ const waitFor = async (cond: () => boolean, ms = 10_000) => {
 };
 
 describe('job runners', () => {
-  it('runs a periodic job through BullMQ on the real Redis, and rebuilds its schedule after FLUSHALL-like loss', async () => {
+  it('runs a periodic job through BullMQ on the real Redis, and re-creates its schedule when Redis loses it', async () => {
     const queue = `custos-test-${randomUUID()}`;
-    const runner = new BullMqJobRunner(testRedisUrl, createLogger('silent'), queue);
+    const prefix = `custos-test-${randomUUID()}`;
+    const runner = new BullMqJobRunner(testRedisUrl, createLogger('silent'), queue, prefix, 200);
     let runs = 0;
     runner.register('tick', 100, async () => {
       runs++;
     });
     await runner.start();
+    const redis = new Redis(testRedisUrl);
     try {
       await runner.check();
       expect(await runner.schedulers()).toEqual(['tick']);
       await waitFor(() => runs >= 2);
+      // Every key of the queue is wiped while it runs (a FLUSHALL, scoped to this test's prefix).
+      const keys = await redis.keys(`${prefix}:*`);
+      expect(keys.length).toBeGreaterThan(0);
+      await redis.del(...keys);
+      expect(await runner.schedulers()).toEqual([]);
+      // The watchdog re-creates the schedule from the registered jobs, and the job runs again.
+      const before = runs;
+      await waitFor(() => runs >= before + 2, 10_000);
+      expect(await runner.schedulers()).toEqual(['tick']);
     } finally {
       await runner.stop();
-    }
-    // The schedule lives in Redis only as a copy: wipe the queue's keys and start again.
-    const redis = new Redis(testRedisUrl);
-    const keys = await redis.keys(`bull:${queue}:*`);
-    if (keys.length) await redis.del(...keys);
-    await redis.quit();
-    const again = new BullMqJobRunner(testRedisUrl, createLogger('silent'), queue);
-    let reruns = 0;
-    again.register('tick', 100, async () => {
-      reruns++;
-    });
-    await again.start();
-    try {
-      await waitFor(() => reruns >= 1);
-    } finally {
-      await again.stop();
-      const r = new Redis(testRedisUrl);
-      const left = await r.keys(`bull:${queue}:*`);
-      if (left.length) await r.del(...left);
-      await r.quit();
+      const left = await redis.keys(`${prefix}:*`);
+      if (left.length) await redis.del(...left);
+      await redis.quit();
     }
   });
 

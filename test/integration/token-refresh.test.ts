@@ -5,13 +5,16 @@
  * never hands out a dead token, and the sweep refreshes ahead of expiry with no traffic.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { PER_PROVIDER_CONCURRENCY, TokenRefresher } from '../../src/connections/token-refresher.service.js';
+import { TokenRefresher } from '../../src/connections/token-refresher.service.js';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 const REDIRECT = `${PUBLIC_URL}/connect/callback/inhouse`;
 const CLIENT = { client_id: 'custos-refresh', client_secret: 'refresh-secret-' + Date.now() };
+
+/** A low per-provider cap, so that the sweep's 12 due connections must queue behind it. */
+const PER_PROVIDER = 4;
 
 let app: TestApp;
 let op: TestOAuthProvider;
@@ -84,7 +87,11 @@ beforeAll(async () => {
     accessTokenTtlSeconds: 3600,
     refreshTokenRotation: true,
   });
-  app = await startTestApp({ CUSTOS_PUBLIC_URL: PUBLIC_URL, CUSTOS_OUTBOUND_ALLOW_HOSTS: op.hostPort });
+  app = await startTestApp({
+    CUSTOS_PUBLIC_URL: PUBLIC_URL,
+    CUSTOS_OUTBOUND_ALLOW_HOSTS: op.hostPort,
+    CUSTOS_REFRESH_PER_PROVIDER: String(PER_PROVIDER),
+  });
   t = await createTenant(app);
   const put = (url: string, body: unknown) => app.request('PUT', url, { key: t.adminKey, body });
   await put(`/v1/tenants/${t.tenantId}/providers/inhouse`, {
@@ -298,11 +305,11 @@ it('sweeps many due connections concurrently, never more than the per-provider c
   );
   op.reset();
   op.faults.delayMs = 100; // each provider call takes a while, so the sweep's concurrency shows
-  refresher.peakInFlightByProvider.clear();
+  refresher.limiter.resetPeaks();
   const refreshed = await refresher.sweep();
   expect(refreshed).toBe(12);
   expect(op.tokenRequests.refresh_token).toBe(12);
-  const peak = refresher.peakInFlightByProvider.get('inhouse');
+  const peak = refresher.limiter.peakByProvider.get('inhouse');
   expect(peak).toBeGreaterThan(1);
-  expect(peak).toBeLessThanOrEqual(PER_PROVIDER_CONCURRENCY);
+  expect(peak).toBeLessThanOrEqual(PER_PROVIDER);
 });

@@ -1,4 +1,5 @@
 /** Starts a real Custos (real PostgreSQL, real crypto) for a test file, with captured logs and an HTTP helper. */
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
 import os from 'node:os';
@@ -49,6 +50,8 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
     CUSTOS_DATA_DIR: dataDir,
     CUSTOS_LOG_LEVEL: 'debug',
     CUSTOS_DB_POOL_SIZE: '5',
+    // Each app has its own BullMQ keys unless a test shares them on purpose.
+    CUSTOS_QUEUE_PREFIX: `custos-test-${randomUUID()}`,
     ...env,
   });
   const custos = await startCustos({ config, logger: createLogger('debug', sink), listen: false });

@@ -1,0 +1,156 @@
+/**
+ * Refresh-ahead jobs on BullMQ. Each job is one connection's next refresh, delayed until its due time and
+ * deduplicated by connection, row version and attempt (`refreshJobId`). The worker runs them under the
+ * process's refresh limiter; a job whose provider has no free slot goes back to the delayed set instead
+ * of holding a worker slot, so a provider outage cannot starve the others.
+ *
+ * Redis holds only copies: the sweeper (a timer in every worker process, not a Redis-held schedule, so it
+ * survives a wiped Redis) reads the due times from PostgreSQL and re-creates any job that is missing.
+ */
+import type { Job, Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { refreshJobId, type DueRefresh, type RefreshLimiter, type RefreshScheduler } from './refresh-jobs.js';
+
+export const REFRESH_QUEUE = 'refresh';
+/** How long a job waits in the worker for its provider's slot before it goes back to the delayed set. */
+const SLOT_WAIT_MS = 1000;
+const ADD_CHUNK = 1000;
+
+export interface RefreshJobData {
+  c: string;
+  t: string;
+  p: string;
+}
+
+export interface RefreshQueueOptions {
+  redisUrl: string;
+  prefix: string;
+  log: Logger;
+  /** Worker jobs in flight at once (this process). */
+  concurrency: number;
+  /** A job's lock and stalled-job check, in ms: a job held by a process that died is retried after this. */
+  lockMs: number;
+}
+
+export class RefreshQueue implements RefreshScheduler {
+  private connection?: Redis;
+  private workerConnection?: Redis;
+  private queue?: Queue<RefreshJobData>;
+  private worker?: Worker<RefreshJobData>;
+  private sweepTimer?: NodeJS.Timeout;
+  private sweeping?: Promise<void>;
+  /** Jobs this process's sweeps added (tests, benchmarks). */
+  sweptJobs = 0;
+
+  constructor(private readonly opts: RefreshQueueOptions) {}
+
+  /** Connects; with `work`, also processes jobs with `run` under `limiter`. */
+  async start(work?: {
+    run: (d: RefreshJobData) => Promise<unknown>;
+    limiter: RefreshLimiter;
+  }): Promise<void> {
+    const [{ Redis }, { Queue, Worker, DelayedError }] = await Promise.all([
+      import('ioredis'),
+      import('bullmq'),
+    ]);
+    const connection = new Redis(this.opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    connection.on('error', (err: Error) =>
+      this.opts.log.warn({ err: { name: err.name } }, 'redis connection error (refresh queue)'),
+    );
+    await connection.connect();
+    this.connection = connection;
+    this.queue = new Queue<RefreshJobData>(REFRESH_QUEUE, { connection, prefix: this.opts.prefix });
+    if (!work) return;
+    const { run, limiter } = work;
+    this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
+    this.worker = new Worker<RefreshJobData>(
+      REFRESH_QUEUE,
+      async (job: Job<RefreshJobData>, token?: string) => {
+        if (!(await limiter.acquire(job.data.p, SLOT_WAIT_MS))) {
+          // The provider's slots are taken (slow or down): try again shortly, without holding this slot.
+          await job.moveToDelayed(Date.now() + SLOT_WAIT_MS + Math.floor(Math.random() * 2000), token);
+          throw new DelayedError();
+        }
+        try {
+          await run(job.data);
+        } finally {
+          limiter.release(job.data.p);
+        }
+      },
+      {
+        connection: this.workerConnection,
+        prefix: this.opts.prefix,
+        concurrency: this.opts.concurrency,
+        lockDuration: this.opts.lockMs,
+        stalledInterval: this.opts.lockMs,
+      },
+    );
+    this.worker.on('failed', (j, err) =>
+      this.opts.log.warn({ jobId: j?.id, err: { name: err.name } }, 'refresh job failed'),
+    );
+    this.worker.on('error', (err) => this.opts.log.warn({ err: { name: err.name } }, 'refresh worker error'));
+  }
+
+  /** Adds the jobs; one that already exists (same connection, version and attempt) is left alone. */
+  async schedule(items: DueRefresh[]): Promise<void> {
+    if (!this.queue) throw new Error('refresh queue not started');
+    const now = Date.now();
+    for (let i = 0; i < items.length; i += ADD_CHUNK) {
+      await this.queue.addBulk(
+        items.slice(i, i + ADD_CHUNK).map((d) => ({
+          name: 'refresh',
+          data: { c: d.connectionId, t: d.tenantId, p: d.provider },
+          opts: {
+            jobId: refreshJobId(d),
+            delay: Math.max(0, d.dueAt.getTime() - now),
+            removeOnComplete: true,
+            removeOnFail: true,
+          },
+        })),
+      );
+    }
+  }
+
+  /**
+   * Every `everyMs`, queues what falls due within `horizonMs` according to PostgreSQL. Idempotent, and
+   * run by every worker process: together with job ids, that is what makes a wiped Redis lose nothing.
+   */
+  startSweeper(due: () => Promise<DueRefresh[]>, everyMs: number): void {
+    const sweep = async () => {
+      const items = await due();
+      await this.schedule(items);
+      this.sweptJobs += items.length;
+    };
+    const tick = () => {
+      if (this.sweeping) return;
+      this.sweeping = sweep()
+        .catch((err: Error) =>
+          this.opts.log.warn({ err: { name: err.name, message: err.message } }, 'refresh sweep failed'),
+        )
+        .finally(() => (this.sweeping = undefined));
+    };
+    tick();
+    this.sweepTimer = setInterval(tick, everyMs);
+    this.sweepTimer.unref();
+  }
+
+  /** Jobs waiting for their due time, and ready to run (tests, diagnostics). */
+  async counts(): Promise<{ delayed: number; waiting: number; active: number }> {
+    const c = await this.queue!.getJobCounts('delayed', 'waiting', 'active');
+    return { delayed: c.delayed ?? 0, waiting: c.waiting ?? 0, active: c.active ?? 0 };
+  }
+
+  async check(): Promise<void> {
+    if ((await this.connection?.ping()) !== 'PONG') throw new Error('redis did not answer PING');
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.sweeping;
+    await this.worker?.close();
+    await this.queue?.close();
+    this.workerConnection?.disconnect();
+    this.connection?.disconnect();
+  }
+}
