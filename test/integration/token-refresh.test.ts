@@ -4,74 +4,32 @@
  * across two) cause exactly one provider call, `invalid_grant` means re-authorization, a provider outage
  * never hands out a dead token, and the sweep refreshes ahead of expiry with no traffic.
  */
-import { createHash, randomBytes } from 'node:crypto';
 import { TokenRefresher } from '../../src/connections/token-refresher.service.js';
-import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
+import { startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
+import { freePort } from '../support/processes.js';
+import {
+  PUBLIC_URL,
+  REDIRECT,
+  refreshClient,
+  setUpRefreshTenant,
+  type RefreshFixture,
+} from '../support/refresh-fixture.js';
 
-const PUBLIC_URL = 'https://custos.example.test';
-const REDIRECT = `${PUBLIC_URL}/connect/callback/inhouse`;
-const CLIENT = { client_id: 'custos-refresh', client_secret: 'refresh-secret-' + Date.now() };
-
+const CLIENT = refreshClient();
 /** A low per-provider cap, so that the sweep's 12 due connections must queue behind it. */
 const PER_PROVIDER = 4;
 
 let app: TestApp;
 let op: TestOAuthProvider;
 let t: TenantFixture;
-let connector: { clientId: string; clientSecret: string };
+let fx: RefreshFixture;
+/** A port nothing listens on: the token endpoint of the provider `deadhouse`. */
+let deadPort: number;
 
-/** A real token set for `account`, straight from the provider (authorization code + PKCE). */
-async function tokensFor(account: string) {
-  const verifier = randomBytes(32).toString('base64url');
-  const url = new URL(op.endpoints.authorization);
-  url.search = new URLSearchParams({
-    client_id: CLIENT.client_id,
-    redirect_uri: REDIRECT,
-    response_type: 'code',
-    scope: 'openid offline_access repo',
-    state: randomBytes(8).toString('hex'),
-    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-    code_challenge_method: 'S256',
-  }).toString();
-  const { redirectedTo } = await op.authorize(url.href, { account });
-  const code = new URL(redirectedTo).searchParams.get('code')!;
-  const res = await op.exchangeCode(CLIENT.client_id, CLIENT.client_secret, code, REDIRECT, verifier);
-  expect(res.status).toBe(200);
-  return res.body as { access_token: string; refresh_token: string };
-}
-
-/** Stores a token set for `user` that expires in `expiresInSeconds` (negative: already expired). */
-async function connect(user: string, expiresInSeconds: number) {
-  const tokens = await tokensFor(user);
-  const res = await app.request('PUT', `/v1/tenants/${t.tenantId}/users/${user}/connections/inhouse`, {
-    key: t.adminKey,
-    body: {
-      type: 'oauth2',
-      accessToken: tokens.access_token,
-      refreshToken: tokens.refresh_token,
-      scopes: ['repo'],
-      expiresAt: new Date(Date.now() + expiresInSeconds * 1000).toISOString(),
-    },
-  });
-  expect([200, 201]).toContain(res.status);
-  return { ...tokens, connectionId: res.body.id as string };
-}
-
-const exchange = (user: string, on: TestApp = app) =>
-  on.request('POST', '/oauth/token', {
-    payload: new URLSearchParams({
-      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-      subject_token: user,
-      subject_token_type: 'urn:custos:params:oauth:token-type:user-id',
-      audience: 'inhouse',
-    }).toString(),
-    headers: {
-      'content-type': 'application/x-www-form-urlencoded',
-      authorization:
-        'Basic ' + Buffer.from(`${connector.clientId}:${connector.clientSecret}`).toString('base64'),
-    },
-  });
+const connect = (user: string, expiresInSeconds: number, provider?: string) =>
+  fx.connect(user, expiresInSeconds, provider);
+const exchange = (user: string, on: TestApp = app, audience?: string) => fx.exchange(user, on, audience);
 
 const row = async (id: string) =>
   (
@@ -87,39 +45,14 @@ beforeAll(async () => {
     accessTokenTtlSeconds: 3600,
     refreshTokenRotation: true,
   });
+  deadPort = await freePort();
   app = await startTestApp({
     CUSTOS_PUBLIC_URL: PUBLIC_URL,
-    CUSTOS_OUTBOUND_ALLOW_HOSTS: op.hostPort,
+    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},127.0.0.1:${deadPort}`,
     CUSTOS_REFRESH_PER_PROVIDER: String(PER_PROVIDER),
   });
-  t = await createTenant(app);
-  const put = (url: string, body: unknown) => app.request('PUT', url, { key: t.adminKey, body });
-  await put(`/v1/tenants/${t.tenantId}/providers/inhouse`, {
-    key: 'inhouse',
-    name: 'In-house Git',
-    authMode: 'oauth2',
-    oauth2: {
-      authorizationUrl: op.endpoints.authorization,
-      tokenUrl: op.endpoints.token,
-      issuer: op.issuer,
-      scopes: ['openid', 'offline_access', 'repo'],
-      rotatesRefreshToken: true,
-    },
-  });
-  await put(`/v1/tenants/${t.tenantId}/providers/inhouse/app`, {
-    clientId: CLIENT.client_id,
-    clientSecret: CLIENT.client_secret,
-  });
-  const c = await app.request('POST', `/v1/tenants/${t.tenantId}/connectors`, {
-    key: t.adminKey,
-    body: {
-      name: 'refresh test',
-      allowedProviders: ['inhouse'],
-      delegation: 'trusted',
-      auth: { method: 'client_secret_basic' },
-    },
-  });
-  connector = c.body;
+  fx = await setUpRefreshTenant(app, op, CLIENT, { deadhouse: `http://127.0.0.1:${deadPort}/token` });
+  t = fx.t;
 });
 
 afterAll(async () => {
@@ -149,15 +82,15 @@ it('refreshes an expired token at the token endpoint, stores the rotated refresh
   expect(events[0].details.rotated).toBe(true);
 });
 
-it('makes exactly one provider call for 50 concurrent exchanges of an expired token, and all get the new token', async () => {
+it('makes exactly one provider call for 100 concurrent exchanges of an expired token, and all get the new token', async () => {
   await connect('u-herd', -5);
-  const results = await Promise.all(Array.from({ length: 50 }, () => exchange('u-herd')));
+  const results = await Promise.all(Array.from({ length: 100 }, () => exchange('u-herd')));
   expect(results.every((r) => r.status === 200)).toBe(true);
   expect(new Set(results.map((r) => r.body.access_token)).size).toBe(1);
   expect(op.tokenRequests.refresh_token).toBe(1);
 });
 
-it('makes exactly one provider call across two processes', async () => {
+it('makes exactly one provider call across two app instances (each with its own lease owner)', async () => {
   const c = await connect('u-two', -5);
   const other = await startTestApp({
     CUSTOS_PUBLIC_URL: PUBLIC_URL,
@@ -312,4 +245,73 @@ it('sweeps many due connections concurrently, never more than the per-provider c
   const peak = refresher.limiter.peakByProvider.get('inhouse');
   expect(peak).toBeGreaterThan(1);
   expect(peak).toBeLessThanOrEqual(PER_PROVIDER);
+});
+
+it('honours Retry-After on a 429: no provider call before it, then the refresh goes through', async () => {
+  const c = await connect('u-429', -5);
+  op.faults.tokenStatus = 429;
+  op.faults.retryAfterSeconds = 3;
+  const res = await exchange('u-429');
+  expect(res.status).toBe(503);
+  expect(res.body.error).toBe('temporarily_unavailable');
+  expect(res.raw).not.toContain(c.access_token);
+  const [backoff] = await app.custos.runtime.dataSource.query(
+    'SELECT status, refresh_failures, refresh_retry_at FROM connections WHERE id = $1',
+    [c.connectionId],
+  );
+  expect(backoff.status).toBe('active');
+  expect(backoff.refresh_failures).toBe(1);
+  // Three seconds, as the provider asked (not the 5 s exponential first step).
+  expect(backoff.refresh_retry_at.getTime() - Date.now()).toBeGreaterThan(1500);
+  expect(backoff.refresh_retry_at.getTime() - Date.now()).toBeLessThanOrEqual(3000);
+  op.faults.tokenStatus = null;
+  op.faults.retryAfterSeconds = null;
+  const refresher = app.custos.app.get(TokenRefresher);
+  expect(await refresher.refreshDue(t.tenantId, c.connectionId)).toBe('failed');
+  expect(op.tokenRequests.refresh_token).toBe(1);
+  await new Promise((r) => setTimeout(r, backoff.refresh_retry_at.getTime() - Date.now() + 50));
+  expect(await refresher.refreshDue(t.tenantId, c.connectionId)).toBe('refreshed');
+  expect(op.tokenRequests.refresh_token).toBe(2);
+  const after = await exchange('u-429');
+  expect(after.status).toBe(200);
+  expect(after.body.access_token).not.toBe(c.access_token);
+});
+
+it('backs off exponentially when the provider is unreachable, and keeps the connection active', async () => {
+  const c = await connect('u-unreachable', -5, 'deadhouse');
+  const first = await exchange('u-unreachable', app, 'deadhouse');
+  expect(first.status).toBe(503);
+  expect(first.body.error).toBe('temporarily_unavailable');
+  const read = async () =>
+    (
+      await app.custos.runtime.dataSource.query(
+        'SELECT status, refresh_failures, refresh_retry_at, refresh_lease_until FROM connections WHERE id = $1',
+        [c.connectionId],
+      )
+    )[0];
+  const one = await read();
+  expect(one.status).toBe('active');
+  expect(one.refresh_failures).toBe(1);
+  expect(one.refresh_lease_until).toBeNull();
+  // First step: 5 s with ±20 % jitter.
+  const firstDelay = one.refresh_retry_at.getTime() - Date.now();
+  expect(firstDelay).toBeGreaterThan(3000);
+  expect(firstDelay).toBeLessThanOrEqual(6000);
+  // The next attempt (once due) waits about twice as long.
+  await app.custos.runtime.dataSource.query('UPDATE connections SET refresh_retry_at = now() WHERE id = $1', [
+    c.connectionId,
+  ]);
+  const refresher = app.custos.app.get(TokenRefresher);
+  expect(await refresher.refreshDue(t.tenantId, c.connectionId)).toBe('failed');
+  const two = await read();
+  expect(two.status).toBe('active');
+  expect(two.refresh_failures).toBe(2);
+  const secondDelay = two.refresh_retry_at.getTime() - Date.now();
+  expect(secondDelay).toBeGreaterThan(7000);
+  expect(secondDelay).toBeLessThanOrEqual(12_000);
+  const audit = await app.custos.runtime.dataSource.query(
+    `SELECT count(*)::int AS n FROM audit_events WHERE connection_id = $1 AND action = 'connection.needs_reauth'`,
+    [c.connectionId],
+  );
+  expect(audit[0].n).toBe(0);
 });
