@@ -22,6 +22,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly refreshes = new Counter({
+    name: 'custos_token_refreshes_total',
+    help: 'Provider token refreshes by outcome: refreshed, failed (retried with backoff), needs_reauth.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly auditInserts = new Counter({
     name: 'custos_audit_group_commits_total',
     help: 'Multi-row audit INSERTs issued by the group committer.',

@@ -22,6 +22,7 @@ import { AuditService, systemActor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { LOGGER } from '../common/logger.js';
+import { Metrics } from '../common/metrics.js';
 import { ProviderOAuthClient } from '../connect/oauth-client.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { readEnvelopeHeader, sealField } from '../crypto/envelope.js';
@@ -87,6 +88,7 @@ export class TokenRefresher {
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(WebhooksService) private readonly webhooks: WebhooksService,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(Metrics) private readonly metrics: Metrics,
   ) {
     this.limiter = new RefreshLimiter(config.refreshConcurrency, config.refreshPerProvider);
     this.leaseSeconds = config.refreshLeaseSeconds;
@@ -139,7 +141,7 @@ export class TokenRefresher {
    * Connections whose refresh (or retry) falls due within `horizonMs`, soonest first: what the sweeper
    * queues. Leased rows are included (the lease may be abandoned); the job finds out.
    */
-  async dueWithin(horizonMs: number, limit = 10_000): Promise<DueRefresh[]> {
+  async dueWithin(horizonMs: number, limit = 10_000, unleasedOnly = false): Promise<DueRefresh[]> {
     const rows: {
       id: string;
       tenant_id: string;
@@ -153,8 +155,9 @@ export class TokenRefresher {
         WHERE refresh_due_at <= now() + make_interval(secs => $1) AND status = 'active' AND type = 'oauth2'
           AND revoked_at IS NULL AND refresh_token IS NOT NULL
           AND (refresh_retry_at IS NULL OR refresh_retry_at <= now() + make_interval(secs => $1))
+          AND (NOT $3 OR refresh_lease_until IS NULL OR refresh_lease_until < now())
         ORDER BY refresh_due_at LIMIT $2`,
-      [horizonMs / 1000, limit],
+      [horizonMs / 1000, limit, unleasedOnly],
     );
     return rows.map((r) => ({
       connectionId: r.id,
@@ -170,24 +173,31 @@ export class TokenRefresher {
    * The in-process sweep (no Redis): refreshes every due connection now, concurrently, within this
    * process's limits in all and per provider.
    */
-  async sweep(limit = 1000): Promise<number> {
-    const due = (await this.dueWithin(0, limit)).filter((d) => d.dueAt.getTime() <= Date.now());
+  async sweep(batch = 1000): Promise<number> {
     let refreshed = 0;
-    await Promise.all(
-      due.map(async (d) => {
-        await this.limiter.acquire(d.provider);
-        try {
-          if ((await this.refreshDue(d.tenantId, d.connectionId)) === 'refreshed') refreshed++;
-        } catch (err) {
-          this.log.warn(
-            { connectionId: d.connectionId, err: { name: (err as Error).name } },
-            'background refresh failed',
-          );
-        } finally {
-          this.limiter.release(d.provider);
-        }
-      }),
-    );
+    // Batch after batch while full ones keep coming (a burst of due tokens), at most 50 per sweep.
+    for (let round = 0; round < 50; round++) {
+      const due = (await this.dueWithin(0, batch, true)).filter((d) => d.dueAt.getTime() <= Date.now());
+      const outcomes = await Promise.all(
+        due.map(async (d) => {
+          await this.limiter.acquire(d.provider);
+          try {
+            return await this.refreshDue(d.tenantId, d.connectionId);
+          } catch (err) {
+            this.log.warn(
+              { connectionId: d.connectionId, err: { name: (err as Error).name } },
+              'background refresh failed',
+            );
+            return 'failed' as const;
+          } finally {
+            this.limiter.release(d.provider);
+          }
+        }),
+      );
+      const done = outcomes.filter((o) => o === 'refreshed').length;
+      refreshed += done;
+      if (due.length < batch || done === 0) break;
+    }
     return refreshed;
   }
 
@@ -301,6 +311,7 @@ export class TokenRefresher {
       } catch (err) {
         if ((err as { error?: string }).error === 'invalid_grant') {
           await this.needsReauth(row, row.interrupted ? 'refresh interrupted' : 'refresh token rejected');
+          this.metrics.refreshes.inc({ outcome: 'needs_reauth' });
           throw new CustosException('conflict', 'The connection needs re-authorization');
         }
         const reason =
@@ -314,6 +325,7 @@ export class TokenRefresher {
              refresh_retry_at = now() + make_interval(secs => $2) WHERE id = $1`,
           [row.id, delay / 1000],
         );
+        this.metrics.refreshes.inc({ outcome: 'failed' });
         this.jobs.schedule([
           {
             connectionId: row.id,
@@ -375,6 +387,7 @@ export class TokenRefresher {
           m,
         );
       });
+      this.metrics.refreshes.inc({ outcome: 'refreshed' });
       if (dueAt) {
         this.jobs.schedule([
           {

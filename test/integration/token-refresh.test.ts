@@ -275,6 +275,10 @@ it('honours Retry-After on a 429: no provider call before it, then the refresh g
   const after = await exchange('u-429');
   expect(after.status).toBe(200);
   expect(after.body.access_token).not.toBe(c.access_token);
+  // Both outcomes are counted for monitoring (no labels beyond the outcome).
+  const metrics = (await app.request('GET', '/metrics')).raw;
+  expect(metrics).toMatch(/^custos_token_refreshes_total\{outcome="failed"\} [1-9]/m);
+  expect(metrics).toMatch(/^custos_token_refreshes_total\{outcome="refreshed"\} [1-9]/m);
 });
 
 it('backs off exponentially when the provider is unreachable, and keeps the connection active', async () => {

@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { ConfigError, describeConfig, loadConfig, variables } from '../../src/config/config.js';
 
 describe('loadConfig', () => {
@@ -66,5 +68,12 @@ describe('loadConfig', () => {
     expect(
       loadConfig({ CUSTOS_OUTBOUND_ALLOW_HOSTS: 'localhost:8443, idp.internal' }).outboundAllowHosts,
     ).toEqual(['localhost:8443', 'idp.internal']);
+  });
+});
+
+describe('the README', () => {
+  it('documents every variable in its configuration table', () => {
+    const readme = fs.readFileSync(path.join(__dirname, '../../README.md'), 'utf8');
+    for (const name of Object.keys(variables)) expect(readme).toContain(`| \`${name}\``);
   });
 });
