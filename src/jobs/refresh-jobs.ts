@@ -30,6 +30,7 @@ export const refreshJobId = (d: Pick<DueRefresh, 'connectionId' | 'version' | 'f
 export class RefreshJobs {
   private scheduler?: RefreshScheduler;
   private onError: (err: Error) => void = () => undefined;
+  private readonly pending: DueRefresh[] = [];
 
   attach(scheduler: RefreshScheduler, onError: (err: Error) => void): void {
     this.scheduler = scheduler;
@@ -46,7 +47,14 @@ export class RefreshJobs {
    */
   schedule(items: DueRefresh[]): void {
     if (!this.scheduler || items.length === 0) return;
-    this.scheduler.schedule(items).catch((err: Error) => this.onError(err));
+    // Items from the same turn of the event loop (a burst of refreshes) go to Redis in one batch.
+    const first = this.pending.length === 0;
+    this.pending.push(...items);
+    if (!first) return;
+    setImmediate(() => {
+      const batch = this.pending.splice(0);
+      this.scheduler!.schedule(batch).catch((err: Error) => this.onError(err));
+    });
   }
 }
 

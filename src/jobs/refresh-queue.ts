@@ -42,6 +42,13 @@ export class RefreshQueue implements RefreshScheduler {
   private sweeping?: Promise<void>;
   /** Jobs this process's sweeps added (tests, benchmarks). */
   sweptJobs = 0;
+  /**
+   * Jobs this process has added, by id, with their due time: a sweep skips them instead of re-adding
+   * thousands of jobs every period. Forgotten two minutes after their due time (so a job lost some other
+   * way is re-added then), and all at once when the sentinel key shows that Redis lost its data.
+   */
+  private readonly added = new Map<string, number>();
+  private sentinel = '';
 
   constructor(private readonly opts: RefreshQueueOptions) {}
 
@@ -61,6 +68,7 @@ export class RefreshQueue implements RefreshScheduler {
     await connection.connect();
     this.connection = connection;
     this.queue = new Queue<RefreshJobData>(REFRESH_QUEUE, { connection, prefix: this.opts.prefix });
+    this.sentinel = `${this.opts.prefix}:${REFRESH_QUEUE}:custos-sentinel`;
     if (!work) return;
     const { run, limiter } = work;
     this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
@@ -97,8 +105,9 @@ export class RefreshQueue implements RefreshScheduler {
     if (!this.queue) throw new Error('refresh queue not started');
     const now = Date.now();
     for (let i = 0; i < items.length; i += ADD_CHUNK) {
+      const chunk = items.slice(i, i + ADD_CHUNK);
       await this.queue.addBulk(
-        items.slice(i, i + ADD_CHUNK).map((d) => ({
+        chunk.map((d) => ({
           name: 'refresh',
           data: { c: d.connectionId, t: d.tenantId, p: d.provider },
           opts: {
@@ -109,7 +118,17 @@ export class RefreshQueue implements RefreshScheduler {
           },
         })),
       );
+      for (const d of chunk) this.added.set(refreshJobId(d), d.dueAt.getTime());
     }
+  }
+
+  /** What a sweep must add: everything when Redis lost its data, else what this process has not added. */
+  private async missing(items: DueRefresh[]): Promise<DueRefresh[]> {
+    const now = Date.now();
+    for (const [id, due] of this.added) if (due + 120_000 < now) this.added.delete(id);
+    // The sentinel lives as long as Redis keeps its data: gone means every job may be gone too.
+    if ((await this.connection!.set(this.sentinel, '1', 'NX')) === 'OK') this.added.clear();
+    return items.filter((d) => !this.added.has(refreshJobId(d)));
   }
 
   /**
@@ -118,7 +137,7 @@ export class RefreshQueue implements RefreshScheduler {
    */
   startSweeper(due: () => Promise<DueRefresh[]>, everyMs: number): void {
     const sweep = async () => {
-      const items = await due();
+      const items = await this.missing(await due());
       await this.schedule(items);
       this.sweptJobs += items.length;
     };
