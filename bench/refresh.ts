@@ -17,7 +17,8 @@
  * bench/results/refresh-*.json.
  *
  * Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_CONNECTIONS,
- * BENCH_PROVIDER_LATENCY_MS, BENCH_MODES (default "bullmq,in-process").
+ * BENCH_PROVIDER_LATENCY_MS, BENCH_MODES (default "bullmq,in-process"), BENCH_PROFILE (a folder for a CPU
+ * profile of the Custos process).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
@@ -129,6 +130,8 @@ async function startCustos(
   const url = `http://127.0.0.1:${port}`;
   const child = fork(path.join(root, 'dist/src/main.js'), [], {
     cwd: root,
+    // BENCH_PROFILE=<dir>: a CPU profile of the Custos process, written when it exits.
+    execArgv: process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [],
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     env: {
       ...process.env,

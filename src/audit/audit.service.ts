@@ -6,6 +6,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { requestContext } from '../common/logger.js';
 import { CustosException } from '../common/errors.js';
+import { returned } from '../database/sql.js';
 import type { ActorType, AuditOutcome } from './audit-event.entity.js';
 
 export interface Actor {
@@ -94,6 +95,41 @@ export class AuditService {
       requestId,
       JSON.stringify(event.details ?? {}),
     ]);
+  }
+
+  /**
+   * Runs `update` (an UPDATE … RETURNING that writes at most one row) and records `event` in the same
+   * statement, only when the update wrote its row: one round trip, atomic without a transaction. Used where
+   * the time between learning something and committing it must be as short as possible (a token refresh).
+   * Returns whether the row was written.
+   */
+  async recordWithUpdate(update: string, params: unknown[], event: AuditRecord): Promise<boolean> {
+    const n = params.length;
+    const p = (i: number, type: string) => `$${n + i}::${type}`;
+    const rows = returned<{ id: string }>(
+      await this.db.query(
+        `WITH written AS (${update})
+         INSERT INTO audit_events
+           (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
+         SELECT ${p(1, 'uuid')}, ${p(2, 'text')}, ${p(3, 'text')}, ${p(4, 'text')}, ${p(5, 'text')}, ${p(6, 'text')},
+                ${p(7, 'uuid')}, ${p(8, 'text')}, ${p(9, 'text')}, ${p(10, 'jsonb')}
+           FROM written RETURNING id`,
+        [
+          ...params,
+          event.tenantId,
+          event.action,
+          event.outcome,
+          event.actor.type,
+          event.actor.id,
+          event.subjectUserId ?? null,
+          event.connectionId ?? null,
+          event.provider ?? null,
+          requestContext.getStore()?.requestId ?? null,
+          JSON.stringify(event.details ?? {}),
+        ],
+      ),
+    );
+    return rows.length > 0;
   }
 
   async list(

@@ -352,41 +352,34 @@ export class TokenRefresher {
       const refresh = next.refreshToken ? seal('refresh_token', next.refreshToken) : null;
       const scopes = next.scopes ?? row.scopes;
       const dueAt = refreshDueAt(new Date(), next.expiresAt);
-      await this.db.transaction(async (m) => {
-        const written = returned<{ id: string }>(
-          await m.query(
-            `UPDATE connections SET secret = $3, refresh_token = COALESCE($4, refresh_token), expires_at = $5,
-               scopes = $6, data_key_id = $7, refresh_due_at = $8, refresh_failures = 0, refresh_retry_at = NULL,
-               version = version + 1, updated_at = now(), refresh_lease_until = NULL, refresh_lease_owner = NULL
-             WHERE id = $1 AND version = $2 RETURNING id`,
-            [
-              row.id,
-              row.version,
-              secret,
-              refresh,
-              next.expiresAt,
-              scopes,
-              readEnvelopeHeader(secret).dataKeyId,
-              dueAt,
-            ],
-          ),
-        );
-        if (written.length === 0)
-          throw new CustosException('conflict', 'The connection changed during the refresh');
-        await this.audit.record(
-          {
-            tenantId: row.tenant_id,
-            action: 'connection.refreshed',
-            outcome: 'allowed',
-            actor: systemActor,
-            subjectUserId: row.user_id,
-            connectionId: row.id,
-            provider: row.provider,
-            details: { rotated: refresh !== null, expiresAt: next.expiresAt.toISOString() },
-          },
-          m,
-        );
-      });
+      // One statement writes the token set (if the row is still at the version read) and its audit event.
+      const written = await this.audit.recordWithUpdate(
+        `UPDATE connections SET secret = $3, refresh_token = COALESCE($4, refresh_token), expires_at = $5,
+           scopes = $6, data_key_id = $7, refresh_due_at = $8, refresh_failures = 0, refresh_retry_at = NULL,
+           version = version + 1, updated_at = now(), refresh_lease_until = NULL, refresh_lease_owner = NULL
+         WHERE id = $1 AND version = $2 RETURNING id`,
+        [
+          row.id,
+          row.version,
+          secret,
+          refresh,
+          next.expiresAt,
+          scopes,
+          readEnvelopeHeader(secret).dataKeyId,
+          dueAt,
+        ],
+        {
+          tenantId: row.tenant_id,
+          action: 'connection.refreshed',
+          outcome: 'allowed',
+          actor: systemActor,
+          subjectUserId: row.user_id,
+          connectionId: row.id,
+          provider: row.provider,
+          details: { rotated: refresh !== null, expiresAt: next.expiresAt.toISOString() },
+        },
+      );
+      if (!written) throw new CustosException('conflict', 'The connection changed during the refresh');
       this.metrics.refreshes.inc({ outcome: 'refreshed' });
       if (dueAt) {
         this.jobs.schedule([
