@@ -78,7 +78,8 @@ export class RefreshLimiter {
 
   /** Takes a slot for the provider; false when none came free within `timeoutMs`. */
   acquire(provider: string, timeoutMs = Infinity): Promise<boolean> {
-    if (this.waiters.length === 0 && this.free(provider)) {
+    // Waiters of other providers wait for their own provider's room, never block this one.
+    if (this.free(provider) && !this.waiters.some((w) => w.provider === provider)) {
       this.take(provider);
       return Promise.resolve(true);
     }

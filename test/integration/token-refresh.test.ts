@@ -4,6 +4,7 @@
  * across two) cause exactly one provider call, `invalid_grant` means re-authorization, a provider outage
  * never hands out a dead token, and the sweep refreshes ahead of expiry with no traffic.
  */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { TokenRefresher } from '../../src/connections/token-refresher.service.js';
 import { startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
@@ -26,6 +27,10 @@ let t: TenantFixture;
 let fx: RefreshFixture;
 /** A port nothing listens on: the token endpoint of the provider `deadhouse`. */
 let deadPort: number;
+/** Accepts connections and never answers: the token endpoint of the provider `blackhole`. */
+let blackhole: Server;
+let blackholePort: number;
+const blackholeSockets = new Set<Socket>();
 
 const connect = (user: string, expiresInSeconds: number, provider?: string) =>
   fx.connect(user, expiresInSeconds, provider);
@@ -46,16 +51,26 @@ beforeAll(async () => {
     refreshTokenRotation: true,
   });
   deadPort = await freePort();
+  blackhole = createServer((socket) => blackholeSockets.add(socket));
+  await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', r));
+  blackholePort = (blackhole.address() as AddressInfo).port;
   app = await startTestApp({
     CUSTOS_PUBLIC_URL: PUBLIC_URL,
-    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},127.0.0.1:${deadPort}`,
+    CUSTOS_OUTBOUND_ALLOW_HOSTS: `${op.hostPort},127.0.0.1:${deadPort},127.0.0.1:${blackholePort}`,
     CUSTOS_REFRESH_PER_PROVIDER: String(PER_PROVIDER),
+    // Provider calls get the lease minus 3 s: a provider that never answers is given up on after 2 s.
+    CUSTOS_REFRESH_LEASE_SECONDS: '5',
   });
-  fx = await setUpRefreshTenant(app, op, CLIENT, { deadhouse: `http://127.0.0.1:${deadPort}/token` });
+  fx = await setUpRefreshTenant(app, op, CLIENT, {
+    deadhouse: `http://127.0.0.1:${deadPort}/token`,
+    blackhole: `http://127.0.0.1:${blackholePort}/token`,
+  });
   t = fx.t;
 });
 
 afterAll(async () => {
+  for (const socket of blackholeSockets) socket.destroy();
+  await new Promise((r) => blackhole.close(r));
   await app.close();
   await op.close();
 });
@@ -318,4 +333,44 @@ it('backs off exponentially when the provider is unreachable, and keeps the conn
     [c.connectionId],
   );
   expect(audit[0].n).toBe(0);
+});
+
+it('keeps refreshing other providers while one provider hangs: it gets no more than its cap of slots', async () => {
+  const refresher = app.custos.app.get(TokenRefresher);
+  const hung: string[] = [];
+  for (let i = 0; i < 2 * PER_PROVIDER; i++)
+    hung.push((await connect(`u-hung-${i}`, 3600, 'blackhole')).connectionId);
+  const healthy: string[] = [];
+  for (let i = 0; i < 4; i++) healthy.push((await connect(`u-healthy-${i}`, 3600)).connectionId);
+  await app.custos.runtime.dataSource.query(
+    'UPDATE connections SET refresh_due_at = now() WHERE id = ANY($1)',
+    [[...hung, ...healthy]],
+  );
+  op.reset();
+  refresher.limiter.resetPeaks();
+  const sweeping = refresher.sweep();
+  // The healthy provider's refreshes all finish while the hung provider's calls are still waiting.
+  const until = Date.now() + 1500;
+  for (;;) {
+    const [{ n }] = await app.custos.runtime.dataSource.query(
+      `SELECT count(*)::int AS n FROM connections WHERE id = ANY($1) AND refresh_due_at > now()`,
+      [healthy],
+    );
+    if (n === healthy.length) break;
+    if (Date.now() > until) throw new Error(`only ${n} healthy refreshes while a provider hangs`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  await sweeping;
+  expect(op.tokenRequests.refresh_token).toBe(healthy.length);
+  expect(refresher.limiter.peakByProvider.get('blackhole')).toBe(PER_PROVIDER);
+  // The hung provider's connections are backing off, still active, their tokens kept.
+  const rows = await app.custos.runtime.dataSource.query(
+    'SELECT status, refresh_failures FROM connections WHERE id = ANY($1)',
+    [hung],
+  );
+  expect(
+    rows.every(
+      (r: { status: string; refresh_failures: number }) => r.status === 'active' && r.refresh_failures === 1,
+    ),
+  ).toBe(true);
 });
