@@ -16,7 +16,6 @@ import { fork, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,32 +24,15 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { RootKeyring } from '../src/crypto/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
+import { admin, adminUrl, call, freePort, log, waitForHealth } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.dirname(here);
-const adminUrl =
-  process.env.BENCH_DATABASE_URL ??
-  process.env.TEST_DATABASE_URL ??
-  'postgres://postgres@127.0.0.1:5432/postgres';
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10_000);
 const USERS = Math.min(Number(process.env.BENCH_USERS ?? 1_000), CONNECTIONS);
 const DURATION = Number(process.env.BENCH_DURATION ?? 15);
 const POOL = 10;
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-
-function log(msg: string): void {
-  process.stderr.write(`[bench] ${msg}\n`);
-}
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: adminUrl });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 interface LoadResult {
   requests: { average: number };
@@ -75,45 +57,6 @@ function runLoad(job: object): Promise<LoadResult> {
     });
     child.stdin.end(JSON.stringify(job));
   });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForHealth(url: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('Custos did not become healthy');
-}
-
-async function call<T = unknown>(
-  url: string,
-  method: string,
-  route: string,
-  key: string,
-  body: unknown,
-): Promise<T> {
-  const res = await fetch(url + route, {
-    method,
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${await res.text()}`);
-  return (await res.json()) as T;
 }
 
 async function countAuditEvents(dbUrl: string): Promise<number> {
