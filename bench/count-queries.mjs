@@ -9,6 +9,7 @@ pg.Client.prototype.query = function (...args) {
   return original.apply(this, args);
 };
 process.on('message', (m) => {
-  if (m === 'stats') process.send({ statements, rss: process.memoryUsage().rss, memory: process.memoryUsage() });
+  if (m === 'stats')
+    process.send({ statements, rss: process.memoryUsage().rss, memory: process.memoryUsage() });
   if (m === 'gc' && global.gc) global.gc();
 });

@@ -24,7 +24,7 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { RootKeyring } from '../src/crypto/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
-import { admin, adminUrl, call, freePort, log, waitForHealth } from './lib.js';
+import { admin, adminUrl, call, freePort, log, shippedNodeFlags, waitForHealth } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.dirname(here);
@@ -105,6 +105,7 @@ async function main(): Promise<void> {
     const server = fork(path.join(root, 'dist/src/main.js'), [], {
       cwd: root,
       execArgv: [
+        ...shippedNodeFlags(root),
         '--import',
         path.join(here, 'count-queries.mjs'),
         // BENCH_PROFILE=<dir>: a CPU profile of the Custos process, written when it exits.

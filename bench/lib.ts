@@ -1,6 +1,7 @@
 /** What the benchmarks share: logging, the admin database, free ports, health waits and admin API calls. */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 
@@ -8,6 +9,20 @@ export const adminUrl =
   process.env.BENCH_DATABASE_URL ??
   process.env.TEST_DATABASE_URL ??
   'postgres://postgres@127.0.0.1:5432/postgres';
+
+/**
+ * The V8 flags `npm start` runs Custos with (package.json `config.nodeFlags`), so that a benchmark measures
+ * the configuration that ships.
+ */
+export function shippedNodeFlags(root: string): string[] {
+  // BENCH_NODE_FLAGS replaces them, for experiments (an empty value: no flags).
+  if (process.env.BENCH_NODE_FLAGS !== undefined)
+    return process.env.BENCH_NODE_FLAGS.split(/\s+/).filter(Boolean);
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as {
+    config?: { nodeFlags?: string };
+  };
+  return (pkg.config?.nodeFlags ?? '').split(/\s+/).filter(Boolean);
+}
 
 export function log(msg: string): void {
   process.stderr.write(`[bench] ${msg}\n`);

@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { RootKeyring } from '../src/crypto/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
-import { admin, adminUrl, call, freePort, log, rssOf, waitForHealth } from './lib.js';
+import { admin, adminUrl, call, freePort, log, rssOf, shippedNodeFlags, waitForHealth } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.dirname(here);
@@ -131,7 +131,10 @@ async function startCustos(
   const child = fork(path.join(root, 'dist/src/main.js'), [], {
     cwd: root,
     // BENCH_PROFILE=<dir>: a CPU profile of the Custos process, written when it exits.
-    execArgv: process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [],
+    execArgv: [
+      ...shippedNodeFlags(root),
+      ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+    ],
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     env: {
       ...process.env,
