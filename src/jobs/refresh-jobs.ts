@@ -37,10 +37,6 @@ export class RefreshJobs {
     this.onError = onError;
   }
 
-  get attached(): boolean {
-    return this.scheduler !== undefined;
-  }
-
   /**
    * Queues the refreshes; never fails the caller. A lost job costs nothing but time: the sweeper
    * re-creates it from PostgreSQL before it is due.

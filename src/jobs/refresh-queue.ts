@@ -40,8 +40,6 @@ export class RefreshQueue implements RefreshScheduler {
   private worker?: Worker<RefreshJobData>;
   private sweepTimer?: NodeJS.Timeout;
   private sweeping?: Promise<void>;
-  /** Jobs this process's sweeps added (tests, benchmarks). */
-  sweptJobs = 0;
   /**
    * Jobs this process has added, by id, with their due time: a sweep skips them instead of re-adding
    * thousands of jobs every period. Forgotten two minutes after their due time (so a job lost some other
@@ -139,7 +137,6 @@ export class RefreshQueue implements RefreshScheduler {
     const sweep = async () => {
       const items = await this.missing(await due());
       await this.schedule(items);
-      this.sweptJobs += items.length;
     };
     const tick = () => {
       if (this.sweeping) return;
