@@ -65,6 +65,13 @@ const insertSql = `INSERT INTO audit_events
   (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
 
+/** The audit trail could not be written: the answer is 503, and the database's reason stays in the log. */
+export function auditUnwritable(err: unknown): never {
+  const e = new CustosException('temporarily_unavailable', 'The audit trail cannot be written; retry later');
+  e.cause = err;
+  throw e;
+}
+
 export function encodeCursor(id: string): string {
   return Buffer.from(`a:${id}`).toString('base64url');
 }
@@ -80,21 +87,27 @@ export function decodeCursor(cursor: string): string {
 export class AuditService {
   constructor(@Inject(DataSource) private readonly db: DataSource) {}
 
-  /** Writes an event inside the caller's transaction (or on its own when no manager is given). */
+  /**
+   * Writes an event inside the caller's transaction (or on its own when no manager is given). When the event
+   * cannot be written, whatever the database said, the caller's write fails closed with 503: the trail being
+   * unwritable is never the client's fault (nor a 500).
+   */
   async record(event: AuditRecord, manager?: EntityManager): Promise<void> {
     const requestId = requestContext.getStore()?.requestId ?? null;
-    await (manager ?? this.db.manager).query(insertSql, [
-      event.tenantId,
-      event.action,
-      event.outcome,
-      event.actor.type,
-      event.actor.id,
-      event.subjectUserId ?? null,
-      event.connectionId ?? null,
-      event.provider ?? null,
-      requestId,
-      JSON.stringify(event.details ?? {}),
-    ]);
+    await (manager ?? this.db.manager)
+      .query(insertSql, [
+        event.tenantId,
+        event.action,
+        event.outcome,
+        event.actor.type,
+        event.actor.id,
+        event.subjectUserId ?? null,
+        event.connectionId ?? null,
+        event.provider ?? null,
+        requestId,
+        JSON.stringify(event.details ?? {}),
+      ])
+      .catch(auditUnwritable);
   }
 
   /**
@@ -107,27 +120,29 @@ export class AuditService {
     const n = params.length;
     const p = (i: number, type: string) => `$${n + i}::${type}`;
     const rows = returned<{ id: string }>(
-      await this.db.query(
-        `WITH written AS (${update})
+      await this.db
+        .query(
+          `WITH written AS (${update})
          INSERT INTO audit_events
            (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
          SELECT ${p(1, 'uuid')}, ${p(2, 'text')}, ${p(3, 'text')}, ${p(4, 'text')}, ${p(5, 'text')}, ${p(6, 'text')},
                 ${p(7, 'uuid')}, ${p(8, 'text')}, ${p(9, 'text')}, ${p(10, 'jsonb')}
            FROM written RETURNING id`,
-        [
-          ...params,
-          event.tenantId,
-          event.action,
-          event.outcome,
-          event.actor.type,
-          event.actor.id,
-          event.subjectUserId ?? null,
-          event.connectionId ?? null,
-          event.provider ?? null,
-          requestContext.getStore()?.requestId ?? null,
-          JSON.stringify(event.details ?? {}),
-        ],
-      ),
+          [
+            ...params,
+            event.tenantId,
+            event.action,
+            event.outcome,
+            event.actor.type,
+            event.actor.id,
+            event.subjectUserId ?? null,
+            event.connectionId ?? null,
+            event.provider ?? null,
+            requestContext.getStore()?.requestId ?? null,
+            JSON.stringify(event.details ?? {}),
+          ],
+        )
+        .catch(auditUnwritable),
     );
     return rows.length > 0;
   }

@@ -5,6 +5,34 @@ import { CustosException } from './errors.js';
 
 export const uuidSchema = z.uuid();
 
+/**
+ * The one rule for a free-text string that reaches the database or the audit trail: well-formed UTF-16
+ * (no lone surrogates, which PostgreSQL refuses), no NUL or other control characters (tab excepted only where
+ * `multiline` allows line breaks), and bounded length. Every schema and form field builds on this.
+ */
+const MULTILINE_PROBLEM = /(?![\t\n\r])\p{Cc}/u;
+const SINGLE_LINE_PROBLEM = /\p{Cc}/u;
+
+export function textProblem(value: string, multiline = false): string | null {
+  // With the u flag, a surrogate pair reads as one code point; only a lone surrogate matches \p{Cs}.
+  if (/\p{Cs}/u.test(value)) return 'must not contain lone surrogates';
+  if ((multiline ? MULTILINE_PROBLEM : SINGLE_LINE_PROBLEM).test(value))
+    return 'must not contain control characters';
+  return null;
+}
+
+export function text(opts: { min?: number; max: number; multiline?: boolean; trim?: boolean }) {
+  let s = z.string();
+  if (opts.trim) s = s.trim();
+  return s
+    .min(opts.min ?? 1)
+    .max(opts.max)
+    .superRefine((v, ctx) => {
+      const problem = textProblem(v, opts.multiline);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    });
+}
+
 /** External user ids are the identity provider's subject: printable, bounded. */
 export const userIdSchema = z
   .string()
