@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
+import { returned } from '../database/sql.js';
 import { CustosException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { ProviderCatalog, publicProviderView, type PublicProviderView } from './provider-catalog.js';
@@ -212,6 +213,7 @@ export class TenantProvidersService {
         );
       }
       await m.query('DELETE FROM tenant_providers WHERE id = $1', [row.id]);
+      const leftovers = await this.removeReferences(m, tenantId, key);
       await this.audit.record(
         {
           tenantId,
@@ -219,7 +221,7 @@ export class TenantProvidersService {
           outcome: 'allowed',
           actor,
           provider: key,
-          details: { key, version: row.version, hosts: definitionHosts(row.definition) },
+          details: { key, version: row.version, hosts: definitionHosts(row.definition), ...leftovers },
         },
         m,
       );
@@ -234,6 +236,63 @@ export class TenantProvidersService {
         `"${key}" is a built-in provider; a custom provider needs another key`,
       );
     }
+  }
+
+  /**
+   * Everything that named a deleted custom provider goes with it, so that a provider created later under
+   * the same key (perhaps at another host) inherits nothing: the OAuth app and its sealed client secret,
+   * connectors' permission to use it, open connect links, and queued revocations (whose sealed tokens could
+   * only ever be sent to the deleted provider's endpoints).
+   */
+  private async removeReferences(
+    m: EntityManager,
+    tenantId: string,
+    key: string,
+  ): Promise<{
+    appDeleted: boolean;
+    connectorsUpdated: number;
+    sessionsClosed: number;
+    revocationsDropped: number;
+  }> {
+    const apps = returned<{ id: string }>(
+      await m.query('DELETE FROM provider_apps WHERE tenant_id = $1 AND provider = $2 RETURNING id', [
+        tenantId,
+        key,
+      ]),
+    );
+    // A version bump makes the token endpoint re-read each connector on its next request.
+    const connectors = returned<{ id: string }>(
+      await m.query(
+        `UPDATE connectors
+            SET allowed_providers = array_remove(allowed_providers, $2), allowed_scopes = allowed_scopes - $2,
+                version = version + 1, updated_at = now()
+          WHERE tenant_id = $1 AND ($2 = ANY (allowed_providers) OR allowed_scopes ? $2)
+          RETURNING id`,
+        [tenantId, key],
+      ),
+    );
+    const sessions = returned<{ id: string }>(
+      await m.query(
+        `UPDATE connect_sessions
+            SET status = 'failed', flow_secrets = NULL, login_secrets = NULL, state_hash = NULL,
+                login_state_hash = NULL
+          WHERE tenant_id = $1 AND provider = $2 AND status = 'pending'
+          RETURNING id`,
+        [tenantId, key],
+      ),
+    );
+    const revocations = returned<{ id: string }>(
+      await m.query('DELETE FROM pending_revocations WHERE tenant_id = $1 AND provider = $2 RETURNING id', [
+        tenantId,
+        key,
+      ]),
+    );
+    return {
+      appDeleted: apps.length > 0,
+      connectorsUpdated: connectors.length,
+      sessionsClosed: sessions.length,
+      revocationsDropped: revocations.length,
+    };
   }
 
   private async liveConnections(m: EntityManager, tenantId: string, key: string): Promise<number> {

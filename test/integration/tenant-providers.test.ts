@@ -653,6 +653,80 @@ describe('using a custom provider', () => {
     expect(after.body.error).toBe('invalid_target');
     expect(after.body.error_description).toBe('Unknown provider');
   });
+
+  it('leaves nothing behind when deleted: the OAuth app, connectors’ permission and open links go with it', async () => {
+    const key = freshKey('gone');
+    expect((await put(a, key, oauthProvider(key))).status).toBe(201);
+    const appPut = await app.request('PUT', `${base(a)}/${key}/app`, {
+      key: a.adminKey,
+      body: { clientId: 'corp-client', clientSecret: uniqueSecret('corp-secret') },
+    });
+    expect(appPut.status).toBeLessThan(300);
+    const connector = await app.request('POST', `/v1/tenants/${a.tenantId}/connectors`, {
+      key: a.adminKey,
+      body: connectorBody([key, 'github'], { [key]: ['read'] }),
+    });
+    expect(connector.status).toBe(201);
+    const session = await app.request('POST', `/v1/tenants/${a.tenantId}/connect/sessions`, {
+      key: a.adminKey,
+      body: { userId: 'dora', provider: key },
+    });
+    expect(session.status).toBe(201);
+
+    expect((await app.request('DELETE', `${base(a)}/${key}`, { key: a.adminKey })).status).toBe(204);
+
+    const apps = await db().query('SELECT 1 FROM provider_apps WHERE tenant_id = $1 AND provider = $2', [
+      a.tenantId,
+      key,
+    ]);
+    expect(apps).toEqual([]);
+    const updated = await app.request('GET', `/v1/tenants/${a.tenantId}/connectors/${connector.body.id}`, {
+      key: a.adminKey,
+    });
+    expect(updated.body.allowedProviders).toEqual(['github']);
+    expect(updated.body.allowedScopes ?? {}).toEqual({});
+    const link = await app.request('GET', `/v1/tenants/${a.tenantId}/connect/sessions/${session.body.id}`, {
+      key: a.adminKey,
+    });
+    expect(link.body.status).toBe('failed');
+    const [event] = await db().query(
+      `SELECT details FROM audit_events WHERE tenant_id = $1 AND action = 'provider.deleted' AND provider = $2`,
+      [a.tenantId, key],
+    );
+    expect(event.details).toMatchObject({
+      appDeleted: true,
+      connectorsUpdated: 1,
+      sessionsClosed: 1,
+      revocationsDropped: 0,
+    });
+
+    // A provider created again under the same key (at another host) inherits none of it.
+    const again = oauthProvider(key, {
+      oauth2: {
+        authorizationUrl: `https://${PUBLIC_IP}/authorize`,
+        tokenUrl: `https://${PUBLIC_IP}/token`,
+        scopes: ['read'],
+      },
+    });
+    expect((await put(a, key, again)).status).toBe(201);
+    expect((await app.request('GET', `${base(a)}/${key}/app`, { key: a.adminKey })).status).toBe(404);
+    const exchange = await app.request('POST', '/oauth/token', {
+      payload: new URLSearchParams({
+        grant_type: EXCHANGE,
+        subject_token: 'dora',
+        subject_token_type: USER_ID_TYPE,
+        audience: key,
+      }).toString(),
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization:
+          'Basic ' +
+          Buffer.from(`${connector.body.clientId}:${connector.body.clientSecret}`).toString('base64'),
+      },
+    });
+    expect(exchange.status).toBe(400);
+    expect(exchange.body.error).toBe('invalid_target');
+  });
 });
 
 describe('ProviderRegistry', () => {
@@ -736,7 +810,17 @@ describe('audit', () => {
     ]);
     expect(saved[0].actor).toEqual({ type: 'admin_key', id: a.adminKeyId });
     const deleted = (await auditEvents(a, 'provider.deleted')).filter((e) => e.provider === key);
-    expect(deleted.map((e) => e.details)).toEqual([{ key, version: 2, hosts: [PUBLIC_IP] }]);
+    expect(deleted.map((e) => e.details)).toEqual([
+      {
+        key,
+        version: 2,
+        hosts: [PUBLIC_IP],
+        appDeleted: false,
+        connectorsUpdated: 0,
+        sessionsClosed: 0,
+        revocationsDropped: 0,
+      },
+    ]);
 
     const raw = await db().query(
       `SELECT details::text AS d FROM audit_events WHERE tenant_id = $1 AND action LIKE 'provider.%'`,
