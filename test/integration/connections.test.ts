@@ -116,7 +116,10 @@ describe('PUT /v1/tenants/:tenantId/users/:userId/connections/:provider', () => 
     );
     try {
       const res = await put(a, 'audit-fails', 'openai', { type: 'api_key', apiKey: uniqueSecret('sk') });
-      expect(res.status).toBe(500);
+      // Fail closed, and as an outage (503 with Retry-After), never as the client's fault or a 500.
+      expect(res.status).toBe(503);
+      expect(res.body.error).toBe('temporarily_unavailable');
+      expect(res.headers['retry-after']).toBeDefined();
       const rows = await ds.query(`SELECT id FROM connections WHERE user_id = 'audit-fails'`);
       expect(rows).toHaveLength(0);
     } finally {

@@ -677,7 +677,10 @@ describe('audit', () => {
     );
     try {
       const res = await create(a, secretConnector({ name: 'audit-fails' }));
-      expect(res.status).toBe(500);
+      // Fail closed, and as an outage (503 with Retry-After), never as the client's fault or a 500.
+      expect(res.status).toBe(503);
+      expect(res.body.error).toBe('temporarily_unavailable');
+      expect(res.headers['retry-after']).toBeDefined();
       expect(await db().query(`SELECT id FROM connectors WHERE name = 'audit-fails'`)).toHaveLength(0);
     } finally {
       await db().query('DROP TRIGGER test_fail_connector_audit ON audit_events');
