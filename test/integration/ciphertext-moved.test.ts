@@ -144,7 +144,9 @@ describe('ciphertext moved in the database', () => {
     const read = (): Promise<{ outcome: string; connection_id: string | null; tenant_id: string }[]> =>
       db().query(
         `SELECT outcome, connection_id, tenant_id FROM audit_events
-          WHERE action = 'token.exchange' AND outcome <> 'allowed' ORDER BY id`,
+          WHERE action = 'token.exchange' AND outcome <> 'allowed' AND tenant_id = ANY ($1::uuid[])
+          ORDER BY id`,
+        [[a.tenantId, b.tenantId]],
       );
     // A failure's event is written after the answer (the answer is 5xx whether or not it can be written).
     let rows = await read();
