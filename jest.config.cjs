@@ -13,6 +13,11 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  // The long fault runs (npm run test:faults) stay out of npm test.
+  testPathIgnorePatterns: [
+    '/node_modules/',
+    ...(process.env.CUSTOS_FAULTS === '1' ? [] : ['<rootDir>/test/faults/']),
+  ],
   transform: { '^.+\\.(t|j|mj)s$': ['@swc/jest', swc] },
   transformIgnorePatterns: [],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },

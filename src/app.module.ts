@@ -13,6 +13,7 @@ import { SubjectTokenVerifier } from './broker/subject-token.js';
 import { TokenController } from './broker/token.controller.js';
 import { CONFIG, type Config } from './config/config.js';
 import { LOGGER } from './common/logger.js';
+import { DenialThrottle } from './common/denial-throttle.js';
 import { OutboundHttpClient } from './common/outbound-http.js';
 import { ConnectSessionsController } from './connect/connect-sessions.controller.js';
 import { ConnectSessionsService } from './connect/connect-sessions.service.js';
@@ -112,6 +113,7 @@ export class AppModule {
         KeyBackendService,
         AuditService,
         AdminKeysService,
+        DenialThrottle,
         AdminAuthGuard,
         TenantsService,
         WebhooksService,

@@ -8,13 +8,15 @@ import { AppModule, type Runtime } from './app.module.js';
 import { BrokerService } from './broker/broker.service.js';
 import { ProviderRevocationService } from './connect/provider-revocation.service.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
-import { CustosExceptionFilter } from './common/exception.filter.js';
+import { answerFrameworkError, CustosExceptionFilter } from './common/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
+import { fastifyTrustProxy } from './common/rate-limit.js';
+import { installInputGuards } from './common/validation.js';
 import { ConnectionsService } from './connections/connections.service.js';
 import { TokenRefresher } from './connections/token-refresher.service.js';
 import { KeyBackendService } from './crypto/key-backend.service.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
-import { createDataSource, runMigrations } from './database/data-source.js';
+import { auditTrailProtection, createDataSource, runMigrations } from './database/data-source.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
 import { AdminKeysService } from './identity/admin-keys.service.js';
 import { BullMqJobRunner, InProcessJobRunner, type JobRunner } from './jobs/job-runner.js';
@@ -46,22 +48,35 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   logger.debug({ config: describeConfig(config) }, 'configuration');
 
+  // Before anything starts: a bad keyring (or key file) must not cost an embedded PostgreSQL start.
+  const keyring = loadRootKeyring(config, logger);
   let embedded: EmbeddedPostgresHandle | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
     embedded = await startEmbeddedPostgres(config.dataDir, logger);
     databaseUrl = embedded.databaseUrl;
   }
-  const dataSource = createDataSource(databaseUrl, config.dbPoolSize);
+  const dataSource = createDataSource(databaseUrl, config.dbPoolSize, {
+    connectTimeoutMs: config.dbConnectTimeoutMs,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
+  });
   const cleanups: (() => Promise<unknown>)[] = [];
   try {
     await dataSource.initialize();
     cleanups.push(() => dataSource.destroy());
     if (config.migrationsRun) {
-      const ran = await runMigrations(dataSource);
+      const ran = await runMigrations(dataSource, { ownerUrl: config.migrationDatabaseUrl });
       if (ran.length > 0) logger.info({ migrations: ran }, 'migrations applied');
     }
-    const keyring = loadRootKeyring(config, logger);
+    if (!embedded) {
+      const protection = await auditTrailProtection(dataSource);
+      if (protection !== 'enforced') {
+        logger.warn(
+          { databaseRole: protection },
+          `the application's database role ${protection === 'owner' ? 'owns audit_events' : 'is a superuser'} and could alter the audit trail: run migrations as the schema owner (CUSTOS_MIGRATION_DATABASE_URL) and the application as a role of its own`,
+        );
+      }
+    }
     const catalog = await ProviderCatalog.load();
     const worker = config.role !== 'api';
     // The api role runs no background jobs: its runner stays empty.
@@ -75,7 +90,10 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       bodyLimit: config.bodyLimitBytes,
       // User ids are up to 255 characters, percent-encoded in the path.
       routerOptions: { maxParamLength: 2048 },
-      trustProxy: false,
+      // Malformed path parameters, which the router refuses itself, answered in the stable shape too.
+      frameworkErrors: answerFrameworkError,
+      // Which proxies may name the client (X-Forwarded-For): rate limits and audit use req.ip.
+      trustProxy: fastifyTrustProxy(config.trustProxy),
       genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => {
         const given = req.headers['x-request-id'];
         return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
@@ -92,6 +110,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       void reply.header('x-content-type-options', 'nosniff');
       done();
     });
+    installInputGuards(fastify);
     const access = accessLogger(logger);
     fastify.addHook('onResponse', (req, reply, done) => {
       access.info(

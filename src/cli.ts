@@ -1,6 +1,6 @@
 /** The `custos` command line: `node dist/src/cli.js migrate` (npm run migration:run). */
 import 'reflect-metadata';
-import { loadConfig } from './config/config.js';
+import { ConfigError, loadConfig } from './config/config.js';
 import { createLogger } from './common/logger.js';
 import { createDataSource, runMigrations } from './database/data-source.js';
 import { startEmbeddedPostgres } from './database/embedded-postgres.js';
@@ -12,7 +12,7 @@ async function migrate(): Promise<void> {
   const ds = createDataSource(config.databaseUrl ?? embedded!.databaseUrl, 2);
   try {
     await ds.initialize();
-    const ran = await runMigrations(ds);
+    const ran = await runMigrations(ds, { ownerUrl: config.migrationDatabaseUrl });
     log.info({ migrations: ran }, ran.length ? 'migrations applied' : 'database is up to date');
   } finally {
     await ds.destroy().catch(() => undefined);
@@ -28,6 +28,11 @@ if (!run) {
   process.exit(2);
 }
 run().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    // Named variable, never its value; checked before the embedded PostgreSQL (if any) starts.
+    process.stderr.write(`custos: configuration error: ${err.message.replace(/[\r\n]+/g, ' ')}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`custos ${command}: ${(err as Error).message}\n`);
   process.exit(1);
 });

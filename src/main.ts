@@ -4,17 +4,15 @@ import { startCustos } from './bootstrap.js';
 import { ConfigError, loadConfig } from './config/config.js';
 import { createLogger } from './common/logger.js';
 
+/** A configuration mistake is the operator's to fix: one line naming the variable, no stack trace. */
+function exitOnConfigError(err: ConfigError): never {
+  process.stderr.write(`custos: configuration error: ${err.message.replace(/[\r\n]+/g, ' ')}\n`);
+  process.exit(2);
+}
+
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`custos: configuration error: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  // Everything is validated here, before any server (embedded PostgreSQL included) starts.
+  const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const custos = await startCustos({ config, logger });
   let stopping = false;
@@ -32,6 +30,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof ConfigError) exitOnConfigError(err);
   const e = err as Error;
   createLogger('error').fatal(
     { err: { name: e?.name, message: e?.message, stack: e?.stack } },

@@ -10,17 +10,25 @@
  * verified user tokens are checked against the versions the decision read returns, so disabling a
  * connector, rotating its secret or changing an identity provider acts on the next request.
  * The credential is released only after its audit event has committed; every denial is audited too.
+ *
+ * Failed client authentications (and anything refused before the client is authenticated) are counted per
+ * claimed client id and per source address; over the limit the answer is 429 `slow_down` with Retry-After,
+ * decided from memory before any other work, and denials past a threshold are folded into counted events
+ * (see DenialThrottle). Successful requests pay one in-memory lookup and are never counted.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
+import { decodeJwt } from 'jose';
 import { DataSource } from 'typeorm';
 import { AuditBatcher } from '../audit/audit-batcher.js';
 import type { Actor, AuditRecord } from '../audit/audit.service.js';
+import { DenialThrottle, type DenialVerdict } from '../common/denial-throttle.js';
 import { CustosException } from '../common/errors.js';
 import { isInfrastructureError } from '../common/exception.filter.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
-import { userIdSchema } from '../common/validation.js';
+import { addressKey, clientKey, sourceAddress, type Block, type LimitKey } from '../common/rate-limit.js';
+import { textProblem, userIdSchema } from '../common/validation.js';
 import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
@@ -31,11 +39,12 @@ import {
   type FreshToken,
 } from '../connections/token-refresher.service.js';
 import { preparedQuery } from '../database/sql.js';
-import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { PROVIDER_KEY_PATTERN, type ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import {
   ClientAuthenticator,
   ClientAuthError,
+  parseBasicAuth,
   type AuthenticatedClient,
   type ClientAuthInput,
 } from './client-auth.js';
@@ -56,6 +65,8 @@ export interface TokenRequest {
   contentType: string | undefined;
   authorization: string | undefined;
   body: unknown;
+  /** The client's address (the socket's, or what a trusted proxy says): failures are limited by it. */
+  sourceAddress?: string;
 }
 
 export interface TokenResponse {
@@ -119,7 +130,7 @@ const ASSERTION_DECISION_SQL = `WITH used AS (
 @Injectable()
 export class BrokerService {
   /** Outcomes since start (for metrics and benchmarks). */
-  readonly stats = { released: 0, denied: 0, consentRequired: 0, unavailable: 0 };
+  readonly stats = { released: 0, denied: 0, consentRequired: 0, unavailable: 0, throttled: 0 };
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
@@ -133,6 +144,7 @@ export class BrokerService {
     @Inject(Metrics) private readonly metrics: Metrics,
     @Inject(DecisionBatcher) private readonly decisions: DecisionBatcher,
     @Inject(TokenRefresher) private readonly refresher: TokenRefresher,
+    @Inject(DenialThrottle) private readonly throttle: DenialThrottle,
   ) {}
 
   /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
@@ -153,6 +165,9 @@ export class BrokerService {
       actor: { type: 'connector', id: null },
       details: {},
     };
+    // From memory, before anything else: a throttled request costs no lookup, hash or audit write.
+    const block = this.throttle.gate([addressKey(req.sourceAddress)], 'token');
+    if (block) return this.slowDown(block);
     try {
       const response = await this.exchange(req, event);
       if (response.status === 200) {
@@ -161,8 +176,31 @@ export class BrokerService {
       }
       return response;
     } catch (err) {
-      return this.refuse(err, event);
+      return this.refuse(err, event, req);
     }
+  }
+
+  /**
+   * What failures of this request count against: its source address and the client id it claims (from HTTP
+   * Basic, a client assertion's `iss` or `client_id`), known to Custos or not.
+   */
+  private limitKeys(req: TokenRequest): LimitKey[] {
+    const address = addressKey(req.sourceAddress);
+    const claimed = claimedClientId(req);
+    return claimed === undefined ? [address] : [clientKey(claimed), address];
+  }
+
+  private slowDown(block: Block): TokenResponse {
+    this.stats.throttled++;
+    this.metrics.tokenRequests.inc({ outcome: 'throttled' });
+    return {
+      status: 429,
+      headers: { ...noStore(), 'retry-after': String(block.retryAfterSeconds) },
+      body: {
+        error: 'slow_down',
+        error_description: `Too many failed requests; retry after ${block.retryAfterSeconds} seconds`,
+      },
+    };
   }
 
   private async exchange(
@@ -194,6 +232,10 @@ export class BrokerService {
     }
     const provider = form.audience;
     if (!provider) throw invalidRequest('audience (the provider key) is required', 'missing_audience');
+    // Not a provider key at all: refused without a lookup, and not recorded (it is the caller's text).
+    if (!PROVIDER_KEY_PATTERN.test(provider)) {
+      throw new Refusal(400, 'invalid_target', 'Unknown provider', 'malformed_audience');
+    }
     // A catalog provider (or a cached custom one) costs no I/O; a tenant's custom providers are read at most
     // once per cache period.
     const tenantId = client.connector.tenantId;
@@ -509,15 +551,37 @@ export class BrokerService {
   private async refuse(
     err: unknown,
     event: AuditRecord & { details: Record<string, unknown> },
+    req: TokenRequest,
   ): Promise<TokenResponse> {
     if (err instanceof Refusal) {
       event.outcome = 'denied';
       event.details.reason = err.reason;
       event.details.error = err.error;
-      try {
-        await this.audit.write(event);
-      } catch (auditErr) {
-        return this.unavailable(auditFailure(auditErr), event);
+      // Refused before the client was authenticated, or its authentication failed: counted and throttled.
+      const unauthenticated = err.error === 'invalid_client' || event.details.authMethod === undefined;
+      let verdict: DenialVerdict = 'audit';
+      if (unauthenticated) {
+        const address = sourceAddress(req.sourceAddress)?.address;
+        if (address) event.details.sourceAddress = address;
+        const keys = this.limitKeys(req);
+        verdict = await this.throttle.failed(keys, {
+          endpoint: 'token',
+          tenantId: event.tenantId,
+          actor: event.actor,
+          reason: err.reason,
+        });
+        const block = this.throttle.overLimit(keys);
+        if (block) {
+          if (verdict === 'audit') await this.audit.write(event).catch(() => undefined);
+          return this.slowDown(block);
+        }
+      }
+      if (verdict === 'audit') {
+        try {
+          await this.audit.write(event);
+        } catch (auditErr) {
+          return this.unavailable(auditFailure(auditErr), event);
+        }
       }
       this.stats.denied++;
       this.metrics.tokenRequests.inc({ outcome: 'denied' });
@@ -584,6 +648,23 @@ function auditUnavailable(err: unknown): never {
   throw auditFailure(err);
 }
 
+/** The client id a request claims, unverified, for counting its failures (never trusted for anything else). */
+function claimedClientId(req: TokenRequest): string | undefined {
+  if (req.authorization !== undefined && /^Basic /i.test(req.authorization)) {
+    return parseBasicAuth(req.authorization)?.clientId;
+  }
+  const body = (req.body ?? {}) as Record<string, unknown>;
+  if (typeof body.client_assertion === 'string') {
+    try {
+      const iss = decodeJwt(body.client_assertion).iss;
+      if (typeof iss === 'string') return iss;
+    } catch {
+      // Not a JWT: its failure counts against the address only (and the client_id it names, if any).
+    }
+  }
+  return typeof body.client_id === 'string' && body.client_id !== '' ? body.client_id : undefined;
+}
+
 function expiresSoon(expiresAt: Date | null): boolean {
   return expiresAt !== null && expiresAt.getTime() - Date.now() < REFRESH_MARGIN_MS;
 }
@@ -602,9 +683,14 @@ function readForm(req: TokenRequest): Record<string, string | undefined> {
   if (typeof body !== 'object') throw invalidRequest('Malformed form body', 'malformed_body');
   const form: Record<string, string | undefined> = {};
   for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
-    if (Array.isArray(v))
-      throw invalidRequest(`Parameter ${k.slice(0, 40)} is repeated`, 'repeated_parameter');
+    // Only a plain parameter name is echoed back; anything else is the caller's text.
+    const name = /^[a-z_]{1,40}$/.test(k) ? `Parameter ${k}` : 'A parameter';
+    if (Array.isArray(v)) throw invalidRequest(`${name} is repeated`, 'repeated_parameter');
     if (typeof v !== 'string') throw invalidRequest('Malformed form body', 'malformed_body');
+    // The shared string rule for every parameter, used or not: nothing below sees NUL, a lone surrogate or
+    // a control character, and neither do the database and the audit trail.
+    const problem = textProblem(k) ?? textProblem(v);
+    if (problem) throw invalidRequest(`${name} ${problem}`, 'malformed_parameter');
     // RFC 6749: parameters sent without a value are treated as omitted.
     if (v !== '') form[k] = v;
   }

@@ -12,6 +12,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
+import { textProblem } from '../common/validation.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { hashKey } from '../identity/admin-keys.service.js';
 import { ConnectorsService, type ConnectorCredentials } from '../identity/connectors.service.js';
@@ -126,7 +127,10 @@ export class ClientAuthenticator {
     if (formClientId !== undefined && formClientId !== parsed.clientId) {
       throw new ClientAuthError('client_id_mismatch', null, true, true);
     }
-    if (parsed.clientId.length > 64) throw new ClientAuthError('unknown_client', null, true);
+    // No such id can exist; refused before it reaches a lookup or the cache.
+    if (parsed.clientId.length > 64 || textProblem(parsed.clientId) !== null) {
+      throw new ClientAuthError('unknown_client', null, true);
+    }
     const digest = hashKey(parsed.secret);
     const matches = (c: ConnectorCredentials) =>
       c.secretHash !== null && c.secretHash.length === digest.length && timingSafeEqual(c.secretHash, digest);
@@ -153,7 +157,9 @@ export class ClientAuthenticator {
     } catch {
       throw new ClientAuthError('malformed_assertion', null, false);
     }
-    if (typeof iss !== 'string' || iss.length > 64) throw new ClientAuthError('unknown_client', null, false);
+    if (typeof iss !== 'string' || iss.length > 64 || textProblem(iss) !== null) {
+      throw new ClientAuthError('unknown_client', null, false);
+    }
     if (input.clientId !== undefined && input.clientId !== iss) {
       throw new ClientAuthError('client_id_mismatch', null, false, true);
     }

@@ -3,14 +3,17 @@
  * (client_secret_basic) or `Authorization: Bearer <client assertion JWT>` (private_key_jwt, RFC 7523, with
  * the same audience and single-use rules as at the token endpoint). Anything else is handed to the admin
  * key guard. A connector reaches only its own tenant (another tenant's path is 404), and its registration
- * is read fresh from the database, so a disabled connector is refused at once.
+ * is read fresh from the database, so a disabled connector is refused at once. Failed authentications are
+ * throttled per claimed client id and source address like the token endpoint's (see DenialThrottle).
  */
 import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { DenialThrottle } from '../common/denial-throttle.js';
+import { CustosException, RateLimitedException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
+import { addressKey, clientKey, type LimitKey } from '../common/rate-limit.js';
 import { uuidSchema } from '../common/validation.js';
 import { AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
 import {
@@ -35,6 +38,7 @@ export class ConnectorOrAdminGuard implements CanActivate {
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(DenialThrottle) private readonly throttle: DenialThrottle,
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -45,9 +49,15 @@ export class ConnectorOrAdminGuard implements CanActivate {
     if (!basic && jwt === undefined) return this.admin.canActivate(context);
 
     const route = `${req.method} ${req.routeOptions?.url ?? ''}`;
+    const claimed = this.forgetClaimed(header, jwt);
+    const keys: LimitKey[] =
+      claimed === undefined ? [addressKey(req.ip)] : [clientKey(claimed), addressKey(req.ip)];
+    const block = this.throttle.gate(keys, 'admin');
+    if (block) {
+      throw new RateLimitedException('Too many failed authentications; retry later', block.retryAfterSeconds);
+    }
     let client: AuthenticatedClient;
     try {
-      this.forgetClaimed(header, jwt);
       client = await this.clients.authenticate({
         authorization: basic ? header : undefined,
         clientId: undefined,
@@ -58,7 +68,13 @@ export class ConnectorOrAdminGuard implements CanActivate {
     } catch (err) {
       if (!(err instanceof ClientAuthError)) throw err;
       if (err.unavailable) throw new CustosException('temporarily_unavailable', 'Signing keys unavailable');
-      await this.deny(err.connector?.tenantId ?? null, err.connector?.connectorId ?? null, route, err.reason);
+      await this.failed(
+        keys,
+        err.connector?.tenantId ?? null,
+        err.connector?.connectorId ?? null,
+        route,
+        err.reason,
+      );
       throw new CustosException('unauthenticated', 'Client authentication failed');
     }
     const c = client.connector;
@@ -69,7 +85,7 @@ export class ConnectorOrAdminGuard implements CanActivate {
         [c.connectorId, client.assertion.jtiHash, client.assertion.expiresAt],
       );
       if (fresh.length === 0) {
-        await this.deny(c.tenantId, c.connectorId, route, 'assertion_replayed');
+        await this.failed(keys, c.tenantId, c.connectorId, route, 'assertion_replayed');
         throw new CustosException('unauthenticated', 'Client authentication failed');
       }
     }
@@ -85,21 +101,49 @@ export class ConnectorOrAdminGuard implements CanActivate {
     return true;
   }
 
-  /** Off the hot path, registrations are read fresh: drop the cached copy of the claimed client. */
-  private forgetClaimed(header: string, jwt: string | undefined): void {
+  /**
+   * Off the hot path, registrations are read fresh: drop the cached copy of the claimed client. Returns
+   * the claimed client id (unverified), which failures are counted against.
+   */
+  private forgetClaimed(header: string, jwt: string | undefined): string | undefined {
     if (jwt !== undefined) {
       try {
         const payload = JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')) as {
           iss?: unknown;
         };
-        if (typeof payload.iss === 'string') this.clients.forget(payload.iss);
+        if (typeof payload.iss === 'string') {
+          this.clients.forget(payload.iss);
+          return payload.iss;
+        }
       } catch {
         // A malformed assertion fails authentication below.
       }
-      return;
+      return undefined;
     }
     const parsed = parseBasicAuth(header);
     if (parsed) this.clients.forget(parsed.clientId);
+    return parsed?.clientId;
+  }
+
+  /** Counts a failed authentication; its own event is written unless it is folded into a counted one. */
+  private async failed(
+    keys: LimitKey[],
+    tenantId: string | null,
+    connectorId: string | null,
+    route: string,
+    reason: string,
+  ): Promise<void> {
+    const verdict = await this.throttle.failed(keys, {
+      endpoint: 'admin',
+      tenantId,
+      actor: { type: 'connector', id: connectorId },
+      reason,
+    });
+    if (verdict === 'audit') await this.deny(tenantId, connectorId, route, reason);
+    const block = this.throttle.overLimit(keys);
+    if (block) {
+      throw new RateLimitedException('Too many failed authentications; retry later', block.retryAfterSeconds);
+    }
   }
 
   private async deny(tenantId: string | null, connectorId: string | null, route: string, reason: string) {

@@ -3,12 +3,19 @@
  * provider version, connection) go to PostgreSQL together as one statement over unnest() arrays, so under
  * load a round trip serves many requests: fewer statements, fewer socket writes and fewer wake-ups of
  * database backends than one query per request. At most two batches are in flight; requests that arrive
- * meanwhile form the next one. A failed batch fails each of its requests (the endpoint answers 503).
+ * meanwhile form the next one. A batch the database cannot serve fails each of its requests (the endpoint
+ * answers 503); a lookup not answered within CUSTOS_DB_BATCH_TIMEOUT_MS fails the same way and frees its slot.
+ * One request's key never fails its neighbours (see StatementBatcher): a key PostgreSQL cannot hold (NUL, a
+ * lone surrogate, which the driver would silently turn into U+FFFD and so look up someone else) is refused
+ * before the statement, and a key the database refuses as data is isolated by splitting the batch.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { CustosException } from '../common/errors.js';
+import { CONFIG, type Config } from '../config/config.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
 import { preparedQuery } from '../database/sql.js';
+import { StatementBatcher, unstorableText } from '../database/statement-batcher.js';
 
 export interface DecisionKey {
   connectorId: string;
@@ -31,12 +38,6 @@ export interface DecisionRow {
   has_refresh: boolean | null;
 }
 
-interface Pending {
-  key: DecisionKey;
-  resolve(row: DecisionRow | undefined): void;
-  reject(err: unknown): void;
-}
-
 const MAX_BATCH = 200;
 const MAX_IN_FLIGHT = 2;
 
@@ -54,60 +55,71 @@ const BATCH_SQL = `SELECT q.ord, k.version AS connector_version, (k.disabled_at 
      WHERE c.tenant_id = k.tenant_id AND c.user_id = q.user_id AND c.provider = q.provider AND c.revoked_at IS NULL
      LIMIT 1) c ON true`;
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Names no connector: the readiness probe's lookup, answered by an empty row set. */
+const PROBE: DecisionKey = {
+  connectorId: '00000000-0000-0000-0000-000000000000',
+  userId: '',
+  provider: '',
+  issuer: null,
+};
+
 @Injectable()
 export class DecisionBatcher {
-  private queue: Pending[] = [];
-  private inFlight = 0;
-  private scheduled = false;
+  private readonly batcher: StatementBatcher<DecisionKey, DecisionRow | undefined>;
   /** Statements issued and lookups served (for tests and benchmarks). */
   readonly stats = { batches: 0, lookups: 0 };
 
-  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+  constructor(
+    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(CONFIG) config: Config,
+  ) {
+    this.batcher = new StatementBatcher({
+      maxBatch: MAX_BATCH,
+      maxInFlight: MAX_IN_FLIGHT,
+      timeoutMs: config.dbBatchTimeoutMs,
+      run: (keys, signal) => this.read(keys, signal),
+    });
+  }
 
   /** The decision row for one request; undefined when the connector no longer exists. */
   lookup(key: DecisionKey): Promise<DecisionRow | undefined> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ key, resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.scheduled || this.inFlight >= MAX_IN_FLIGHT || this.queue.length === 0) return;
-    this.scheduled = true;
-    // Let the requests of this turn of the event loop join the batch.
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    if (this.inFlight >= MAX_IN_FLIGHT || this.queue.length === 0) return;
-    const batch = this.queue.splice(0, MAX_BATCH);
-    this.inFlight++;
-    try {
-      const rows = await preparedQuery<DecisionRow & { ord: string }>(
-        this.db,
-        'custos_decisions_v3',
-        BATCH_SQL,
-        [
-          batch.map((p) => p.key.connectorId),
-          batch.map((p) => p.key.userId),
-          batch.map((p) => p.key.provider),
-          batch.map((p) => p.key.issuer),
-        ],
+    const { connectorId, userId, provider, issuer } = key;
+    if (
+      !UUID.test(connectorId) ||
+      unstorableText(userId) ||
+      unstorableText(provider) ||
+      (issuer !== null && unstorableText(issuer))
+    ) {
+      return Promise.reject(
+        new CustosException('invalid_request', 'The lookup holds characters that cannot be stored'),
       );
-      this.stats.batches++;
-      this.stats.lookups += batch.length;
-      const byOrd = new Map<number, DecisionRow>();
-      for (const r of rows) byOrd.set(Number(r.ord), r);
-      batch.forEach((p, i) => p.resolve(byOrd.get(i + 1)));
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-    } finally {
-      this.inFlight--;
-      this.schedule();
     }
+    return this.batcher.submit(key);
+  }
+
+  /** The token endpoint's decision read, through the same queue and statement (for readiness). */
+  async check(): Promise<void> {
+    await this.lookup(PROBE);
+  }
+
+  private async read(batch: DecisionKey[], signal: AbortSignal): Promise<(DecisionRow | undefined)[]> {
+    const rows = await preparedQuery<DecisionRow & { ord: string }>(
+      this.db,
+      'custos_decisions_v3',
+      BATCH_SQL,
+      [
+        batch.map((k) => k.connectorId),
+        batch.map((k) => k.userId),
+        batch.map((k) => k.provider),
+        batch.map((k) => k.issuer),
+      ],
+      signal,
+    );
+    this.stats.batches++;
+    this.stats.lookups += batch.length;
+    const byOrd = new Map<number, DecisionRow>();
+    for (const r of rows) byOrd.set(Number(r.ord), r);
+    return batch.map((_, i) => byOrd.get(i + 1));
   }
 }

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
-import { userIdSchema } from '../common/validation.js';
+import { textProblem, userIdSchema } from '../common/validation.js';
 import {
   IdentityProvidersService,
   type IdentityProviderView,
@@ -123,6 +123,10 @@ export class SubjectTokenVerifier {
     }
     if (typeof unverifiedIss !== 'string')
       throw new SubjectTokenError('no_issuer', 'subject_token has no iss');
+    // Unverified text goes nowhere (no lookup, no cache key, no audit) unless it passes the string rule.
+    if (textProblem(unverifiedIss) !== null) {
+      throw new SubjectTokenError('malformed_issuer', 'subject_token has a malformed iss');
+    }
     const { idp, cached } = await this.identityProvider(tenantId, unverifiedIss, fresh);
     const refuse = (e: SubjectTokenError) => {
       e.fromCachedProvider = cached;
@@ -160,12 +164,16 @@ export class SubjectTokenVerifier {
       );
     }
     const azp = typeof payload.azp === 'string' ? payload.azp : payload.client_id;
+    // Signed, but still the issuer's text: refused whole rather than cut (a cut can split a surrogate pair).
+    if (typeof azp === 'string' && (azp.length > 255 || textProblem(azp) !== null)) {
+      throw new SubjectTokenError('invalid_azp', 'The token’s azp (or client_id) claim is malformed');
+    }
     return {
       userId: user,
       issuer: idp.issuer,
       identityProvider: idp.name,
       identityProviderVersion: idpVersion(idp),
-      agentClientId: typeof azp === 'string' ? azp.slice(0, 255) : null,
+      agentClientId: typeof azp === 'string' ? azp : null,
       // Cached no longer than the token's own expiry (verification itself allows the clock tolerance).
       expiresAt: (payload.exp as number) * 1000,
     };

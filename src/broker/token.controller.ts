@@ -17,7 +17,8 @@ export class TokenController {
     description:
       'Client authentication: HTTP Basic (client_secret_basic) or client_assertion (private_key_jwt, RFC 7523). ' +
       'grant_type=urn:ietf:params:oauth:grant-type:token-exchange, subject_token (+ subject_token_type), ' +
-      'audience=<provider key>, optional scope. No usable connection: 400 consent_required with connect_uri.',
+      'audience=<provider key>, optional scope. No usable connection: 400 consent_required with connect_uri. ' +
+      'Too many failed client authentications for the client id or source address: 429 slow_down with Retry-After.',
   })
   async token(@Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     const authorization = req.headers.authorization;
@@ -25,6 +26,8 @@ export class TokenController {
       contentType: req.headers['content-type'],
       authorization: typeof authorization === 'string' ? authorization : undefined,
       body: req.body,
+      // The socket's address, or the client named by a trusted proxy (CUSTOS_TRUST_PROXY).
+      sourceAddress: req.ip,
     });
     await reply.status(result.status).headers(result.headers).send(result.body);
   }

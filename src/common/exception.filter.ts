@@ -1,8 +1,13 @@
-/** The one place domain error codes become HTTP statuses and the stable body {error, message, requestId}. */
+/**
+ * The one place domain error codes become HTTP statuses and the stable body {error, message, requestId} — or,
+ * on the OAuth token endpoint, RFC 6749's {error, error_description}, and on the hosted connect pages an HTML
+ * page, whatever failed (body parsing, the edge guard, an outage, an unexpected error).
+ */
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { CustosException, type ErrorCode } from './errors.js';
+import { hostedErrorPage, messagePage, pageHeaders } from '../connect/connect-pages.js';
+import { CustosException, RateLimitedException, type ErrorCode } from './errors.js';
 
 export function statusFor(code: ErrorCode): number {
   switch (code) {
@@ -12,7 +17,9 @@ export function statusFor(code: ErrorCode): number {
     case 'malformed_id':
     case 'credential_type_mismatch':
     case 'return_url_not_allowed':
+    case 'json_too_deep':
     case 'outbound_url_refused':
+    case 'outbound_url_unresolvable':
     case 'key_backend_unreachable':
     case 'key_backend_denied':
     case 'key_backend_invalid':
@@ -26,6 +33,8 @@ export function statusFor(code: ErrorCode): number {
       return 404;
     case 'conflict':
       return 409;
+    case 'rate_limited':
+      return 429;
     case 'payload_too_large':
       return 413;
     case 'unsupported_media_type':
@@ -54,6 +63,9 @@ const transientPgCodes = new Set([
   '08006',
   '08001',
   '08004',
+  // statement_timeout and idle_in_transaction_session_timeout (CUSTOS_DB_STATEMENT_TIMEOUT_MS).
+  '57014',
+  '25P03',
 ]);
 const transientErrnos = new Set([
   'ECONNREFUSED',
@@ -71,7 +83,7 @@ export function isInfrastructureError(err: unknown): boolean {
     return true;
   const msg = typeof e.message === 'string' ? e.message : '';
   if (
-    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Client has encountered a connection error/i.test(
+    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Client has encountered a connection error|Query read timeout|statement abandoned/i.test(
       msg,
     )
   )
@@ -140,6 +152,65 @@ export function mapError(exception: unknown): Mapped & { details?: Record<string
   return { status: 500, error: 'internal_error', message: 'Internal error' };
 }
 
+/** Routes that speak RFC 6749 errors: their clients are OAuth libraries, not the admin API's. */
+const OAUTH_ROUTES = new Set(['/oauth/token']);
+
+function isOAuthRoute(request: Pick<FastifyRequest, 'url' | 'routeOptions'>): boolean {
+  return OAUTH_ROUTES.has(request.routeOptions?.url ?? request.url.split('?')[0]);
+}
+
+/**
+ * An error that reached the filter on an OAuth route, in RFC 6749 §5.2 terms. The body-level refusals
+ * (malformed, too deep, a bad string) are invalid_request; a content type without a parser is answered like
+ * a JSON body, which the endpoint reads and refuses itself: 400 invalid_request. A too-large body keeps its
+ * 413, which HTTP clients and proxies act on.
+ */
+function oauthError(mapped: Mapped): { status: number; body: Record<string, string> } {
+  if (mapped.status === 503) {
+    return { status: 503, body: { error: 'temporarily_unavailable', error_description: mapped.message } };
+  }
+  if (mapped.status >= 500) {
+    return { status: 500, body: { error: 'server_error', error_description: 'Internal error' } };
+  }
+  if (mapped.status === 429) {
+    return { status: 429, body: { error: 'slow_down', error_description: mapped.message } };
+  }
+  if (mapped.status === 415) {
+    return {
+      status: 400,
+      body: {
+        error: 'invalid_request',
+        error_description: 'The body must be application/x-www-form-urlencoded',
+      },
+    };
+  }
+  return { status: mapped.status, body: { error: 'invalid_request', error_description: mapped.message } };
+}
+
+/**
+ * The hosted connect pages (/connect and below): people with a browser, not API clients. Matched on the path
+ * as well as the route, so an address no route matches (404) and a request refused before routing get a
+ * page too, and a new connect route is covered without doing anything.
+ */
+function isHostedPageRoute(request: Pick<FastifyRequest, 'url' | 'routeOptions'>): boolean {
+  const path = request.routeOptions?.url ?? request.url.split('?')[0];
+  return path === '/connect' || path.startsWith('/connect/');
+}
+
+/** A failure on a hosted page, as a page: the status kept, Retry-After on 503, the request id on a 500. */
+function answerHostedPage(
+  reply: Pick<FastifyReply, 'status' | 'headers' | 'header' | 'send'>,
+  status: number,
+  requestId: string,
+  retryAfterSeconds?: number,
+): void {
+  const shown = hostedErrorPage(status, requestId);
+  void reply.headers({ ...pageHeaders(), 'x-request-id': requestId });
+  if (status === 503) void reply.header('retry-after', '5');
+  if (retryAfterSeconds !== undefined) void reply.header('retry-after', String(retryAfterSeconds));
+  void reply.status(status).send(messagePage(shown.title, shown.message, true, shown.reference));
+}
+
 @Catch()
 export class CustosExceptionFilter implements ExceptionFilter {
   constructor(private readonly log: Logger) {}
@@ -154,6 +225,21 @@ export class CustosExceptionFilter implements ExceptionFilter {
       // Only the error's name, code and stack: messages of driver errors can quote parameters.
       this.log.error({ err: { name: e?.name, code: e?.code, stack: e?.stack } }, 'request failed');
     }
+    if (isOAuthRoute(request)) {
+      const answer = oauthError(mapped);
+      void reply.headers({ 'cache-control': 'no-store', pragma: 'no-cache' });
+      if (answer.status === 503) void reply.header('retry-after', '5');
+      if (exception instanceof RateLimitedException) {
+        void reply.header('retry-after', String(exception.retryAfterSeconds));
+      }
+      void reply.status(answer.status).send(answer.body);
+      return;
+    }
+    if (isHostedPageRoute(request)) {
+      const retryAfter = exception instanceof RateLimitedException ? exception.retryAfterSeconds : undefined;
+      answerHostedPage(reply, mapped.status, request.id, retryAfter);
+      return;
+    }
     const body: Record<string, unknown> = {
       error: mapped.error,
       message: mapped.message,
@@ -161,6 +247,33 @@ export class CustosExceptionFilter implements ExceptionFilter {
     };
     if (mapped.details && Object.keys(mapped.details).length > 0) body.details = mapped.details;
     if (mapped.status === 503) void reply.header('retry-after', '5');
+    if (exception instanceof RateLimitedException) {
+      void reply.header('retry-after', String(exception.retryAfterSeconds));
+    }
     void reply.status(mapped.status).header('cache-control', 'no-store').send(body);
   }
+}
+
+/**
+ * Fastify's router answers some malformed URLs itself, before any hook or filter (a path parameter that is
+ * not valid percent-encoded UTF-8, or longer than the router's limit). This handler (the adapter's
+ * `frameworkErrors` option) gives them the stable body: 400 malformed_id, or on a hosted page a 400 page.
+ */
+export function answerFrameworkError(
+  error: { code?: string },
+  request: Pick<FastifyRequest, 'id' | 'url' | 'routeOptions'>,
+  reply: Pick<FastifyReply, 'status' | 'headers' | 'header' | 'send'>,
+): void {
+  if (isHostedPageRoute(request)) {
+    answerHostedPage(reply, statusFor('malformed_id'), request.id);
+    return;
+  }
+  const message =
+    error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+      ? 'A path parameter is too long'
+      : 'A path parameter is not valid percent-encoded UTF-8';
+  void reply
+    .status(statusFor('malformed_id'))
+    .headers({ 'cache-control': 'no-store', 'x-request-id': request.id, 'x-content-type-options': 'nosniff' })
+    .send({ error: 'malformed_id', message, requestId: request.id });
 }

@@ -17,8 +17,23 @@ export class Metrics {
 
   readonly tokenRequests = new Counter({
     name: 'custos_token_requests_total',
-    help: 'Token endpoint answers by outcome: released, denied, consent_required, unavailable.',
+    help: 'Token endpoint answers by outcome: released, denied, consent_required, throttled, unavailable.',
     labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  /** Requests refused with 429 before any work, because a key had too many failed authentications. */
+  readonly throttled = new Counter({
+    name: 'custos_auth_throttled_total',
+    help: 'Requests refused with 429 (too many failed authentications for their address or credential), by endpoint: token, admin.',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
+
+  readonly deniedFolded = new Counter({
+    name: 'custos_denials_folded_total',
+    help: 'Denials counted into a folded audit event instead of an event of their own, by endpoint: token, admin.',
+    labelNames: ['endpoint'] as const,
     registers: [this.registry],
   });
 

@@ -172,6 +172,18 @@ export function parseAllowHosts(value: string | undefined): string[] {
     });
 }
 
+/** Resolver answers meaning "this name does not exist" (as opposed to "the resolver failed"). */
+const NAME_NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA', 'ENONAME', 'EAI_NONAME', 'EAI_NODATA']);
+
+/** The dns_resolution_failed errors whose name does not exist (rather than whose resolver failed). */
+const nameNotFound = new WeakSet<CustosException>();
+
+function unresolved(target: Target, notFound: boolean, cause?: unknown): CustosException {
+  const error = failed('dns_resolution_failed', `Could not resolve ${target.label}`, cause);
+  if (notFound) nameNotFound.add(error);
+  return error;
+}
+
 function refused(reason: OutboundRefusalReason, message: string): CustosException {
   return new CustosException('outbound_url_refused', message, { reason });
 }
@@ -258,13 +270,28 @@ export class OutboundHttpClient {
     this.resolveHost = options.resolve ?? defaultResolve;
   }
 
-  /** Save-time check: parses the URL, checks scheme/credentials and resolves DNS, refusing as `request` would. */
+  /**
+   * Save-time check: parses the URL, checks scheme/credentials and resolves DNS, refusing as `request` would.
+   * A host that does not exist is the tenant's input, not an outage: `outbound_url_unresolvable` (400, reason
+   * `dns_resolution_failed`). A resolver that fails or times out stays `outbound_request_failed`.
+   */
   async assertUrlAllowed(url: string): Promise<void> {
     const target = this.checkUrl(url);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.timeoutMs);
     try {
       await this.checkAddresses(target, controller.signal);
+    } catch (err) {
+      if (err instanceof CustosException && nameNotFound.has(err)) {
+        throw new CustosException(
+          'outbound_url_unresolvable',
+          `Could not resolve ${target.label}: no such host`,
+          {
+            reason: 'dns_resolution_failed',
+          },
+        );
+      }
+      throw err;
     } finally {
       clearTimeout(timer);
     }
@@ -383,9 +410,10 @@ export class OutboundHttpClient {
     try {
       addresses = await this.resolveHost(host);
     } catch (error) {
-      throw failed('dns_resolution_failed', `Could not resolve ${target.label}`, error);
+      const notFound = NAME_NOT_FOUND.has((error as { code?: unknown } | null)?.code as string);
+      throw unresolved(target, notFound, error);
     }
-    if (addresses.length === 0) throw failed('dns_resolution_failed', `Could not resolve ${target.label}`);
+    if (addresses.length === 0) throw unresolved(target, true);
     return addresses;
   }
 

@@ -5,11 +5,44 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { parseAllowHosts } from '../common/outbound-http.js';
+import { parseTrustProxy } from '../common/rate-limit.js';
+import { textRule, trimChar } from '../common/validation.js';
+import { RootKeyring } from '../crypto/root-keyring.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** A URL with one of these schemes (messages never quote the value: some of these URLs carry passwords). */
+const urlWith = (schemes: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return schemes.includes(new URL(v).protocol.slice(0, -1));
+      } catch {
+        return false;
+      }
+    },
+    `must be a ${schemes.map((s) => `${s}://`).join(' or ')} URL`,
+  );
+/** The keyring spec is parsed (and thrown away) here, so a bad one stops Custos before anything starts. */
+const rootKeysSpec = z.string().superRefine((v, ctx) => {
+  try {
+    RootKeyring.validate(v);
+  } catch (err) {
+    // The parser names entries by position and version, never by content.
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^CUSTOS_ROOT_KEYS:? ?/, '') });
+  }
+});
+/** An http(s) URL, where `{region}` stands for the region of the key it serves. */
+const awsEndpoint = z.string().refine((v) => {
+  try {
+    const u = new URL(v.replaceAll('{region}', 'us-east-1'));
+    return (u.protocol === 'https:' || u.protocol === 'http:') && !u.username && !u.password;
+  } catch {
+    return false;
+  }
+}, 'must be an http(s) URL without credentials');
 
 interface VariableSpec {
   schema: z.ZodType;
@@ -20,31 +53,57 @@ interface VariableSpec {
 /** Every variable Custos reads; README's configuration table mirrors this list. */
 export const variables = {
   HOST: {
-    schema: z.string().min(1).default('127.0.0.1'),
+    schema: z
+      .string()
+      .regex(/^(?:[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:.]{2,45})$/, 'must be a host name or an IP address')
+      .default('127.0.0.1'),
     sensitive: false,
     description: 'Address to listen on.',
   },
   PORT: { schema: int(0, 65535).default(8080), sensitive: false, description: 'Port to listen on.' },
   CUSTOS_PUBLIC_URL: {
-    schema: z.url().optional(),
+    schema: z.url({ protocol: /^https?$/ }).optional(),
     sensitive: false,
     description: 'External base URL used in links (default http://HOST:PORT).',
   },
   CUSTOS_DATA_DIR: {
-    schema: z.string().min(1).default('./.custos'),
+    schema: z.string().min(1).superRefine(textRule()).default('./.custos'),
     sensitive: false,
     description:
       'Data folder for the embedded default: embedded PostgreSQL, generated root key, bootstrap admin key.',
   },
   DATABASE_URL: {
-    schema: z.string().min(1).optional(),
+    schema: urlWith(['postgres', 'postgresql']).optional(),
     sensitive: true,
     description: 'PostgreSQL connection URL. Unset: an embedded PostgreSQL runs in the data folder.',
+  },
+  CUSTOS_MIGRATION_DATABASE_URL: {
+    schema: urlWith(['postgres', 'postgresql']).optional(),
+    sensitive: true,
+    description:
+      'PostgreSQL URL of the role that owns the schema, for migrations (with DATABASE_URL, the application’s role): after migrating, the application’s role is granted only what it needs (audit events: INSERT and SELECT). Unset: DATABASE_URL migrates.',
   },
   CUSTOS_DB_POOL_SIZE: {
     schema: int(1, 500).default(10),
     sensitive: false,
     description: 'PostgreSQL pool size.',
+  },
+  CUSTOS_DB_CONNECT_TIMEOUT_MS: {
+    schema: int(100, 120_000).default(5000),
+    sensitive: false,
+    description: 'Deadline for opening a PostgreSQL connection, or for waiting for a free one in the pool.',
+  },
+  CUSTOS_DB_STATEMENT_TIMEOUT_MS: {
+    schema: int(0, 3_600_000).default(15_000),
+    sensitive: false,
+    description:
+      'PostgreSQL cancels a statement running longer (statement_timeout); a connection still silent 2 s later is taken for dead and closed. 0: no limit. Migrations run without it.',
+  },
+  CUSTOS_DB_BATCH_TIMEOUT_MS: {
+    schema: int(100, 60_000).default(5000),
+    sensitive: false,
+    description:
+      'Deadline for the token endpoint’s batched statements (decision read, audit write), queueing included: past it the request answers 503 and the statement’s connection is dropped.',
   },
   CUSTOS_MIGRATIONS_RUN: {
     schema: bool.default(true),
@@ -52,7 +111,7 @@ export const variables = {
     description: 'Run pending migrations at start.',
   },
   REDIS_URL: {
-    schema: z.string().min(1).optional(),
+    schema: urlWith(['redis', 'rediss']).optional(),
     sensitive: true,
     description: 'Redis URL for BullMQ. Unset: background jobs run in-process.',
   },
@@ -103,16 +162,20 @@ export const variables = {
       'Tests only: comma-separated failpoints where the process stops dead (e.g. `refresh.after-provider`, between a provider’s answer and the commit). Never set in production.',
   },
   CUSTOS_ROOT_KEYS: {
-    schema: z.string().min(1).optional(),
+    schema: rootKeysSpec.optional(),
     sensitive: true,
     description:
       'Managed root keyring, "v1:<base64 32 bytes>,v2:...": the newest version wraps, all unwrap. Unset: a local key is generated into the data folder (local use only).',
   },
   CUSTOS_BOOTSTRAP_ADMIN_KEY: {
-    schema: z.string().min(32).optional(),
+    // Presented as a Bearer token, so printable ASCII without spaces, or it could never be used.
+    schema: z
+      .string()
+      .regex(/^[\x21-\x7e]{32,512}$/, 'must be 32 to 512 printable ASCII characters without spaces')
+      .optional(),
     sensitive: true,
     description:
-      'The first platform admin key (at least 32 characters), stored hashed. Unset: one is generated into <data dir>/bootstrap-admin-key.',
+      'The first platform admin key (32 to 512 printable ASCII characters, no spaces), stored hashed. Unset: one is generated into <data dir>/bootstrap-admin-key.',
   },
   CUSTOS_DATA_KEY_CACHE_TTL_SECONDS: {
     schema: int(0, 86400).default(300),
@@ -136,6 +199,38 @@ export const variables = {
     description:
       'Deadline for one call to a tenant’s AWS KMS or Vault Transit key (retries included); past it, reads of that tenant answer 503.',
   },
+  CUSTOS_KEY_BACKEND_BREAKER_SECONDS: {
+    schema: int(0, 60).default(5),
+    sensitive: false,
+    description:
+      'After a call to a tenant’s KMS or Vault key fails as unreachable (timeout, refused, 5xx), calls to that key configuration answer 503 at once for this long, then one call probes it. 0: off.',
+  },
+  CUSTOS_AWS_AMBIENT_KEY_ARNS: {
+    schema: z.string().optional(),
+    sensitive: false,
+    description:
+      'Comma-separated AWS KMS key ARNs that a tenant may use with Custos’s own AWS identity (the SDK’s default chain) instead of credentials or a role of its own. Unset: none.',
+  },
+  CUSTOS_AWS_KMS_ENDPOINT: {
+    schema: awsEndpoint.optional(),
+    sensitive: false,
+    description:
+      'KMS endpoint for tenants that name none (e.g. a VPC endpoint; `{region}` becomes the key’s region). Unset: AWS’s regional endpoint.',
+  },
+  CUSTOS_AWS_STS_ENDPOINT: {
+    schema: awsEndpoint.optional(),
+    sensitive: false,
+    description:
+      'STS endpoint where Custos assumes tenants’ roles (`{region}` becomes the key’s region). Unset: AWS’s regional STS endpoint.',
+  },
+  CUSTOS_AWS_STS_REGION: {
+    schema: z
+      .string()
+      .regex(/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/)
+      .optional(),
+    sensitive: false,
+    description: 'Region STS calls are signed for. Unset: the region of the tenant’s key.',
+  },
   CUSTOS_CONNECT_SESSION_TTL_SECONDS: {
     schema: int(60, 86400).default(900),
     sensitive: false,
@@ -151,6 +246,35 @@ export const variables = {
     schema: int(1024, 10 * 1024 * 1024).default(65536),
     sensitive: false,
     description: 'Largest accepted request body; larger bodies get 413.',
+  },
+  CUSTOS_TRUST_PROXY: {
+    schema: z.string().optional(),
+    sensitive: false,
+    description:
+      'Proxies whose X-Forwarded-For names the client (for rate limiting and audit): unset or `false` none, a hop count (1 to 32), or comma-separated proxy addresses/CIDR ranges.',
+  },
+  CUSTOS_RATE_LIMIT_WINDOW_SECONDS: {
+    schema: int(1, 86400).default(60),
+    sensitive: false,
+    description: 'Window of the failed-authentication limits, opened by a key’s first failure.',
+  },
+  CUSTOS_RATE_LIMIT_CREDENTIAL_FAILURES: {
+    schema: int(1, 1_000_000).default(10),
+    sensitive: false,
+    description:
+      'Failed authentications per client id or admin key per window; past it, 429 with Retry-After until the window ends.',
+  },
+  CUSTOS_RATE_LIMIT_ADDRESS_FAILURES: {
+    schema: int(1, 1_000_000).default(100),
+    sensitive: false,
+    description:
+      'Failed authentications (or unauthenticated bad requests) per source address (IPv6: per /64) per window; past it, 429.',
+  },
+  CUSTOS_AUDIT_DENIALS_PER_WINDOW: {
+    schema: int(0, 1_000_000).default(10),
+    sensitive: false,
+    description:
+      'Denials of failed authentication audited one by one per key per window; the rest are counted in one folded event.',
   },
   CUSTOS_LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -168,7 +292,11 @@ export interface Config {
   publicUrl: string;
   dataDir: string;
   databaseUrl: string | undefined;
+  migrationDatabaseUrl: string | undefined;
   dbPoolSize: number;
+  dbConnectTimeoutMs: number;
+  dbStatementTimeoutMs: number;
+  dbBatchTimeoutMs: number;
   migrationsRun: boolean;
   redisUrl: string | undefined;
   role: Env['CUSTOS_ROLE'];
@@ -184,9 +312,19 @@ export interface Config {
   dataKeyCacheMaxEntries: number;
   dataKeyMaxAgeDays: number;
   keyBackendTimeoutMs: number;
+  keyBackendBreakerSeconds: number;
+  awsAmbientKeyArns: string[];
+  awsKmsEndpoint: string | undefined;
+  awsStsEndpoint: string | undefined;
+  awsStsRegion: string | undefined;
   connectSessionTtlSeconds: number;
   outboundAllowHosts: string[];
   bodyLimitBytes: number;
+  trustProxy: false | number | string[];
+  rateLimitWindowSeconds: number;
+  rateLimitCredentialFailures: number;
+  rateLimitAddressFailures: number;
+  auditDenialsPerWindow: number;
   logLevel: Env['CUSTOS_LOG_LEVEL'];
 }
 
@@ -198,6 +336,39 @@ function allowHosts(value: string | undefined): string[] {
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
+}
+
+function trustProxy(value: string | undefined): false | number | string[] {
+  try {
+    return parseTrustProxy(value);
+  } catch (err) {
+    throw new ConfigError(`CUSTOS_TRUST_PROXY is invalid: ${(err as Error).message}`);
+  }
+}
+
+const KMS_KEY_ARN = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]{1,128}$/;
+
+function keyArns(value: string | undefined): string[] {
+  const arns = (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  const bad = arns.find((a) => !KMS_KEY_ARN.test(a));
+  if (bad !== undefined) {
+    throw new ConfigError(
+      `CUSTOS_AWS_AMBIENT_KEY_ARNS: "${bad}" is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)`,
+    );
+  }
+  return arns;
+}
+
+function migrationUrl(value: string | undefined, databaseUrl: string | undefined): string | undefined {
+  if (value !== undefined && databaseUrl === undefined) {
+    throw new ConfigError(
+      'CUSTOS_MIGRATION_DATABASE_URL needs DATABASE_URL (the embedded PostgreSQL has one role for both)',
+    );
+  }
+  return value;
 }
 
 /** Validates the environment once; fails fast naming the variable. */
@@ -218,12 +389,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     host,
     port: e.PORT,
-    publicUrl: (
-      e.CUSTOS_PUBLIC_URL ?? `http://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost}:${e.PORT}`
-    ).replace(/\/+$/, ''),
+    // (Trailing slashes only: a URL never starts with one.)
+    publicUrl: trimChar(
+      e.CUSTOS_PUBLIC_URL ?? `http://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost}:${e.PORT}`,
+      '/',
+    ),
     dataDir: path.resolve(e.CUSTOS_DATA_DIR),
     databaseUrl: e.DATABASE_URL,
+    migrationDatabaseUrl: migrationUrl(e.CUSTOS_MIGRATION_DATABASE_URL, e.DATABASE_URL),
     dbPoolSize: e.CUSTOS_DB_POOL_SIZE,
+    dbConnectTimeoutMs: e.CUSTOS_DB_CONNECT_TIMEOUT_MS,
+    dbStatementTimeoutMs: e.CUSTOS_DB_STATEMENT_TIMEOUT_MS,
+    dbBatchTimeoutMs: e.CUSTOS_DB_BATCH_TIMEOUT_MS,
     migrationsRun: e.CUSTOS_MIGRATIONS_RUN,
     redisUrl: e.REDIS_URL,
     role: e.CUSTOS_ROLE,
@@ -239,14 +416,30 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataKeyCacheMaxEntries: e.CUSTOS_DATA_KEY_CACHE_MAX_ENTRIES,
     dataKeyMaxAgeDays: e.CUSTOS_DATA_KEY_MAX_AGE_DAYS,
     keyBackendTimeoutMs: e.CUSTOS_KEY_BACKEND_TIMEOUT_MS,
+    keyBackendBreakerSeconds: e.CUSTOS_KEY_BACKEND_BREAKER_SECONDS,
+    awsAmbientKeyArns: keyArns(e.CUSTOS_AWS_AMBIENT_KEY_ARNS),
+    awsKmsEndpoint: e.CUSTOS_AWS_KMS_ENDPOINT,
+    awsStsEndpoint: e.CUSTOS_AWS_STS_ENDPOINT,
+    awsStsRegion: e.CUSTOS_AWS_STS_REGION,
     connectSessionTtlSeconds: e.CUSTOS_CONNECT_SESSION_TTL_SECONDS,
     outboundAllowHosts: allowHosts(e.CUSTOS_OUTBOUND_ALLOW_HOSTS),
     bodyLimitBytes: e.CUSTOS_BODY_LIMIT_BYTES,
+    trustProxy: trustProxy(e.CUSTOS_TRUST_PROXY),
+    rateLimitWindowSeconds: e.CUSTOS_RATE_LIMIT_WINDOW_SECONDS,
+    rateLimitCredentialFailures: e.CUSTOS_RATE_LIMIT_CREDENTIAL_FAILURES,
+    rateLimitAddressFailures: e.CUSTOS_RATE_LIMIT_ADDRESS_FAILURES,
+    auditDenialsPerWindow: e.CUSTOS_AUDIT_DENIALS_PER_WINDOW,
     logLevel: e.CUSTOS_LOG_LEVEL,
   };
 }
 
-const sensitiveKeys: (keyof Config)[] = ['databaseUrl', 'redisUrl', 'rootKeys', 'bootstrapAdminKey'];
+const sensitiveKeys: (keyof Config)[] = [
+  'databaseUrl',
+  'migrationDatabaseUrl',
+  'redisUrl',
+  'rootKeys',
+  'bootstrapAdminKey',
+];
 
 /** The configuration with every sensitive value masked, for printing. */
 export function describeConfig(config: Config): Record<string, unknown> {

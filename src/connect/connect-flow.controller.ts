@@ -31,8 +31,25 @@ function form(req: FastifyRequest): Record<string, string> {
 function csrfOk(req: FastifyRequest): boolean {
   const expected = cookies(req)[CSRF_COOKIE];
   const given = form(req).csrf;
-  if (!expected || !given || expected.length !== given.length || given.length > 200) return false;
-  return timingSafeEqual(Buffer.from(expected), Buffer.from(given));
+  if (!expected || !given || given.length > 200) return false;
+  // Compared as bytes: strings of one length can differ in UTF-8 length, which timingSafeEqual refuses.
+  const [a, b] = [Buffer.from(expected), Buffer.from(given)];
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * A redirect's query as single strings. A parameter sent twice is a malformed response (RFC 6749 §3.1): the
+ * page says so rather than anything reading an array where it expects a string.
+ */
+function singleValued(req: FastifyRequest): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
+    if (typeof v !== 'string') {
+      throw new FlowPageError(400, 'Sign-in not recognised', 'The sign-in response is malformed.');
+    }
+    out[k] = v;
+  }
+  return out;
 }
 
 @ApiExcludeController()
@@ -49,7 +66,7 @@ export class ConnectFlowController {
     const rawQuery = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
     await this.answer(reply, async () => {
       const { location, loginCookie } = await this.login.complete(
-        req.query as Record<string, string | undefined>,
+        singleValued(req),
         rawQuery,
         cookies(req)[LOGIN_FLOW_COOKIE],
       );
@@ -83,12 +100,7 @@ export class ConnectFlowController {
   ) {
     const rawQuery = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
     await this.answer(reply, async () => {
-      const done = await this.flow.callback(
-        provider,
-        req.query as Record<string, string | undefined>,
-        rawQuery,
-        cookies(req)[FLOW_COOKIE],
-      );
+      const done = await this.flow.callback(provider, singleValued(req), rawQuery, cookies(req)[FLOW_COOKIE]);
       const clear = cookie(FLOW_COOKIE, '', 0, 'Lax');
       if (done.location) {
         await reply
@@ -171,6 +183,11 @@ export class ConnectFlowController {
     });
   }
 
+  /**
+   * Runs a step and renders the page it ended with. Any other error (an outage, a bug) goes on to the global
+   * exception filter, which answers every /connect route with a page too (503 with Retry-After, 500 with the
+   * request id), so this stays the flow's own pages only.
+   */
   private async answer(reply: FastifyReply, run: () => Promise<void>): Promise<void> {
     try {
       await run();

@@ -4,9 +4,12 @@
  *
  * OAuth providers: the authorization code flow with PKCE (S256, fresh verifier each time), a random
  * single-use `state` stored hashed and bound to the browser by a `__Host-` cookie, the per-provider redirect
- * URI, `iss` checked when returned (and required when the provider has a known issuer), and nonce and ID
- * token checks for OpenID scopes. The code is exchanged with the tenant's own app; the token set is stored
- * encrypted. A provider error leaves the session usable until it expires.
+ * URI, `iss` checked when returned (and required when the provider has a known issuer), and a nonce bound to
+ * the flow for OpenID scopes. The code is exchanged with the tenant's own app; the token set is stored
+ * encrypted. The ID token's `sub` becomes the connection's provider account id only when the provider has a
+ * `jwksUri` and the token passes every check (provider-id-token.ts); a token that fails stores nothing, and a
+ * provider without `jwksUri` keeps no account id (its ID token is never read). A provider error leaves the
+ * session usable until it expires.
  *
  * API-key providers: a form protected by a double-submit CSRF token; the key is checked against the
  * provider's verification endpoint (through the SSRF-safe client) before it is saved.
@@ -16,6 +19,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
+import { JwksResolver } from '../broker/jwks-resolver.js';
 import { CustosException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
@@ -29,6 +33,7 @@ import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 import { ProviderOAuthClient } from './oauth-client.js';
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
+import { IdTokenRejected, verifyProviderIdToken } from './provider-id-token.js';
 
 const TOKEN = /^cst_[A-Za-z0-9_-]{43}$/;
 export const FLOW_COOKIE = '__Host-custos_flow';
@@ -73,6 +78,7 @@ export class ConnectFlowService {
     @Inject(CONFIG) private readonly config: Config,
     @Inject(LOGGER) private readonly log: Logger,
     @Inject(WebhooksService) private readonly webhooks: WebhooksService,
+    @Inject(JwksResolver) private readonly jwks: JwksResolver,
   ) {}
 
   /** The pending session behind a link, or a page saying why there is none. */
@@ -271,6 +277,10 @@ export class ConnectFlowService {
         `${definition.name} did not complete the sign-in (${reason.slice(0, 64)}). Use your link to try again.`,
       );
     }
+    const externalAccountId = await this.verifiedAccountId(session, definition, app.clientId, {
+      idToken: tokens.idToken,
+      nonce: secrets.nonce,
+    });
     const { connection } = await this.connections.importCredential(
       linkActor(session),
       session.tenant_id,
@@ -286,7 +296,8 @@ export class ConnectFlowService {
     );
     await this.complete(session, connection.id, {
       scopes: tokens.scopes,
-      externalAccountId: tokens.externalAccountId,
+      externalAccountId,
+      idToken: externalAccountId === null ? 'not_read' : 'verified',
     });
     return session.return_to
       ? { location: session.return_to, title: 'Connected', message: 'Connected.' }
@@ -294,6 +305,38 @@ export class ConnectFlowService {
           title: 'Connected',
           message: `Your ${definition.name} account is connected. You can close this window.`,
         };
+  }
+
+  /**
+   * The provider's account id from a verified ID token, or null when there is none to read: the provider has
+   * no jwksUri, or the flow asked for no OpenID scope (no nonce, so no ID token is expected). A token that
+   * fails a check ends the flow here, before anything is stored, with an audited failure.
+   */
+  private async verifiedAccountId(
+    session: SessionRow,
+    definition: ProviderDefinition,
+    clientId: string,
+    received: { idToken: string | null; nonce: string | null },
+  ): Promise<string | null> {
+    const o = definition.oauth2;
+    if (!o?.jwksUri || !o.issuer || received.nonce === null) return null;
+    try {
+      return await verifyProviderIdToken(
+        received.idToken,
+        { issuer: o.issuer, clientId, nonce: received.nonce },
+        this.jwks.keyGetter({ jwks: null, jwksUri: o.jwksUri }),
+      );
+    } catch (err) {
+      if (!(err instanceof IdTokenRejected)) throw err;
+      await this.fail(session, err.reason, { check: err.check });
+      throw new FlowPageError(
+        502,
+        'Could not connect',
+        err.reason === 'id_token_keys_unavailable'
+          ? `${definition.name}'s signing keys could not be fetched to check the sign-in. Nothing was saved. Use your link to try again shortly.`
+          : `The sign-in response from ${definition.name} could not be verified. Nothing was saved. Use your link to try again.`,
+      );
+    }
   }
 
   /** The API-key form's submission. */
@@ -393,10 +436,14 @@ export class ConnectFlowService {
     });
   }
 
-  private async fail(session: SessionRow, reason: string): Promise<void> {
+  private async fail(
+    session: SessionRow,
+    reason: string,
+    details: Record<string, unknown> = {},
+  ): Promise<void> {
     await this.db.transaction(async (m) => {
       await m.query('UPDATE connect_sessions SET last_error = $2 WHERE id = $1', [session.id, reason]);
-      await this.event(session, 'connect_session.failed', 'failed', { reason }, m);
+      await this.event(session, 'connect_session.failed', 'failed', { reason, ...details }, m);
     });
   }
 

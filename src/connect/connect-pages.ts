@@ -109,11 +109,60 @@ ${scopes}${error}${form}
   );
 }
 
-export function messagePage(title: string, message: string, isError = false): string {
+export function messagePage(title: string, message: string, isError = false, reference?: string): string {
+  const ref =
+    reference === undefined
+      ? ''
+      : `<p class="muted">Reference for your administrator: <code>${escapeHtml(reference)}</code></p>`;
   return page(
     title,
-    `<h1>${escapeHtml(title)}</h1><p${isError ? ' class="error" role="alert"' : ''}>${escapeHtml(message)}</p>`,
+    `<h1>${escapeHtml(title)}</h1><p${isError ? ' class="error" role="alert"' : ''}>${escapeHtml(message)}</p>${ref}`,
   );
+}
+
+/**
+ * What a hosted page says when a request fails outside the flow's own pages (an outage, an unexpected error,
+ * a request the edge refused): what happened and what to do next, by status, never the cause itself. A 5xx
+ * other than 503 shows the request id, which the log line of the failure carries too.
+ */
+export function hostedErrorPage(
+  status: number,
+  requestId: string,
+): { title: string; message: string; reference?: string } {
+  const again = 'Start again from your link.';
+  if (status === 503) {
+    return {
+      title: 'Temporarily unavailable',
+      message:
+        'This service has a temporary problem. Nothing was changed. Please try again in a few minutes with the same link.',
+    };
+  }
+  if (status >= 500) {
+    return {
+      title: 'Something went wrong',
+      message: `An unexpected error stopped this step. ${again} If it happens again, contact your administrator and quote the reference below.`,
+      reference: requestId,
+    };
+  }
+  switch (status) {
+    case 429:
+      return {
+        title: 'Too many attempts',
+        message: 'Please wait a moment, then try again with the same link.',
+      };
+    case 413:
+      return { title: 'Too much data', message: `The form sent too much data. ${again}` };
+    case 404:
+      return {
+        title: 'Page not found',
+        message: `This address does not exist. Check that you opened the whole link you were given, or ${again.toLowerCase()}`,
+      };
+    case 401:
+    case 403:
+      return { title: 'Not allowed', message: `This request is not allowed. ${again}` };
+    default:
+      return { title: 'Request not understood', message: `This address or form is not valid. ${again}` };
+  }
 }
 
 export function signInPage(m: {

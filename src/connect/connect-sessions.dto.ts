@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
-import { userIdSchema } from '../common/validation.js';
+import { text, userIdSchema } from '../common/validation.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 
 export const createConnectSessionSchema = z.strictObject({
   userId: userIdSchema,
   provider: z.string().regex(PROVIDER_KEY_PATTERN, 'must be a provider key'),
   scopes: z.array(scopeTokenSchema).max(100).optional(),
-  returnTo: z.string().min(1).max(2048).optional(),
+  returnTo: text({ max: 2048 }).optional(),
 });
 export type CreateConnectSessionInput = z.output<typeof createConnectSessionSchema>;

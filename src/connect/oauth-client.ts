@@ -10,6 +10,7 @@ import * as oidc from 'openid-client';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
+import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
 import type { OpenedProviderApp } from '../providers/provider-apps.service.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 
@@ -18,8 +19,11 @@ export interface TokenSet {
   refreshToken: string | null;
   expiresAt: Date | null;
   scopes: string[];
-  /** The provider's id of the account (ID token `sub`), when the provider said. */
-  externalAccountId: string | null;
+  /**
+   * The ID token as received, for the caller to verify (provider-id-token.ts) before reading anything in it:
+   * openid-client checks its claims here, but not its signature.
+   */
+  idToken: string | null;
 }
 
 type OAuth2Config = NonNullable<ProviderDefinition['oauth2']>;
@@ -93,7 +97,6 @@ export class ProviderOAuthClient {
     }
     const expiresIn = tokens.expiresIn();
     const granted = typeof tokens.scope === 'string' ? tokens.scope.split(/[ ,]+/).filter(Boolean) : null;
-    const claims = checks.nonce ? tokens.claims() : undefined;
     return {
       accessToken: tokens.access_token,
       refreshToken: tokens.refresh_token ?? null,
@@ -104,7 +107,7 @@ export class ProviderOAuthClient {
             ? new Date(Date.now() + oauth2(definition).defaultExpiresIn * 1000)
             : null,
       scopes: granted ?? checks.requestedScopes,
-      externalAccountId: typeof claims?.sub === 'string' ? claims.sub : null,
+      idToken: checks.nonce && typeof tokens.id_token === 'string' ? tokens.id_token : null,
     };
   }
 
@@ -155,6 +158,9 @@ export class ProviderOAuthClient {
       ...(o.revocationUrl ? { revocation_endpoint: o.revocationUrl } : {}),
       // A provider with a known issuer is expected to return it (RFC 9207).
       ...(o.issuer ? { authorization_response_iss_parameter_supported: true } : {}),
+      // openid-client's own ID token claim checks would otherwise allow RS256 only; the signature itself is
+      // verified by the connect flow, against the provider's jwksUri, with the same asymmetric list.
+      id_token_signing_alg_values_supported: [...SIGNING_ALGORITHMS],
     };
     const auth = await clientAuth(o, app);
     const cfg = new oidc.Configuration(server, app.clientId, {}, auth);

@@ -1,12 +1,8 @@
 import { z } from 'zod';
-import { userIdSchema } from '../common/validation.js';
+import { text, userIdSchema } from '../common/validation.js';
 
-const secret = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .regex(/^[^\p{Cc}]+$/u, 'must not contain control characters');
+/** A credential: one line of well-formed text (it is sealed, but must round-trip through UTF-8 intact). */
+const secret = (max: number) => text({ max });
 
 /** One OAuth scope token (RFC 6749 section 3.3). */
 export const scopeTokenSchema = z
@@ -36,7 +32,7 @@ export const listConnectionsQuerySchema = z.strictObject({
 
 export const auditQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
-  cursor: z.string().min(1).max(200).optional(),
+  cursor: text({ max: 200 }).optional(),
   action: z
     .string()
     .min(1)

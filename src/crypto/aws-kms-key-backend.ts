@@ -13,6 +13,9 @@
  * Every call has a hard deadline (`timeoutMs`, default 5 s, covering retries) and at most `maxAttempts` (default 2)
  * attempts. SDK errors are mapped to CustosException by classifyKmsError; messages never carry credentials, and
  * the SDK error itself is not attached (its message can name IAM principals).
+ *
+ * The SDK sends through the guarded client (GuardedHttpHandler): checked addresses, no redirect followed. Its
+ * credentials are always given explicitly (see aws-identity.ts): the SDK never falls back to its default chain.
  */
 import crypto from 'node:crypto';
 import {
@@ -25,8 +28,12 @@ import {
   RotateKeyOnDemandCommand,
   type KeyState,
 } from '@aws-sdk/client-kms';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { CustosException } from '../common/errors.js';
+import type { OutboundHttpClient } from '../common/outbound-http.js';
+import { AwsIdentityError } from './aws-identity.js';
 import { bindingStringProblem } from './envelope.js';
+import { GuardedHttpHandler, KeyBackendTransportError } from './guarded-http-handler.js';
 import type {
   DataKeyContext,
   GeneratedDataKey,
@@ -41,8 +48,10 @@ export interface AwsKmsKeyBackendOptions {
   region: string;
   /** Only for emulators and VPC endpoints; default is the regional AWS endpoint. */
   endpoint?: string;
-  /** Explicit credentials; without them the SDK's default provider chain is used. */
-  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Always explicit: static credentials or a provider (an assumed role, or an allow-listed ambient identity). */
+  credentials: AwsCredentialIdentity | AwsCredentialIdentityProvider;
+  /** The guarded client every request goes through. */
+  http: OutboundHttpClient;
   /** Deadline for one backend call, retries included. Default 5000. */
   timeoutMs?: number;
   /** Attempts per call (retries on throttling, 5xx and network errors). Default 2. */
@@ -115,6 +124,13 @@ const MESSAGES: Record<KmsFailureReason, string> = {
  * that config verification can turn into a precise 400.
  */
 export function classifyKmsError(error: unknown): KeyBackendFailure<KmsFailureReason> {
+  if (error instanceof KeyBackendTransportError) {
+    return {
+      code: 'key_unavailable',
+      reason: error.reason === 'timeout' || error.reason === 'unreachable' ? 'unreachable' : 'misconfigured',
+    };
+  }
+  if (error instanceof AwsIdentityError) return { code: 'key_unavailable', reason: error.reason };
   const name = errorName(error);
   const code = errorCode(error);
   const status = httpStatus(error);
@@ -167,17 +183,16 @@ export class AwsKmsKeyBackend implements KeyBackend {
   constructor(options: AwsKmsKeyBackendOptions) {
     this.keyId = options.keyId;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (options.credentials === undefined) {
+      // Defence in depth: without them the SDK would use Custos's own identity.
+      throw new CustosException('internal_error', 'aws-kms key backend: credentials are required');
+    }
     this.#client = new KMSClient({
       region: options.region,
-      endpoint: options.endpoint,
+      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       credentials: options.credentials,
       maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
-      requestHandler: {
-        connectionTimeout: this.#timeoutMs,
-        requestTimeout: this.#timeoutMs,
-        // Without this the handler only logs a warning when requestTimeout passes.
-        throwOnRequestTimeout: true,
-      },
+      requestHandler: new GuardedHttpHandler(options.http, this.#timeoutMs),
     });
   }
 
@@ -347,7 +362,12 @@ export class AwsKmsKeyBackend implements KeyBackend {
       return await send(this.#client, { abortSignal: AbortSignal.timeout(this.#timeoutMs) });
     } catch (error) {
       const { code, reason } = classifyKmsError(error);
-      throw new CustosException(code, MESSAGES[reason], {
+      // Transport and identity failures say which (redirect, refused address, STS); they name no secret.
+      const message =
+        error instanceof KeyBackendTransportError || error instanceof AwsIdentityError
+          ? error.message
+          : MESSAGES[reason];
+      throw new CustosException(code, message, {
         backend: this.type,
         reason,
         error: errorName(error),

@@ -1,4 +1,4 @@
-/** The tenant's key backend: choose it (BYOK), read its status, rotate, flush cached keys. */
+/** The tenant's key backend: choose it (BYOK), read its status, rotate, flush cached keys, resume or cancel a migration. */
 import { Body, Controller, Get, HttpCode, Inject, Param, Post, Put, Req, UseGuards } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
@@ -44,5 +44,21 @@ export class KeyBackendController {
   @Access('tenant_admin')
   flush(@Req() req: AuthedRequest, @Param('tenantId', UuidParam) tenantId: string) {
     return this.keys.flush(adminActor(req.principal!), tenantId);
+  }
+
+  /** Retries a data-key migration now (after fixing what made it fail). */
+  @Post('migration/resume')
+  @HttpCode(200)
+  @Access('tenant_admin')
+  resumeMigration(@Req() req: AuthedRequest, @Param('tenantId', UuidParam) tenantId: string) {
+    return this.keys.resumeMigration(adminActor(req.principal!), tenantId);
+  }
+
+  /** Gives up on a data-key migration: back to the configuration the unmoved keys are wrapped by. */
+  @Post('migration/cancel')
+  @HttpCode(200)
+  @Access('tenant_admin')
+  cancelMigration(@Req() req: AuthedRequest, @Param('tenantId', UuidParam) tenantId: string) {
+    return this.keys.cancelMigration(adminActor(req.principal!), tenantId);
   }
 }

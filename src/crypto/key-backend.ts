@@ -33,4 +33,8 @@ export interface KeyBackend {
   rewrapDataKey(wrapped: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey>;
   /** A real round trip, for /readyz and for accepting a configuration. */
   check(): Promise<void>;
+  /** Adds a new version of the backend's own key, where Custos may (Vault: the new version number). */
+  rotateKey?(): Promise<unknown>;
+  /** Releases the client's resources. */
+  close?(): void;
 }

@@ -5,20 +5,37 @@
  * migration job moves them. Built clients are cached by configuration id.
  *
  * Credentials of a configuration are sealed under a data key wrapped by the managed root keyring (never by
- * the tenant's own backend: they are what reaches it).
+ * the tenant's own backend: they are what reaches it). Every client sends through the guarded outbound client,
+ * and each configuration's client sits behind its own circuit breaker (key-backend-breaker.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
+import { Counter } from 'prom-client';
 import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
+import { Metrics } from '../common/metrics.js';
+import { OutboundHttpClient } from '../common/outbound-http.js';
 import { CONFIG, type Config } from '../config/config.js';
+import type { AwsKmsKeyBackendOptions } from './aws-kms-key-backend.js';
+import {
+  assumeRoleIdentity,
+  awsExternalIdFor,
+  awsIdentityRefusal,
+  endpointFor,
+  operatorIdentity,
+  refusedOnLoad,
+  type AwsIdentityKind,
+  type AwsOperatorSettings,
+} from './aws-identity.js';
 import { openField, sealField, type FieldBinding } from './envelope.js';
 import type { KeyBackend, KeyBackendType } from './key-backend.js';
+import { CircuitBreakerKeyBackend } from './key-backend-breaker.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
 
 export const MANAGED_KEY_BACKEND = Symbol('MANAGED_KEY_BACKEND');
 
-type ExternalType = Exclude<KeyBackendType, 'managed'>;
+export type ExternalType = Exclude<KeyBackendType, 'managed'>;
 
 /** What may be shown: everything but credentials. */
 export type KeyBackendSettings = Record<string, string>;
@@ -41,15 +58,27 @@ interface ConfigRow {
 }
 
 /** A configuration split into what is stored in the clear and what is sealed. */
-export function splitConfig(input: Exclude<KeyBackendInput, { type: 'managed' }>): {
+export function splitConfig(
+  tenantId: string,
+  input: Exclude<KeyBackendInput, { type: 'managed' }>,
+): {
   type: ExternalType;
   settings: KeyBackendSettings;
   secrets: Secrets | null;
 } {
   if (input.type === 'aws-kms') {
-    const settings: KeyBackendSettings = { keyId: input.keyId, region: input.region };
+    const identity: AwsIdentityKind = input.credentials
+      ? 'static'
+      : input.assumeRole
+        ? 'assume-role'
+        : 'ambient';
+    const settings: KeyBackendSettings = { keyId: input.keyId, region: input.region, identity };
     if (input.endpoint) settings.endpoint = input.endpoint;
     if (input.credentials) settings.accessKeyId = input.credentials.accessKeyId;
+    if (input.assumeRole) {
+      settings.roleArn = input.assumeRole.roleArn;
+      settings.externalId = awsExternalIdFor(tenantId);
+    }
     const secrets = input.credentials
       ? {
           secretAccessKey: input.credentials.secretAccessKey,
@@ -73,37 +102,91 @@ export function splitConfig(input: Exclude<KeyBackendInput, { type: 'managed' }>
   return { type: 'vault-transit', settings, secrets };
 }
 
+/** Whose identity signs for an AWS KMS configuration (rows saved before `identity` existed: by their fields). */
+function awsIdentityOf(s: KeyBackendSettings): AwsIdentityKind {
+  if (s.identity === 'static' || s.identity === 'assume-role' || s.identity === 'ambient') return s.identity;
+  return s.accessKeyId ? 'static' : 'ambient';
+}
+
+/**
+ * Refuses, before anything is sent, an AWS KMS configuration that would use an identity other than the tenant's
+ * own where it must not (400 key_backend_invalid with a stable `reason`).
+ */
+export function assertAwsIdentityAllowed(
+  s: KeyBackendSettings,
+  operator: Pick<AwsOperatorSettings, 'ambientKeyArns'>,
+): void {
+  const refusal = awsIdentityRefusal(awsIdentityOf(s), { keyId: s.keyId, endpoint: s.endpoint }, operator);
+  if (refusal) throw new CustosException('key_backend_invalid', refusal.message, { reason: refusal.reason });
+}
+
+/** What building a client needs besides the configuration. */
+export interface BackendDeps {
+  http: OutboundHttpClient;
+  timeoutMs: number;
+  aws: AwsOperatorSettings;
+  /** Custos's own AWS identity, asked for only when a configuration is allowed to use it. */
+  operatorIdentity: () => Promise<AwsCredentialIdentityProvider>;
+}
+
 /**
  * Builds a client for a configuration. The AWS SDK and node-vault are loaded on first use: most deployments
  * use the managed keyring, and the two clients cost tens of MiB of memory.
  */
 export async function buildBackend(
   type: ExternalType,
+  tenantId: string,
   s: KeyBackendSettings,
   secrets: Secrets | null,
-  timeoutMs?: number,
+  deps: BackendDeps,
 ): Promise<KeyBackend> {
   if (type === 'aws-kms') {
+    const identity = awsIdentityOf(s);
+    // Checked again here: a configuration saved before the rules, or an ARN since taken off the allow-list.
+    const refusal = awsIdentityRefusal(identity, { keyId: s.keyId, endpoint: s.endpoint }, deps.aws);
+    if (refusal) throw refusedOnLoad(refusal);
+    let credentials: AwsKmsKeyBackendOptions['credentials'];
+    if (identity === 'static') {
+      if (!s.accessKeyId || !secrets?.secretAccessKey) {
+        throw new CustosException('key_unavailable', 'The AWS KMS configuration has no credentials', {
+          backend: 'aws-kms',
+          reason: 'misconfigured',
+        });
+      }
+      credentials = {
+        accessKeyId: s.accessKeyId,
+        secretAccessKey: secrets.secretAccessKey,
+        ...(secrets.sessionToken ? { sessionToken: secrets.sessionToken } : {}),
+      };
+    } else if (identity === 'assume-role') {
+      credentials = await assumeRoleIdentity({
+        roleArn: s.roleArn,
+        externalId: awsExternalIdFor(tenantId),
+        tenantId,
+        region: s.region,
+        operator: deps.aws,
+        operatorIdentity: await deps.operatorIdentity(),
+        http: deps.http,
+        timeoutMs: deps.timeoutMs,
+      });
+    } else {
+      credentials = await deps.operatorIdentity();
+    }
+    const endpoint = s.endpoint ?? endpointFor(deps.aws.kmsEndpoint, s.region);
     const { AwsKmsKeyBackend } = await import('./aws-kms-key-backend.js');
     return new AwsKmsKeyBackend({
-      ...(timeoutMs ? { timeoutMs } : {}),
+      timeoutMs: deps.timeoutMs,
       keyId: s.keyId,
       region: s.region,
-      ...(s.endpoint ? { endpoint: s.endpoint } : {}),
-      ...(s.accessKeyId && secrets?.secretAccessKey
-        ? {
-            credentials: {
-              accessKeyId: s.accessKeyId,
-              secretAccessKey: secrets.secretAccessKey,
-              ...(secrets.sessionToken ? { sessionToken: secrets.sessionToken } : {}),
-            },
-          }
-        : {}),
+      ...(endpoint ? { endpoint } : {}),
+      credentials,
+      http: deps.http,
     });
   }
   const { VaultTransitKeyBackend } = await import('./vault-transit-key-backend.js');
   return new VaultTransitKeyBackend({
-    ...(timeoutMs ? { timeoutMs } : {}),
+    timeoutMs: deps.timeoutMs,
+    http: deps.http,
     address: s.address,
     mount: s.mount,
     keyName: s.keyName,
@@ -155,15 +238,44 @@ const secretsBinding = (tenantId: string, configId: string): FieldBinding => ({
 @Injectable()
 export class KeyBackends implements OnModuleDestroy {
   private readonly built = new Map<string, Promise<KeyBackend>>();
+  private operator?: Promise<AwsCredentialIdentityProvider>;
+  private readonly fastFailures: Counter<'backend'>;
 
   constructor(
     @Inject(MANAGED_KEY_BACKEND) private readonly managed: KeyBackend,
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(CONFIG) private readonly config: Config,
-  ) {}
+    @Inject(OutboundHttpClient) private readonly http: OutboundHttpClient,
+    @Inject(Metrics) metrics: Metrics,
+  ) {
+    this.fastFailures = new Counter({
+      name: 'custos_key_backend_fast_failures_total',
+      help: 'Key-backend calls answered key_unavailable at once because the configuration was unreachable moments before (circuit open), by backend type.',
+      labelNames: ['backend'] as const,
+      registers: [metrics.registry],
+    });
+  }
 
   get timeoutMs(): number {
     return this.config.keyBackendTimeoutMs;
+  }
+
+  /** The operator's AWS settings (what Custos's own identity may serve, and where). */
+  get awsOperator(): AwsOperatorSettings {
+    return {
+      ambientKeyArns: this.config.awsAmbientKeyArns,
+      ...(this.config.awsKmsEndpoint ? { kmsEndpoint: this.config.awsKmsEndpoint } : {}),
+      ...(this.config.awsStsEndpoint ? { stsEndpoint: this.config.awsStsEndpoint } : {}),
+      ...(this.config.awsStsRegion ? { stsRegion: this.config.awsStsRegion } : {}),
+    };
+  }
+
+  /** A client for a configuration that is not saved yet (to verify it); no breaker, the caller closes it. */
+  buildCandidate(
+    tenantId: string,
+    split: { type: ExternalType; settings: KeyBackendSettings; secrets: Secrets | null },
+  ): Promise<KeyBackend> {
+    return buildBackend(split.type, tenantId, split.settings, split.secrets, this.deps());
   }
 
   /** The backend new data keys of this tenant are wrapped by, and its configuration id (null: managed). */
@@ -216,9 +328,11 @@ export class KeyBackends implements OnModuleDestroy {
     }
   }
 
-  /** Forgets a built client (its configuration was retired). */
+  /** Forgets a built client (its configuration was retired, or a fresh one is wanted). */
   evict(backendId: string): void {
+    const pending = this.built.get(backendId);
     this.built.delete(backendId);
+    void pending?.then((b) => b.close?.()).catch(() => undefined);
   }
 
   newConfigId(): string {
@@ -227,7 +341,7 @@ export class KeyBackends implements OnModuleDestroy {
 
   onModuleDestroy(): void {
     for (const pending of this.built.values()) {
-      void pending.then((b) => (b as { close?: () => void }).close?.()).catch(() => undefined);
+      void pending.then((b) => b.close?.()).catch(() => undefined);
     }
     this.built.clear();
   }
@@ -251,6 +365,20 @@ export class KeyBackends implements OnModuleDestroy {
         key.fill(0);
       }
     }
-    return await buildBackend(row.type, row.settings, secrets, this.config.keyBackendTimeoutMs);
+    const backend = await buildBackend(row.type, tenantId, row.settings, secrets, this.deps());
+    return new CircuitBreakerKeyBackend(backend, {
+      openMs: this.config.keyBackendBreakerSeconds * 1000,
+      onFastFail: (type) => this.fastFailures.inc({ backend: type }),
+    });
+  }
+
+  private deps(): BackendDeps {
+    return {
+      http: this.http,
+      timeoutMs: this.config.keyBackendTimeoutMs,
+      aws: this.awsOperator,
+      // One chain per process: it caches what it finds.
+      operatorIdentity: () => (this.operator ??= operatorIdentity()),
+    };
   }
 }

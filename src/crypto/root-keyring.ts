@@ -59,6 +59,15 @@ export class RootKeyring {
     return new RootKeyring(new Map(parsed.map(({ version, key }) => [version, key])));
   }
 
+  /**
+   * Checks a spec without keeping it: parses, then zeroes the parsed keys. Configuration loading uses it so
+   * that a bad CUSTOS_ROOT_KEYS stops Custos before anything starts. Throws as `parse` does.
+   */
+  static validate(spec: string): void {
+    const keyring = RootKeyring.parse(spec);
+    for (const key of keyring.#keys.values()) key.fill(0);
+  }
+
   /** A new single-version spec with a random key: `v1:<base64>`. For first start and for tests. */
   static generateSpec(): string {
     return `v1:${crypto.randomBytes(ROOT_KEY_BYTES).toString('base64')}`;

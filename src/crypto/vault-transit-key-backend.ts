@@ -19,11 +19,19 @@
  * Authentication is a static token or AppRole (login on first use, again when the lease runs out, and once more
  * when Vault answers 403, for a token revoked early). Every request has a timeout (`timeoutMs`, default 5 s).
  * Vault errors are mapped to CustosException by classifyVaultError; messages never carry tokens or secret ids.
+ *
+ * node-vault is the client, but not its transport: its axios would follow a redirect and re-send X-Vault-Token to
+ * the new host. Requests go through the guarded client instead (`request-promise` hook): checked addresses, no
+ * redirect followed (a Vault standby that redirects is a misconfiguration: point Custos at the active node or the
+ * load balancer).
  */
 import crypto from 'node:crypto';
 import NodeVault from 'node-vault';
 import { CustosException } from '../common/errors.js';
+import { trimChar } from '../common/validation.js';
+import type { OutboundHttpClient } from '../common/outbound-http.js';
 import { bindingStringProblem, lengthPrefixed } from './envelope.js';
+import { guardedRequestPromise, KeyBackendTransportError } from './guarded-http-handler.js';
 import type {
   DataKeyContext,
   GeneratedDataKey,
@@ -45,6 +53,8 @@ export interface VaultTransitKeyBackendOptions {
   namespace?: string;
   /** Per request. Default 5000. */
   timeoutMs?: number;
+  /** The guarded client every request goes through. */
+  http: OutboundHttpClient;
 }
 
 export type VaultFailureReason =
@@ -92,6 +102,11 @@ const MESSAGES: Record<VaultFailureReason, string> = {
  */
 export function classifyVaultError(error: unknown): VaultFailure {
   const unavailable = (reason: VaultFailureReason): VaultFailure => ({ code: 'key_unavailable', reason });
+  if (error instanceof KeyBackendTransportError) {
+    return unavailable(
+      error.reason === 'timeout' || error.reason === 'unreachable' ? 'unreachable' : 'misconfigured',
+    );
+  }
   const status = vaultStatus(error);
   if (status === undefined) {
     // No answer from Vault: refused, reset, timed out (axios ECONNREFUSED, ECONNRESET, ECONNABORTED, …).
@@ -136,7 +151,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
   #logins = 0;
 
   constructor(options: VaultTransitKeyBackendOptions) {
-    this.mount = (options.mount ?? 'transit').replace(/^\/+|\/+$/g, '');
+    this.mount = trimChar(options.mount ?? 'transit', '/');
     this.keyName = options.keyName;
     if (!PATH_SEGMENT.test(this.mount) || !/^[\w\-.@]+$/.test(this.keyName)) {
       throw new CustosException('internal_error', 'vault-transit key backend: invalid mount or key name');
@@ -152,13 +167,13 @@ export class VaultTransitKeyBackend implements KeyBackend {
       const { roleId, secretId, mount = 'approle' } = options.appRole;
       this.#appRole = { roleId, secretId, mount };
     }
-    const clientOptions: NodeVault.VaultOptions & { rpDefaults: { strictSSL: boolean } } = {
+    const clientOptions: NodeVault.VaultOptions = {
       endpoint: options.address,
       // node-vault's LIST verb is rejected by Node's HTTP parser; never used here, but keep reads plain.
       noCustomHTTPVerbs: true,
-      requestOptions: { timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS },
-      // node-vault turns TLS verification off when VAULT_SKIP_VERIFY is set; Custos never does.
-      rpDefaults: { strictSSL: true },
+      'request-promise': guardedRequestPromise(options.http, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
+      // Its debug output (DEBUG=node-vault) prints request bodies: AppRole secret ids and data keys.
+      debug: () => undefined,
     };
     this.#client = NodeVault(clientOptions);
     // node-vault also falls back to VAULT_TOKEN, VAULT_NAMESPACE and VAULT_PREFIX from the environment; the
@@ -339,7 +354,9 @@ export class VaultTransitKeyBackend implements KeyBackend {
     } catch (error) {
       if (error instanceof CustosException) throw error;
       const { code, reason } = classifyVaultError(error);
-      throw new CustosException(code, MESSAGES[reason], {
+      // A transport failure says which (redirect, refused address, timeout) and names at most the origin.
+      const message = error instanceof KeyBackendTransportError ? error.message : MESSAGES[reason];
+      throw new CustosException(code, message, {
         backend: this.type,
         reason,
         ...(vaultStatus(error) === undefined ? {} : { status: vaultStatus(error) }),

@@ -12,6 +12,7 @@ import { ConnectLogin1795450000000 } from '../../migrations/1795450000000-Connec
 import { ConnectionExternalAccount1795460000000 } from '../../migrations/1795460000000-ConnectionExternalAccount.js';
 import { RefreshLease1795470000000 } from '../../migrations/1795470000000-RefreshLease.js';
 import { RefreshSchedule1795480000000 } from '../../migrations/1795480000000-RefreshSchedule.js';
+import { KeyMigrationState1795491000000 } from '../../migrations/1795491000000-KeyMigrationState.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -27,4 +28,5 @@ export const migrations = [
   ConnectionExternalAccount1795460000000,
   RefreshLease1795470000000,
   RefreshSchedule1795480000000,
+  KeyMigrationState1795491000000,
 ];

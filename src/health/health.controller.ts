@@ -1,9 +1,18 @@
 import { Controller, Get, Inject, Res } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
+import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
+import { AuditBatcher } from '../audit/audit-batcher.js';
+import { DecisionBatcher } from '../broker/decision-batcher.js';
+import { LOGGER } from '../common/logger.js';
+import { CONFIG, type Config } from '../config/config.js';
 import { KeyBackends } from '../crypto/key-backends.js';
+import { preparedQuery } from '../database/sql.js';
 import { JOB_RUNNER, type JobRunner } from '../jobs/job-runner.js';
+
+/** Each probe's deadline: readiness answers quickly, whatever hangs behind it. */
+const PROBE_MS = 2000;
 
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('timeout')), ms).unref())]);
@@ -15,6 +24,10 @@ export class HealthController {
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(KeyBackends) private readonly backends: KeyBackends,
     @Inject(JOB_RUNNER) private readonly jobs: JobRunner,
+    @Inject(DecisionBatcher) private readonly decisions: DecisionBatcher,
+    @Inject(AuditBatcher) private readonly audit: AuditBatcher,
+    @Inject(LOGGER) private readonly log: Logger,
+    @Inject(CONFIG) private readonly config: Config,
   ) {}
 
   /** Liveness: the process answers. */
@@ -23,23 +36,43 @@ export class HealthController {
     return { status: 'ok' };
   }
 
-  /** Readiness: the database, the key backend and (when configured) Redis answer. */
+  /**
+   * Readiness: the database, the key backend and (when configured) Redis answer. The database counts as ready
+   * only when the token endpoint's own path works: a pool connection answers, and the decision read and the
+   * audit INSERT go through their batchers' queues (a stuck batch shows here, not only a dead server). A worker
+   * serves no token endpoint, so only its pool is probed.
+   */
   @Get('readyz')
   async readyz(@Res({ passthrough: true }) reply: FastifyReply) {
-    const probe = async (fn: () => Promise<unknown>) => {
+    const failed: string[] = [];
+    const probe = async (name: string, fn: () => Promise<unknown>) => {
       try {
-        await withTimeout(fn(), 2000);
-        return 'ok';
+        await withTimeout(fn(), PROBE_MS);
+        return true;
       } catch {
-        return 'unavailable';
+        failed.push(name);
+        return false;
       }
     };
+    const state = (ok: boolean[]) => (ok.every(Boolean) ? 'ok' : 'unavailable');
+    const tokenPath = this.config.role !== 'worker';
+    const [pool, decisions, audit, keyBackend, jobs] = await Promise.all([
+      // A statement that overruns the probe's deadline gives up its connection rather than return it to the pool.
+      probe('database.pool', () =>
+        preparedQuery(this.db, 'custos_ready_v1', 'SELECT 1', [], AbortSignal.timeout(PROBE_MS)),
+      ),
+      tokenPath ? probe('database.token-decisions', () => this.decisions.check()) : true,
+      tokenPath ? probe('database.audit-writes', () => this.audit.check()) : true,
+      probe('keyBackend', () => this.backends.platformBackend().check()),
+      probe('jobs', () => this.jobs.check()),
+    ]);
     const checks = {
-      database: await probe(() => this.db.query('SELECT 1')),
-      keyBackend: await probe(() => this.backends.platformBackend().check()),
-      jobs: await probe(() => this.jobs.check()),
+      database: state([pool, decisions, audit]),
+      keyBackend: state([keyBackend]),
+      jobs: state([jobs]),
     };
     const ready = Object.values(checks).every((v) => v === 'ok');
+    if (!ready) this.log.warn({ failed }, 'not ready');
     void reply.status(ready ? 200 : 503);
     return { status: ready ? 'ready' : 'unavailable', checks };
   }

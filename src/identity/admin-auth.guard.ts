@@ -1,14 +1,18 @@
 /**
  * Authenticates admin API keys and enforces who may touch what. A key for tenant A gets 404 for anything
  * of tenant B (existence is not revealed); a key without the role gets 403. Every denial is audited.
+ * Failed authentications are throttled per source address and per presented key (see DenialThrottle):
+ * over the limit, 429 `rate_limited` with Retry-After, before any key lookup.
  */
 import { type CanActivate, type ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AuditService } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { DenialThrottle } from '../common/denial-throttle.js';
+import { CustosException, RateLimitedException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
+import { addressKey, adminKeyKey, sourceAddress, type LimitKey } from '../common/rate-limit.js';
 import { uuidSchema } from '../common/validation.js';
 import type { AdminRole } from './admin-key.entity.js';
 import { AdminKeysService, type AdminPrincipal } from './admin-keys.service.js';
@@ -45,6 +49,7 @@ export class AdminAuthGuard implements CanActivate {
     @Inject(AdminKeysService) private readonly keys: AdminKeysService,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(DenialThrottle) private readonly throttle: DenialThrottle,
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -57,9 +62,24 @@ export class AdminAuthGuard implements CanActivate {
     const route = `${req.method} ${req.routeOptions?.url ?? ''}`;
     const header = req.headers.authorization;
     const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]+)$/i.exec(header) : null;
+    const address = addressKey(req.ip);
+    // From memory only: a throttled request costs no key lookup.
+    const checked: LimitKey[] =
+      m && this.throttle.credentialsMayBeBlocked() ? [adminKeyKey(m[1]), address] : [address];
+    const block = this.throttle.gate(checked, 'admin');
+    if (block) {
+      throw new RateLimitedException('Too many failed authentications; retry later', block.retryAfterSeconds);
+    }
     const principal = m ? await this.keys.authenticate(m[1]) : null;
     if (!principal) {
-      await this.deny(null, null, route, m ? 'invalid_key' : 'missing_key');
+      const reason = m ? 'invalid_key' : 'missing_key';
+      const verdict = await this.throttle.failed(m ? [adminKeyKey(m[1]), address] : [address], {
+        endpoint: 'admin',
+        tenantId: null,
+        actor: { type: 'admin_key', id: null },
+        reason,
+      });
+      if (verdict === 'audit') await this.deny(null, null, route, reason, sourceAddress(req.ip)?.address);
       throw new CustosException(
         'unauthenticated',
         'A valid admin API key is required (Authorization: Bearer <key>)',
@@ -88,14 +108,25 @@ export class AdminAuthGuard implements CanActivate {
     return true;
   }
 
-  private async deny(p: AdminPrincipal | null, targetTenant: string | null, route: string, reason: string) {
+  private async deny(
+    p: AdminPrincipal | null,
+    targetTenant: string | null,
+    route: string,
+    reason: string,
+    address?: string,
+  ) {
     try {
       await this.audit.record({
         tenantId: p?.tenantId ?? null,
         action: 'access.denied',
         outcome: 'denied',
         actor: { type: 'admin_key', id: p?.keyId ?? null },
-        details: { reason, route, ...(targetTenant && p?.tenantId !== targetTenant ? { targetTenant } : {}) },
+        details: {
+          reason,
+          route,
+          ...(address ? { sourceAddress: address } : {}),
+          ...(targetTenant && p?.tenantId !== targetTenant ? { targetTenant } : {}),
+        },
       });
     } catch (err) {
       // The denial stands whether or not its event could be written.

@@ -3,6 +3,7 @@
  * key exists and whether a URL may be fetched are checked by the services.
  */
 import { z } from 'zod';
+import { text } from '../common/validation.js';
 import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 import { publicJwksSchema, SIGNING_ALGORITHMS } from './jwk.js';
@@ -22,16 +23,13 @@ const absoluteUrl = (raw: string): URL | null => {
 };
 
 /** A URL Custos will fetch; https unless the host is allow-listed, which the outbound guard decides. */
-const fetchUrl = z
-  .string()
-  .max(2048)
-  .refine((raw) => {
-    const url = absoluteUrl(raw);
-    return url !== null && (url.protocol === 'https:' || url.protocol === 'http:');
-  }, 'must be an absolute https URL');
+const fetchUrl = text({ max: 2048 }).refine((raw) => {
+  const url = absoluteUrl(raw);
+  return url !== null && (url.protocol === 'https:' || url.protocol === 'http:');
+}, 'must be an absolute https URL');
 
-const name = z.string().trim().min(1).max(200);
-const owner = z.string().trim().min(1).max(200);
+const name = text({ max: 200, trim: true });
+const owner = text({ max: 200, trim: true });
 const allowedProviders = z.array(providerKey).min(1).max(100);
 /** Provider key → the scopes a connector may ask for; a provider absent here is not narrowed further. */
 const allowedScopes = z.record(providerKey, z.array(scope).min(1).max(200));
@@ -77,21 +75,14 @@ export type UpdateConnectorInput = z.output<typeof updateConnectorSchema>;
 export const saveIdentityProviderSchema = z
   .strictObject({
     // Compared byte for byte with a token's `iss`, so kept exactly as given.
-    issuer: z
-      .string()
-      .min(1)
-      .max(2048)
-      .refine((raw) => absoluteUrl(raw) !== null && !/\s/.test(raw), 'must be an absolute URL'),
+    issuer: text({ max: 2048 }).refine(
+      (raw) => absoluteUrl(raw) !== null && !/\s/.test(raw),
+      'must be an absolute URL',
+    ),
     jwksUri: fetchUrl.optional(),
     jwks: publicJwksSchema.optional(),
     audiences: z
-      .array(
-        z
-          .string()
-          .min(1)
-          .max(512)
-          .regex(/^[^\p{Cc}]+$/u, 'must not contain control characters'),
-      )
+      .array(text({ max: 512 }))
       .min(1)
       .max(20),
     userClaim: z

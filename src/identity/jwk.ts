@@ -5,6 +5,7 @@
  */
 import { createPublicKey, type JsonWebKey } from 'node:crypto';
 import { z } from 'zod';
+import { textProblem } from '../common/validation.js';
 
 export const SIGNING_ALGORITHMS = [
   'RS256',
@@ -90,6 +91,8 @@ export function publicJwkProblem(jwk: unknown): string | null {
   }
   if (k.kid !== undefined && (typeof k.kid !== 'string' || k.kid.length === 0 || k.kid.length > 256))
     return 'kid must be a string of 1 to 256 characters';
+  // The kid is matched against tokens' headers and shown in audit details.
+  if (k.kid !== undefined && textProblem(k.kid) !== null) return `kid ${textProblem(k.kid)}`;
   let bits: number | undefined;
   try {
     bits = createPublicKey({ key: k as JsonWebKey, format: 'jwk' }).asymmetricKeyDetails?.modulusLength;

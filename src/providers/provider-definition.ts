@@ -4,8 +4,10 @@
  * custom providers that tenants send through the API, so it is strict: unknown fields are errors. Custom
  * providers may also use http: URLs, which the SSRF-safe client accepts only for allow-listed hosts.
  */
+import { isSafePattern } from 'redos-detector';
 import { z } from 'zod';
 import { CustosException } from '../common/errors.js';
+import { text, textRule } from '../common/validation.js';
 
 export const PROVIDER_KEY_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const PARAM_KEY_PATTERN = /^[a-z][a-zA-Z0-9_]{0,62}$/;
@@ -37,6 +39,19 @@ const RESERVED_AUTHORIZATION_PARAMS = new Set([
 ]);
 /** Headers that frame or route the request; a verify call may not set them. */
 const RESERVED_VERIFY_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
+
+/**
+ * Whether a tenant's connection-config pattern is free of catastrophic backtracking. Bounded: a pattern the
+ * checker cannot clear within its step and time budget counts as unsafe. (Values are also capped at 253
+ * characters before a pattern ever runs.)
+ */
+function patternIsSafe(pattern: string): boolean {
+  try {
+    return isSafePattern(pattern, { unicode: true, maxSteps: 5000, timeout: 200 }).safe;
+  } catch {
+    return false;
+  }
+}
 
 /** The `{name}` placeholders of a URL template, in order of appearance. */
 export function urlPlaceholders(url: string): string[] {
@@ -102,6 +117,7 @@ function providerUrl(options: { allowPlaceholders: boolean; allowHttp: boolean }
         : `${scheme} without credentials or fragment.`,
     )
     .max(2048)
+    .superRefine(textRule())
     .superRefine((value, ctx) => {
       const problem = urlProblem(value, options.allowPlaceholders, options.allowHttp);
       if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `URL ${problem}` });
@@ -121,11 +137,9 @@ const urlSchemas = (allowHttp: boolean): UrlSchemas => ({
 
 const connectionParamSchema = z.strictObject({
   key: z.string().regex(PARAM_KEY_PATTERN, 'must match ^[a-z][a-zA-Z0-9_]{0,62}$'),
-  label: z.string().trim().min(1).max(100),
+  label: text({ max: 100, trim: true }),
   /** An anchored regular expression the value must match, on top of the built-in hostname-safe check. */
-  pattern: z
-    .string()
-    .max(200)
+  pattern: text({ max: 200 })
     .superRefine((value, ctx) => {
       if (!value.startsWith('^') || !value.endsWith('$')) {
         ctx.addIssue({ code: 'custom', message: 'pattern must be anchored with ^ and $' });
@@ -141,6 +155,15 @@ const connectionParamSchema = z.strictObject({
         new RegExp(value, 'u');
       } catch {
         ctx.addIssue({ code: 'custom', message: 'pattern is not a valid regular expression' });
+        return;
+      }
+      // Nested quantifiers are not the only way to backtrack badly (`^a*a*a*$` has none): a pattern that
+      // redos-detector cannot prove safe within its budget is refused.
+      if (!patternIsSafe(value)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'pattern could backtrack catastrophically; use a simpler expression',
+        });
       }
     })
     .optional(),
@@ -154,6 +177,12 @@ const oauth2SchemaFor = (urls: UrlSchemas) =>
     revocationUrl: urls.templated.optional(),
     /** Expected `iss` of ID tokens / RFC 9207 authorization responses. */
     issuer: urls.templated.optional(),
+    /**
+     * The provider's JWK Set (its discovery document's `jwks_uri`), for an OpenID provider. With it (and
+     * `issuer`), the ID token of a connect flow is verified (signature, iss, aud, exp, nonce) and its `sub`
+     * is kept as the connection's provider account id; without it the ID token is never read.
+     */
+    jwksUri: urls.templated.optional(),
     /** Default scopes requested at connect time. */
     scopes: z
       .array(z.string().max(512).regex(SCOPE_TOKEN_PATTERN, 'must be an RFC 6749 scope token'))
@@ -167,7 +196,7 @@ const oauth2SchemaFor = (urls: UrlSchemas) =>
       .default('client_secret_basic'),
     /** Extra authorization request parameters, e.g. `{access_type: offline, prompt: consent}`. */
     authorizationParams: z
-      .record(z.string().min(1).max(100), z.string().max(1000))
+      .record(text({ max: 100 }), text({ min: 0, max: 1000 }))
       .superRefine((params, ctx) => {
         for (const name of Object.keys(params)) {
           if (RESERVED_AUTHORIZATION_PARAMS.has(name)) {
@@ -224,7 +253,7 @@ const definitionSchemaFor = (urls: UrlSchemas) =>
   z
     .strictObject({
       key: z.string().regex(PROVIDER_KEY_PATTERN, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$'),
-      name: z.string().trim().min(1).max(100),
+      name: text({ max: 100, trim: true }),
       authMode: z.enum(['oauth2', 'api_key', 'basic']),
       docsUrl: urls.plain.optional(),
       /** Values the user supplies at connect time (account, subdomain, …), usable as `{key}` in URLs. */
@@ -252,6 +281,13 @@ const definitionSchemaFor = (urls: UrlSchemas) =>
           message: `oauth2 is not allowed when authMode is ${def.authMode}`,
         });
       }
+      if (def.oauth2?.jwksUri !== undefined && def.oauth2.issuer === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['oauth2', 'issuer'],
+          message: 'issuer is required with jwksUri (ID tokens are checked against it)',
+        });
+      }
       if (def.authMode === 'oauth2' && def.apiKey !== undefined) {
         ctx.addIssue({
           code: 'custom',
@@ -276,6 +312,7 @@ const definitionSchemaFor = (urls: UrlSchemas) =>
         [['oauth2', 'tokenUrl'], def.oauth2?.tokenUrl],
         [['oauth2', 'revocationUrl'], def.oauth2?.revocationUrl],
         [['oauth2', 'issuer'], def.oauth2?.issuer],
+        [['oauth2', 'jwksUri'], def.oauth2?.jwksUri],
         [['apiKey', 'verify', 'url'], def.apiKey?.verify?.url],
       ];
       for (const [path, url] of urls) {
@@ -406,6 +443,7 @@ export function definitionUrls(def: ProviderDefinition): { path: string; url: st
     ['oauth2.tokenUrl', def.oauth2?.tokenUrl],
     ['oauth2.revocationUrl', def.oauth2?.revocationUrl],
     ['oauth2.issuer', def.oauth2?.issuer],
+    ['oauth2.jwksUri', def.oauth2?.jwksUri],
     ['apiKey.verify.url', def.apiKey?.verify?.url],
   ];
   return urls.flatMap(([path, url]) => (url === undefined ? [] : [{ path, url }]));

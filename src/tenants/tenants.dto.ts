@@ -1,11 +1,14 @@
 import { z } from 'zod';
+import { text, textRule } from '../common/validation.js';
+
+const tenantName = text({ max: 200, trim: true });
 
 export const createTenantSchema = z.strictObject({
-  name: z.string().trim().min(1).max(200),
+  name: tenantName,
 });
 
 export const createAdminKeySchema = z.strictObject({
-  name: z.string().trim().min(1).max(200),
+  name: text({ max: 200, trim: true }),
   role: z.enum(['admin', 'auditor']),
 });
 
@@ -14,44 +17,41 @@ export const createAdminKeySchema = z.strictObject({
  * no credentials, no fragment, and nothing that browsers or proxies read differently: no backslashes,
  * control characters or whitespace. Matched exactly, byte for byte.
  */
-export const returnUrlSchema = z
-  .string()
-  .min(1)
-  .max(2048)
-  .refine((raw) => {
-    // Backslashes, whitespace and control characters (checked by code point: no control characters in a regex).
-    if (
-      [...raw].some(
-        (ch) => ch === '\\' || /\s/.test(ch) || ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f,
-      )
-    ) {
-      return false;
-    }
-    let u: URL;
-    try {
-      u = new URL(raw);
-    } catch {
-      return false;
-    }
-    const local = u.hostname === 'localhost' || u.hostname === '127.0.0.1' || u.hostname === '[::1]';
-    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && local)) return false;
-    return !u.username && !u.password && !u.hash && u.href === raw;
-  }, 'must be an absolute https URL in canonical form, without credentials or fragment (http only for localhost)');
+export const returnUrlSchema = text({ max: 2048 }).refine((raw) => {
+  // Backslashes, whitespace and control characters (checked by code point: no control characters in a regex).
+  if (
+    [...raw].some(
+      (ch) => ch === '\\' || /\s/.test(ch) || ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f,
+    )
+  ) {
+    return false;
+  }
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return false;
+  }
+  const local = u.hostname === 'localhost' || u.hostname === '127.0.0.1' || u.hostname === '[::1]';
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && local)) return false;
+  return !u.username && !u.password && !u.hash && u.href === raw;
+}, 'must be an absolute https URL in canonical form, without credentials or fragment (http only for localhost)');
 
 export const updateTenantSchema = z
   .strictObject({
-    name: z.string().trim().min(1).max(200).optional(),
+    name: tenantName.optional(),
     allowedReturnUrls: z.array(returnUrlSchema).max(50).optional(),
     /** Signed notifications (connection.created); null removes the webhook. */
     webhookUrl: z
       .url({ protocol: /^https?$/ })
       .max(2048)
+      .superRefine(textRule())
       .nullable()
       .optional(),
     /** Sign-in at one of the tenant's identity providers before connecting; null turns it off. */
     connectLogin: z
       .strictObject({
-        identityProvider: z.string().min(1).max(100),
+        identityProvider: text({ max: 100 }),
         clientId: z
           .string()
           .min(1)

@@ -100,6 +100,7 @@ describeBrowser('hosted connect pages in Chromium', () => {
         authorizationUrl: op.endpoints.authorization,
         tokenUrl: op.endpoints.token,
         issuer: op.issuer,
+        jwksUri: op.endpoints.jwks,
         scopes: ['openid', 'offline_access', 'repo'],
       },
     });
@@ -157,6 +158,24 @@ describeBrowser('hosted connect pages in Chromium', () => {
     const released = await exchange('alice', 'inhouse');
     expect(released.status).toBe(200);
     expect(released.body.access_token).toEqual(expect.any(String));
+    // The verified ID token's sub, as the provider account id.
+    const [row] = await app.custos.runtime.dataSource.query(
+      `SELECT external_account_id FROM connections
+        WHERE tenant_id = $1 AND user_id = 'alice' AND provider = 'inhouse' AND revoked_at IS NULL`,
+      [t.tenantId],
+    );
+    expect(row.external_account_id).toBe('alice');
+  }, 60_000);
+
+  it('shows a page, not JSON, when the address is refused', async () => {
+    const page = await browser.newPage();
+    await step(page, 'refused-page', async () => {
+      const res = await page.goto(`${publicUrl}/connect/callback/inhouse?state=a%00b&code=x`);
+      expect(res?.status()).toBe(400);
+      await page.getByRole('heading', { name: 'Request not understood' }).waitFor();
+      await page.getByText('Start again from your link').waitFor();
+    });
+    await page.close();
   }, 60_000);
 
   it('connects an API key through the form, after a wrong one is refused', async () => {

@@ -27,9 +27,13 @@
  * of them (else UnrecognizedClientException) and the signature is verified with its secret key (else
  * InvalidSignatureException); without, any well-formed header is accepted.
  *
- * Fault knobs (`faults`): latency, a random error rate (ThrottlingException or a 500), and `hang`, which holds
- * every request unanswered until it is cleared or the emulator closes. A key's `denyAll` switch answers
- * AccessDeniedException for every operation on it.
+ * Fault knobs (`faults`): latency, a random error rate (ThrottlingException or a 500), `hang`, which holds
+ * every request unanswered until it is cleared or the emulator closes, and `redirectTo`, which answers every request
+ * with a 307 to another address. A key's `denyAll` switch answers AccessDeniedException for every operation on it.
+ *
+ * Restarts: `snapshot()` copies the keys and aliases; a new emulator started on the same port without `state` is a
+ * KMS that lost its state, with `state` one restored from backup. `addCredentials` accepts temporary credentials
+ * (from the STS emulator).
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -61,6 +65,11 @@ const SIGV4_AUTHORIZATION =
 export class EmulatorFaults<K extends string> {
   latencyMs = 0;
   errorRate = 0;
+  /**
+   * When set, every request is answered `307 Temporary Redirect` to this base URL plus the request's path (what a
+   * compromised or hostile endpoint, or a Vault standby, would do); the request is not served.
+   */
+  redirectTo: string | undefined = undefined;
   #hang = false;
   readonly #waiters = new Set<() => void>();
 
@@ -79,7 +88,17 @@ export class EmulatorFaults<K extends string> {
   clear(): void {
     this.latencyMs = 0;
     this.errorRate = 0;
+    this.redirectTo = undefined;
     this.hang = false;
+  }
+
+  /** Answers the redirect when `redirectTo` is set; true when the request was answered so. */
+  redirected(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    if (this.redirectTo === undefined) return false;
+    const location = new URL(req.url ?? '/', this.redirectTo).href;
+    res.writeHead(307, { location, 'content-length': 0 });
+    res.end();
+    return true;
   }
 
   /** Applies latency and hang; resolves when the request may proceed (or the emulator closed). */
@@ -161,6 +180,17 @@ export interface KmsEmulatorOptions {
   region?: string;
   /** Accepted credentials; signatures are verified. Default: any well-formed SigV4 header is accepted. */
   credentials?: KmsEmulatorCredentials[];
+  /**
+   * Keys and aliases to start with, from `snapshot()` of an earlier emulator (a KMS restored from backup).
+   * Default: none (a KMS that lost its state).
+   */
+  state?: KmsEmulatorState;
+}
+
+/** An opaque copy of an emulator's keys and aliases. */
+export interface KmsEmulatorState {
+  readonly keys: ReadonlyMap<string, unknown>;
+  readonly aliases: ReadonlyMap<string, string>;
 }
 
 export interface KmsKeyHandle {
@@ -178,6 +208,8 @@ export interface KmsEmulator {
   readonly requests: number;
   /** Requests per operation name (e.g. "Decrypt"), faulted or not. */
   readonly callsByOp: Record<string, number>;
+  /** Requests per access key id named in their SigV4 Authorization header (whether accepted or not). */
+  readonly callsByAccessKeyId: Record<string, number>;
   /** Creates a key directly (no HTTP); optionally with an alias such as "alias/custos". */
   createKey(options?: { description?: string; alias?: string }): KmsKeyHandle;
   /** The per-key deny switch: every operation on the key answers AccessDeniedException while on. */
@@ -187,6 +219,10 @@ export interface KmsEmulator {
   materialVersions(keyRef: string): number;
   /** Reads the key id and material version from a ciphertext blob without decrypting it. */
   describeCiphertext(blob: Uint8Array): { keyId: string; materialVersion: number };
+  /** Accepts another caller (e.g. temporary credentials an STS emulator issued); needs `credentials` configured. */
+  addCredentials(credentials: KmsEmulatorCredentials): void;
+  /** A copy of every key and alias, to start another emulator with (`state`). */
+  snapshot(): KmsEmulatorState;
   close(): Promise<void>;
 }
 
@@ -229,6 +265,7 @@ class KmsEmulatorServer implements KmsEmulator {
   readonly accountId = KMS_EMULATOR_ACCOUNT_ID;
   readonly faults = new EmulatorFaults<KmsFaultKind>('throttling');
   readonly callsByOp: Record<string, number> = {};
+  readonly callsByAccessKeyId: Record<string, number> = {};
   readonly region: string;
   url = '';
   port = 0;
@@ -236,13 +273,17 @@ class KmsEmulatorServer implements KmsEmulator {
   #closed = false;
   readonly #keys = new Map<string, KmsKey>();
   readonly #aliases = new Map<string, string>();
-  readonly #credentials?: KmsEmulatorCredentials[];
+  #credentials?: KmsEmulatorCredentials[];
   readonly #server: http.Server;
   readonly #operations: Record<string, (input: Json) => Json>;
 
   constructor(options: KmsEmulatorOptions) {
     this.region = options.region ?? 'us-east-1';
     this.#credentials = options.credentials?.map((c) => ({ ...c }));
+    if (options.state) {
+      for (const [id, key] of options.state.keys) this.#keys.set(id, copyKey(key as KmsKey));
+      for (const [alias, id] of options.state.aliases) this.#aliases.set(alias, id);
+    }
     this.#server = http.createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => {
         if (!res.headersSent) {
@@ -308,6 +349,19 @@ class KmsEmulatorServer implements KmsEmulator {
     return { keyId: parsed.keyId, materialVersion: parsed.materialVersion };
   }
 
+  addCredentials(credentials: KmsEmulatorCredentials): void {
+    if (this.#credentials === undefined)
+      throw new Error('this emulator accepts any caller: no credentials to add to');
+    this.#credentials.push({ ...credentials });
+  }
+
+  snapshot(): KmsEmulatorState {
+    return {
+      keys: new Map([...this.#keys].map(([id, key]) => [id, copyKey(key)])),
+      aliases: new Map(this.#aliases),
+    };
+  }
+
   // -------------------------------------------------------------------------------------------------------
   // HTTP
   // -------------------------------------------------------------------------------------------------------
@@ -318,9 +372,11 @@ class KmsEmulatorServer implements KmsEmulator {
     const target = header(req, 'x-amz-target') ?? '';
     const op = target.startsWith('TrentService.') ? target.slice('TrentService.'.length) : '(unknown)';
     this.callsByOp[op] = (this.callsByOp[op] ?? 0) + 1;
+    const caller = /Credential=([^/,\s]+)\//.exec(header(req, 'authorization') ?? '')?.[1];
+    if (caller !== undefined) this.callsByAccessKeyId[caller] = (this.callsByAccessKeyId[caller] ?? 0) + 1;
 
     await this.faults.apply();
-    if (this.#closed) return;
+    if (this.#closed || this.faults.redirected(req, res)) return;
     try {
       if (this.faults.shouldFail()) {
         throw this.faults.errorKind === 'internal'
@@ -343,88 +399,12 @@ class KmsEmulatorServer implements KmsEmulator {
 
   /** SigV4: header shape always; access key, session token and signature when credentials are configured. */
   private authenticate(req: http.IncomingMessage, body: Buffer): void {
-    const authorization = header(req, 'authorization');
-    if (authorization === undefined) {
-      throw new KmsError('MissingAuthenticationTokenException', 'Missing Authentication Token');
-    }
-    const match = SIGV4_AUTHORIZATION.exec(authorization);
-    if (!match) {
-      throw new KmsError(
-        'IncompleteSignatureException',
-        "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' (AWS4-HMAC-SHA256).",
-      );
-    }
-    const [, accessKeyId, scopeDate, scopeRegion, scopeService, signedHeaderList, signature] = match;
-    if (this.#credentials === undefined) return;
-
-    const credentials = this.#credentials.find((c) => c.accessKeyId === accessKeyId);
-    if (!credentials) {
-      throw new KmsError(
-        'UnrecognizedClientException',
-        'The security token included in the request is invalid.',
-      );
-    }
-    if (
-      credentials.sessionToken !== undefined &&
-      header(req, 'x-amz-security-token') !== credentials.sessionToken
-    ) {
-      throw new KmsError(
-        'UnrecognizedClientException',
-        'The security token included in the request is invalid.',
-      );
-    }
-    if (scopeService !== 'kms') {
-      throw new KmsError(
-        'InvalidSignatureException',
-        "Credential should be scoped to correct service: 'kms'.",
-      );
-    }
-    if (scopeRegion !== this.region) {
-      throw new KmsError(
-        'InvalidSignatureException',
-        `Credential should be scoped to a valid region, not '${scopeRegion}'.`,
-      );
-    }
-    const amzDate = header(req, 'x-amz-date') ?? '';
-    const time = parseAmzDate(amzDate);
-    if (time === undefined || amzDate.slice(0, 8) !== scopeDate) {
-      throw new KmsError('IncompleteSignatureException', 'The x-amz-date header is missing or malformed.');
-    }
-    if (Math.abs(Date.now() - time) > MAX_CLOCK_SKEW_MS) {
-      throw new KmsError(
-        'InvalidSignatureException',
-        `Signature expired: ${amzDate} is outside the allowed skew.`,
-      );
-    }
-    const signedHeaders = signedHeaderList.split(';');
-    if (!signedHeaders.includes('host') || !signedHeaders.includes('x-amz-date')) {
-      throw new KmsError('IncompleteSignatureException', 'The host and x-amz-date headers must be signed.');
-    }
-    const [path, query = ''] = (req.url ?? '/').split('?', 2);
-    const canonicalRequest = [
-      req.method ?? 'POST',
-      canonicalUri(path),
-      canonicalQuery(query),
-      signedHeaders
-        .map((name) => `${name}:${(header(req, name) ?? '').trim().replace(/\s+/g, ' ')}\n`)
-        .join(''),
-      signedHeaderList,
-      sha256Hex(body),
-    ].join('\n');
-    const scope = `${scopeDate}/${scopeRegion}/${scopeService}/aws4_request`;
-    const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(Buffer.from(canonicalRequest))].join(
-      '\n',
-    );
-    let signingKey = hmac(Buffer.from(`AWS4${credentials.secretAccessKey}`, 'utf8'), scopeDate);
-    for (const part of [scopeRegion, scopeService, 'aws4_request']) signingKey = hmac(signingKey, part);
-    const expected = hmac(signingKey, stringToSign);
-    if (!crypto.timingSafeEqual(expected, Buffer.from(signature, 'hex'))) {
-      throw new KmsError(
-        'InvalidSignatureException',
-        'The request signature we calculated does not match the signature you provided. Check your AWS Secret ' +
-          'Access Key and signing method. Consult the service documentation for details.',
-      );
-    }
+    const problem = verifySigV4(req, body, {
+      credentials: this.#credentials,
+      service: 'kms',
+      region: this.region,
+    });
+    if (problem) throw new KmsError(problem.code, problem.message);
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -809,6 +789,103 @@ export async function startKmsEmulator(options: KmsEmulatorOptions = {}): Promis
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------------------
+
+/** A SigV4 failure, named as AWS names it (KMS's JSON `__type`, STS's XML `Code`). */
+export interface SigV4Problem {
+  code: string;
+  message: string;
+}
+
+/**
+ * Checks a request's SigV4 `Authorization` header: its shape always; with `credentials`, the access key id, the
+ * session token, the scope (service and region), the clock and the signature itself. Undefined when it holds.
+ */
+export function verifySigV4(
+  req: http.IncomingMessage,
+  body: Buffer,
+  expected: { credentials: KmsEmulatorCredentials[] | undefined; service: string; region: string },
+): SigV4Problem | undefined {
+  const authorization = header(req, 'authorization');
+  if (authorization === undefined) {
+    return fail('MissingAuthenticationTokenException', 'Missing Authentication Token');
+  }
+  const match = SIGV4_AUTHORIZATION.exec(authorization);
+  if (!match) {
+    return fail(
+      'IncompleteSignatureException',
+      "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' (AWS4-HMAC-SHA256).",
+    );
+  }
+  const [, accessKeyId, scopeDate, scopeRegion, scopeService, signedHeaderList, signature] = match;
+  if (expected.credentials === undefined) return undefined;
+
+  const credentials = expected.credentials.find((c) => c.accessKeyId === accessKeyId);
+  if (!credentials) {
+    return fail('UnrecognizedClientException', 'The security token included in the request is invalid.');
+  }
+  if (
+    credentials.sessionToken !== undefined &&
+    header(req, 'x-amz-security-token') !== credentials.sessionToken
+  ) {
+    return fail('UnrecognizedClientException', 'The security token included in the request is invalid.');
+  }
+  if (scopeService !== expected.service) {
+    return fail(
+      'InvalidSignatureException',
+      `Credential should be scoped to correct service: '${expected.service}'.`,
+    );
+  }
+  if (scopeRegion !== expected.region) {
+    return fail(
+      'InvalidSignatureException',
+      `Credential should be scoped to a valid region, not '${scopeRegion}'.`,
+    );
+  }
+  const amzDate = header(req, 'x-amz-date') ?? '';
+  const time = parseAmzDate(amzDate);
+  if (time === undefined || amzDate.slice(0, 8) !== scopeDate) {
+    return fail('IncompleteSignatureException', 'The x-amz-date header is missing or malformed.');
+  }
+  if (Math.abs(Date.now() - time) > MAX_CLOCK_SKEW_MS) {
+    return fail('InvalidSignatureException', `Signature expired: ${amzDate} is outside the allowed skew.`);
+  }
+  const signedHeaders = signedHeaderList.split(';');
+  if (!signedHeaders.includes('host') || !signedHeaders.includes('x-amz-date')) {
+    return fail('IncompleteSignatureException', 'The host and x-amz-date headers must be signed.');
+  }
+  const [path, query = ''] = (req.url ?? '/').split('?', 2);
+  const canonicalRequest = [
+    req.method ?? 'POST',
+    canonicalUri(path),
+    canonicalQuery(query),
+    signedHeaders
+      .map((name) => `${name}:${(header(req, name) ?? '').trim().replace(/\s+/g, ' ')}\n`)
+      .join(''),
+    signedHeaderList,
+    sha256Hex(body),
+  ].join('\n');
+  const scope = `${scopeDate}/${scopeRegion}/${scopeService}/aws4_request`;
+  const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(Buffer.from(canonicalRequest))].join(
+    '\n',
+  );
+  let signingKey = hmac(Buffer.from(`AWS4${credentials.secretAccessKey}`, 'utf8'), scopeDate);
+  for (const part of [scopeRegion, scopeService, 'aws4_request']) signingKey = hmac(signingKey, part);
+  const computed = hmac(signingKey, stringToSign);
+  if (!crypto.timingSafeEqual(computed, Buffer.from(signature, 'hex'))) {
+    return fail(
+      'InvalidSignatureException',
+      'The request signature we calculated does not match the signature you provided. Check your AWS Secret ' +
+        'Access Key and signing method. Consult the service documentation for details.',
+    );
+  }
+  return undefined;
+}
+
+const fail = (code: string, message: string): SigV4Problem => ({ code, message });
+
+function copyKey(key: KmsKey): KmsKey {
+  return { ...key, materials: key.materials.map((m) => Buffer.from(m)) };
+}
 
 function send(res: http.ServerResponse, status: number, payload: Json): void {
   const body = JSON.stringify(payload);

@@ -19,7 +19,8 @@
  * from AppRole logins expire after `tokenTtlSeconds`.
  *
  * Fault knobs (`faults`): latency, a random error rate (500 "internal error", or 503 "Vault is sealed" with
- * errorKind 'sealed'), and `hang`, which holds every request unanswered until it is cleared or the emulator closes.
+ * errorKind 'sealed'), `hang`, which holds every request unanswered until it is cleared or the emulator closes, and
+ * `redirectTo`, which answers every request with a 307 to another address (as a standby node or a hostile server).
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -234,7 +235,7 @@ class VaultEmulatorServer implements VaultEmulator {
     this.callsByOp[route.op] = (this.callsByOp[route.op] ?? 0) + 1;
 
     await this.faults.apply();
-    if (this.#closed) return;
+    if (this.#closed || this.faults.redirected(req, res)) return;
     try {
       if (this.faults.shouldFail()) {
         throw this.faults.errorKind === 'sealed'

@@ -43,6 +43,8 @@ beforeAll(async () => {
   app = await startTestApp({
     CUSTOS_OUTBOUND_ALLOW_HOSTS: `127.0.0.1:${kms.port},127.0.0.1:${vault.port},127.0.0.1:${deadPort}`,
     CUSTOS_KEY_BACKEND_TIMEOUT_MS: '600',
+    // A short open period, so that a test can wait it out.
+    CUSTOS_KEY_BACKEND_BREAKER_SECONDS: '1',
   });
 });
 afterAll(async () => {
@@ -195,10 +197,12 @@ describe.each(backends)('$name', (backend) => {
     expect(res.body.type).toBe(backend.name);
     await service().settled(t.tenantId);
     const view = await app.request('GET', `/v1/tenants/${t.tenantId}/key-backend`, { key: t.adminKey });
+    // The two epochs moved, and a third, on the new backend, for secrets written from now on.
     expect(view.body).toMatchObject({
       type: backend.name,
       status: 'active',
-      dataKeys: { total: 2, onCurrentBackend: 2 },
+      dataKeys: { total: 3, onCurrentBackend: 3 },
+      migration: null,
     });
     const rows = await db().query('SELECT backend_type, backend_id FROM data_keys WHERE tenant_id = $1', [
       t.tenantId,
@@ -381,23 +385,35 @@ describe.each(backends)('$name', (backend) => {
     tampered[tampered.length - 3] ^= 0x01;
     await db().query('UPDATE data_keys SET wrapped = $2 WHERE id = $1', [row.id, tampered]);
     dataKeys().flushTenant(t.tenantId);
+    const unwrapsBefore = backend.unwraps();
     await expect(read(t, c.id)).rejects.toMatchObject({
       code: expect.stringMatching(/^key_(invalid|unavailable)$/),
     });
+    // (A Vault ciphertext mangled into an impossible form is refused without asking Vault at all.)
+    const asked = backend.unwraps() - unwrapsBefore;
+    // The backend answered: a bad ciphertext never makes the next read fail without asking it.
+    await expect(read(t, c.id)).rejects.toMatchObject({
+      code: expect.stringMatching(/^key_(invalid|unavailable)$/),
+    });
+    expect(backend.unwraps() - unwrapsBefore).toBe(2 * asked);
     await db().query('UPDATE data_keys SET wrapped = $2 WHERE id = $1', [row.id, row.wrapped]);
     expect((await read(t, c.id)).secret).toBe(c.secret);
   });
 
-  it('bounds an outage by the timeout, and a hung backend never stalls another tenant', async () => {
+  it('bounds an outage by the timeout, then fails at once for a moment instead of waiting again, never stalling another tenant', async () => {
     const t = await createTenant(app);
     const other = await createTenant(app);
+    const peer = await createTenant(app);
     const { config } = await backend.setup();
     await putBackend(t, config);
+    // Another tenant with its own key at the same (soon hanging) backend.
+    await putBackend(peer, (await backend.setup()).config);
     const c = await putCredential(t, 'slow');
     const o = await putCredential(other, 'fast');
-    dataKeys().flushTenant(t.tenantId);
-    dataKeys().flushTenant(other.tenantId);
+    const p = await putCredential(peer, 'peer');
+    for (const x of [t, other, peer]) dataKeys().flushTenant(x.tenantId);
     const faults = backend.name === 'aws-kms' ? kms.faults : vault.faults;
+    const calls = () => (backend.name === 'aws-kms' ? kms.requests : vault.requests);
     faults.hang = true;
     try {
       let settled = false;
@@ -409,7 +425,37 @@ describe.each(backends)('$name', (backend) => {
     } finally {
       faults.hang = false;
     }
-    expect((await read(t, c.id)).secret).toBe(c.secret);
+    // The backend answers again, but this configuration was found unreachable a moment ago: its reads and
+    // writes fail at once (503 with Retry-After), without a call to the backend...
+    const before = calls();
+    await expect(read(t, c.id)).rejects.toMatchObject({
+      code: 'key_unavailable',
+      details: { reason: 'unreachable', circuit: 'open' },
+    });
+    const write = await app.request('PUT', `/v1/tenants/${t.tenantId}/users/w/connections/github`, {
+      key: t.adminKey,
+      body: { type: 'oauth2', accessToken: uniqueSecret('w') },
+    });
+    expect({ status: write.status, error: write.body.error }).toEqual({
+      status: 503,
+      error: 'key_unavailable',
+    });
+    expect(write.headers['retry-after']).toBeDefined();
+    expect(calls()).toBe(before);
+    // ...while the other configuration at the same backend is served.
+    expect((await read(peer, p.id)).secret).toBe(p.secret);
+    // Once the short open period is over, one read probes the backend and everything works again.
+    let secret: string | undefined;
+    for (let i = 0; i < 100 && secret === undefined; i++) {
+      secret = await read(t, c.id).then(
+        (r) => r.secret,
+        async () => {
+          await new Promise((r) => setTimeout(r, 50));
+          return undefined;
+        },
+      );
+    }
+    expect(secret).toBe(c.secret);
   });
 
   it('resumes a migration interrupted by a crash, idempotently', async () => {
@@ -438,7 +484,8 @@ describe.each(backends)('$name', (backend) => {
       svc.migrate = original;
     }
     const mid = await app.request('GET', `/v1/tenants/${t.tenantId}/key-backend`, { key: t.adminKey });
-    expect(mid.body).toMatchObject({ status: 'migrating', dataKeys: { total: 3, onCurrentBackend: 1 } });
+    // Three epochs to move (one moved before the crash), and the new backend's own for new secrets.
+    expect(mid.body).toMatchObject({ status: 'migrating', dataKeys: { total: 4, onCurrentBackend: 2 } });
     // Meanwhile every credential is still readable (each key through the backend that wrapped it).
     dataKeys().flushTenant(t.tenantId);
     for (const c of creds) expect((await read(t, c.id)).secret).toBe(c.secret);
@@ -447,7 +494,7 @@ describe.each(backends)('$name', (backend) => {
     expect(await service().migrate(t.tenantId)).toEqual({ migrated: 2, remaining: 0 });
     expect(await service().migrate(t.tenantId)).toEqual({ migrated: 0, remaining: 0 });
     const done = await app.request('GET', `/v1/tenants/${t.tenantId}/key-backend`, { key: t.adminKey });
-    expect(done.body).toMatchObject({ status: 'active', dataKeys: { total: 3, onCurrentBackend: 3 } });
+    expect(done.body).toMatchObject({ status: 'active', dataKeys: { total: 4, onCurrentBackend: 4 } });
     dataKeys().flushTenant(t.tenantId);
     for (const c of creds) expect((await read(t, c.id)).secret).toBe(c.secret);
   });

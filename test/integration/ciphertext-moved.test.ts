@@ -75,14 +75,14 @@ async function copyColumn(from: string, fromColumn: string, to: string, toColumn
 
 /** A fresh process view: no opened secret or data key cached from before the move. */
 async function restart(): Promise<void> {
-  const env = app.custos.runtime.config;
-  await app.custos.close();
-  const fresh = await startTestApp({
-    DATABASE_URL: env.databaseUrl,
-    CUSTOS_ROOT_KEYS: env.rootKeys,
-    CUSTOS_BOOTSTRAP_ADMIN_KEY: app.bootstrapKey,
+  const { databaseUrl, rootKeys } = app.custos.runtime.config;
+  const bootstrapKey = app.bootstrapKey;
+  await app.close();
+  app = await startTestApp({
+    DATABASE_URL: databaseUrl,
+    CUSTOS_ROOT_KEYS: rootKeys,
+    CUSTOS_BOOTSTRAP_ADMIN_KEY: bootstrapKey,
   });
-  Object.assign(app, { custos: fresh.custos, request: fresh.request, logs: fresh.logs });
 }
 
 beforeAll(async () => {

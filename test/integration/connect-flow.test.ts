@@ -141,6 +141,8 @@ beforeAll(async () => {
         tokenUrl: op.endpoints.token,
         revocationUrl: op.endpoints.revocation,
         issuer: op.issuer,
+        // The ID token is verified against it, and only then is its sub kept as the account id.
+        jwksUri: op.endpoints.jwks,
         scopes: ['openid', 'offline_access', 'repo'],
         pkce: true,
         tokenEndpointAuthMethod: 'client_secret_basic',
@@ -253,7 +255,7 @@ describe('OAuth connect flow', () => {
       [t.tenantId],
     );
     expect(row.has_refresh).toBe(true);
-    // The provider's own id of the account (the ID token's sub).
+    // The provider's own id of the account (the verified ID token's sub).
     expect(row.external_account_id).toBe('alice');
     expect(row.scopes).toEqual(expect.arrayContaining(['repo']));
     // The link is spent.

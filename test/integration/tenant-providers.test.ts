@@ -415,7 +415,7 @@ describe('the SSRF guard at save', () => {
       expect(asked).toContain('wildcard.corp.example');
     });
 
-    it('fails a fixed host that does not resolve with 502 outbound_request_failed, storing nothing', async () => {
+    it('refuses a fixed host that does not resolve with 400 outbound_url_unresolvable, storing nothing', async () => {
       const key = freshKey('nxdomain');
       const err = await saveError(
         key,
@@ -424,7 +424,8 @@ describe('the SSRF guard at save', () => {
           apiKey: { verify: { url: 'https://nowhere.corp.example/me' } },
         }),
       );
-      expect((err as CustosException).code).toBe('outbound_request_failed');
+      expect((err as CustosException).code).toBe('outbound_url_unresolvable');
+      expect((err as CustosException).details).toMatchObject({ reason: 'dns_resolution_failed' });
       expect(await rowCount(a, key)).toBe(0);
       await expect(
         service().saveCustomProvider(

@@ -52,6 +52,11 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
     CUSTOS_DB_POOL_SIZE: '5',
     // Each app has its own BullMQ keys unless a test shares them on purpose.
     CUSTOS_QUEUE_PREFIX: `custos-test-${randomUUID()}`,
+    // Every test request comes from one address and many are refused on purpose: no throttling or folding
+    // unless a test asks for it (test/integration/rate-limit.test.ts does).
+    CUSTOS_RATE_LIMIT_CREDENTIAL_FAILURES: '1000000',
+    CUSTOS_RATE_LIMIT_ADDRESS_FAILURES: '1000000',
+    CUSTOS_AUDIT_DENIALS_PER_WINDOW: '1000000',
     ...env,
   });
   const custos = await startCustos({ config, logger: createLogger('debug', sink), listen: false });

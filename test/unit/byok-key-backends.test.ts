@@ -4,6 +4,8 @@
  * code and reason.
  */
 import crypto from 'node:crypto';
+import nodeHttp from 'node:http';
+import type { AddressInfo } from 'node:net';
 import {
   DisableKeyCommand,
   EnableKeyCommand,
@@ -12,6 +14,7 @@ import {
 } from '@aws-sdk/client-kms';
 import NodeVault from 'node-vault';
 import { CustosException } from '../../src/common/errors.js';
+import { OutboundHttpClient } from '../../src/common/outbound-http.js';
 import { AwsKmsKeyBackend, type AwsKmsKeyBackendOptions } from '../../src/crypto/aws-kms-key-backend.js';
 import type { DataKeyContext } from '../../src/crypto/key-backend.js';
 import {
@@ -29,6 +32,9 @@ process.env.AWS_EC2_METADATA_DISABLED = 'true';
 for (const name of ['VAULT_ADDR', 'VAULT_TOKEN', 'VAULT_NAMESPACE', 'VAULT_PREFIX']) delete process.env[name];
 
 const REGION = 'eu-central-1';
+/** The guarded client, letting http through to the emulators on loopback (as CUSTOS_OUTBOUND_ALLOW_HOSTS does). */
+const http = new OutboundHttpClient({ allowHosts: ['127.0.0.1'] });
+afterAll(() => http.destroy());
 
 function aContext(overrides: Partial<DataKeyContext> = {}): DataKeyContext {
   return { tenantId: `tenant-${crypto.randomUUID()}`, dataKeyId: crypto.randomUUID(), ...overrides };
@@ -60,6 +66,28 @@ async function expectFailure(
   return error;
 }
 
+/** A server that records what reaches it: where a followed redirect would land. */
+async function startTrap(): Promise<{
+  url: string;
+  received: nodeHttp.IncomingHttpHeaders[];
+  close(): Promise<void>;
+}> {
+  const received: nodeHttp.IncomingHttpHeaders[] = [];
+  const server = nodeHttp.createServer((req, res) => {
+    received.push(req.headers);
+    res.end('{}');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    received,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** A guarded client that lets only this emulator port through (the trap is on loopback too, and not listed). */
+const guardFor = (port: number) => new OutboundHttpClient({ allowHosts: [`127.0.0.1:${port}`] });
+
 /** A port nothing listens on: bound once, then released. */
 async function aClosedPort(): Promise<number> {
   const emulator = await startKmsEmulator();
@@ -80,6 +108,7 @@ describe('AwsKmsKeyBackend', () => {
       region: REGION,
       endpoint: kms.url,
       credentials,
+      http,
       ...overrides,
     });
     backends.push(backend);
@@ -299,6 +328,42 @@ describe('AwsKmsKeyBackend', () => {
     await expectFailure(backend.check(), 'key_unavailable', 'unreachable');
   });
 
+  it('never follows a redirect: a 3xx is misconfigured, and the signature goes nowhere else', async () => {
+    const trap = await startTrap();
+    const backend = backendFor(kms.createKey().keyId);
+    try {
+      for (const target of [trap.url, 'http://169.254.169.254/latest/meta-data/']) {
+        kms.faults.redirectTo = target;
+        const error = await expectFailure(backend.check(), 'key_unavailable', 'misconfigured');
+        expect(error.message).toContain('redirect');
+      }
+      expect(trap.received).toEqual([]);
+    } finally {
+      await trap.close();
+    }
+  });
+
+  it('sends only through the guarded client: an address it refuses is never contacted', async () => {
+    const guarded = guardFor(1);
+    const backend = backendFor(kms.createKey().keyId, { http: guarded });
+    const before = kms.requests;
+    await expectFailure(backend.check(), 'key_unavailable', 'misconfigured');
+    expect(kms.requests).toBe(before);
+    guarded.destroy();
+  });
+
+  it('refuses to exist without explicit credentials (no default chain behind a tenant’s key)', () => {
+    expect(
+      () =>
+        new AwsKmsKeyBackend({
+          keyId: 'k',
+          region: REGION,
+          http,
+          credentials: undefined as unknown as AwsKmsKeyBackendOptions['credentials'],
+        }),
+    ).toThrow(CustosException);
+  });
+
   it('refuses a malformed context: internal_error on generate, key_invalid on unwrap', async () => {
     const backend = backendFor(kms.createKey().keyId);
     const ctx = aContext();
@@ -321,6 +386,7 @@ describe('VaultTransitKeyBackend', () => {
       address: vault.url,
       keyName: 'custos',
       token: vault.rootToken,
+      http,
     };
     return new VaultTransitKeyBackend({ ...options, ...overrides });
   }
@@ -564,6 +630,47 @@ describe('VaultTransitKeyBackend', () => {
   it('reports a closed port as unreachable', async () => {
     const backend = backendFor({ address: `http://127.0.0.1:${await aClosedPort()}` });
     await expectFailure(backend.check(), 'key_unavailable', 'unreachable');
+  });
+
+  it('never follows a redirect, and never sends the token to its target (not even an address on the allow-list)', async () => {
+    const trap = await startTrap();
+    // The trap is allow-listed too: only the refusal to follow redirects keeps the token from it.
+    const open = new OutboundHttpClient({ allowHosts: ['127.0.0.1'] });
+    const keyName = aKey();
+    const roleId = crypto.randomUUID();
+    const secretId = crypto.randomUUID();
+    vault.addAppRole(roleId, secretId);
+    const backends = [
+      backendFor({ keyName, http: open }),
+      backendFor({ keyName, http: open, token: undefined, appRole: { roleId, secretId } }),
+    ];
+    try {
+      for (const target of [trap.url, 'http://169.254.169.254/latest/meta-data/']) {
+        vault.faults.redirectTo = target;
+        for (const backend of backends) {
+          const error = await expectFailure(backend.check(), 'key_unavailable', 'misconfigured');
+          expect(`${error.message} ${JSON.stringify(error.details)}`).not.toContain(vault.rootToken);
+        }
+      }
+      expect(trap.received).toEqual([]);
+      vault.faults.redirectTo = undefined;
+      for (const backend of backends) await backend.check();
+    } finally {
+      open.destroy();
+      await trap.close();
+    }
+  });
+
+  it('sends only through the guarded client: an address it refuses is never contacted', async () => {
+    const guarded = guardFor(1);
+    const before = vault.requests;
+    await expectFailure(
+      backendFor({ keyName: aKey(), http: guarded }).check(),
+      'key_unavailable',
+      'misconfigured',
+    );
+    expect(vault.requests).toBe(before);
+    guarded.destroy();
   });
 
   it('never puts the token in an error', async () => {

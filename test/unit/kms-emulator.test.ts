@@ -630,6 +630,34 @@ describe('KMS emulator through @aws-sdk/client-kms', () => {
       }
     });
 
+    it('redirectTo answers 307 to the same path at another address, without serving the request', async () => {
+      const key = kms.createKey();
+      kms.faults.redirectTo = 'http://169.254.169.254/';
+      const before = kms.callsByOp.DescribeKey ?? 0;
+      try {
+        const res = await fetch(kms.url + '/', { method: 'POST', redirect: 'manual', body: '{}' });
+        expect({ status: res.status, location: res.headers.get('location') }).toEqual({
+          status: 307,
+          location: 'http://169.254.169.254/',
+        });
+        const error = await sdkError(client.send(new DescribeKeyCommand({ KeyId: key.keyId })));
+        expect(error.$metadata?.httpStatusCode).toBe(307);
+        expect(kms.callsByOp.DescribeKey).toBe(before + 1);
+      } finally {
+        kms.faults.clear();
+      }
+      await expect(client.send(new DescribeKeyCommand({ KeyId: key.keyId }))).resolves.toBeDefined();
+    });
+
+    it('counts requests per access key id, accepted or not', async () => {
+      const stranger = aCredential();
+      const key = kms.createKey();
+      await client.send(new DescribeKeyCommand({ KeyId: key.keyId }));
+      await sdkError(clientFor(kms, stranger).send(new DescribeKeyCommand({ KeyId: key.keyId })));
+      expect(kms.callsByAccessKeyId[stranger.accessKeyId]).toBe(1);
+      expect(kms.callsByAccessKeyId[credentials.accessKeyId]).toBeGreaterThan(0);
+    });
+
     it('close() ends requests held by hang', async () => {
       const other = await startKmsEmulator({ region: REGION });
       const otherClient = clientFor(other, aCredential());
@@ -642,5 +670,75 @@ describe('KMS emulator through @aws-sdk/client-kms', () => {
       expect(error.$metadata?.httpStatusCode).toBeUndefined();
       otherClient.destroy();
     });
+  });
+});
+
+describe('KMS emulator restarts', () => {
+  const credentials = aCredential();
+
+  it('loses every key without state, and keeps them (old ciphertexts decrypt) when started from a snapshot', async () => {
+    const first = await startKmsEmulator({ region: REGION, credentials: [credentials] });
+    const key = first.createKey({ alias: 'alias/kept' });
+    const c1 = clientFor(first, credentials);
+    const context = { purpose: 'restart' };
+    const { CiphertextBlob } = await c1.send(
+      new EncryptCommand({ KeyId: key.keyId, Plaintext: bytes(32), EncryptionContext: context }),
+    );
+    const backup = first.snapshot();
+    const port = first.port;
+    await first.close();
+    c1.destroy();
+
+    const empty = await startKmsEmulator({ port, region: REGION, credentials: [credentials] });
+    const c2 = clientFor(empty, credentials);
+    await expectKmsError(
+      c2.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: context })),
+      'InvalidCiphertextException',
+    );
+    await expectKmsError(c2.send(new DescribeKeyCommand({ KeyId: key.keyId })), 'NotFoundException');
+    await empty.close();
+    c2.destroy();
+
+    const restored = await startKmsEmulator({
+      port,
+      region: REGION,
+      credentials: [credentials],
+      state: backup,
+    });
+    const c3 = clientFor(restored, credentials);
+    await expect(
+      c3.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: context })),
+    ).resolves.toMatchObject({
+      KeyId: key.arn,
+    });
+    await expect(c3.send(new DescribeKeyCommand({ KeyId: 'alias/kept' }))).resolves.toMatchObject({
+      KeyMetadata: { KeyId: key.keyId },
+    });
+    await restored.close();
+    c3.destroy();
+  });
+
+  it('accepts credentials added later, with their session token', async () => {
+    const kms = await startKmsEmulator({ region: REGION, credentials: [credentials] });
+    const temporary = { ...aCredential(), sessionToken: crypto.randomBytes(32).toString('base64') };
+    const key = kms.createKey();
+    const late = clientFor(kms, temporary);
+    await expectKmsError(
+      late.send(new DescribeKeyCommand({ KeyId: key.keyId })),
+      'UnrecognizedClientException',
+    );
+    kms.addCredentials(temporary);
+    await expect(late.send(new DescribeKeyCommand({ KeyId: key.keyId }))).resolves.toBeDefined();
+    const withoutToken = clientFor(kms, {
+      accessKeyId: temporary.accessKeyId,
+      secretAccessKey: temporary.secretAccessKey,
+    });
+    await expectKmsError(
+      withoutToken.send(new DescribeKeyCommand({ KeyId: key.keyId })),
+      'UnrecognizedClientException',
+    );
+    late.destroy();
+    withoutToken.destroy();
+    await kms.close();
   });
 });

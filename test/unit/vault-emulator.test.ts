@@ -515,6 +515,26 @@ describe('Vault emulator through node-vault', () => {
       }
     });
 
+    it('redirectTo answers 307 to the same path at another address, without serving the request', async () => {
+      const before = vault.callsByOp['transit.encrypt'] ?? 0;
+      vault.faults.redirectTo = 'http://169.254.169.254/';
+      try {
+        const res = await fetch(`${vault.url}/v1/transit/encrypt/k`, {
+          method: 'POST',
+          redirect: 'manual',
+          headers: { 'x-vault-token': vault.rootToken },
+          body: '{}',
+        });
+        expect({ status: res.status, location: res.headers.get('location') }).toEqual({
+          status: 307,
+          location: 'http://169.254.169.254/v1/transit/encrypt/k',
+        });
+      } finally {
+        vault.faults.clear();
+      }
+      expect(vault.callsByOp['transit.encrypt']).toBe(before + 1);
+    });
+
     it('hang holds requests until the client times out; clearing it releases held requests', async () => {
       const name = aKeyName();
       await root.write(`transit/keys/${name}`, {});

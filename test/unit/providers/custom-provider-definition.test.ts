@@ -96,6 +96,7 @@ describe('definitionUrls and definitionHosts', () => {
           tokenUrl: 'http://127.0.0.1:4444/token',
           revocationUrl: 'http://127.0.0.1:4444/revoke',
           issuer: 'https://sso.corp.example',
+          jwksUri: 'http://127.0.0.1:4444/jwks',
         },
         { ...tenantParam, docsUrl: 'https://docs.corp.example/' },
       ),
@@ -106,6 +107,7 @@ describe('definitionUrls and definitionHosts', () => {
       'oauth2.tokenUrl',
       'oauth2.revocationUrl',
       'oauth2.issuer',
+      'oauth2.jwksUri',
     ]);
     expect(definitionHosts(def)).toEqual([
       '127.0.0.1:4444',

@@ -73,6 +73,22 @@ describe('ProviderCatalog.load', () => {
     expect(Object.isFrozen(github?.oauth2?.scopes)).toBe(true);
   });
 
+  it('gives the OpenID providers with a fixed issuer a jwksUri, so their ID tokens are verified', async () => {
+    const catalog = await ProviderCatalog.load();
+    const openid = catalog
+      .list()
+      .filter((d) => d.oauth2?.scopes.includes('openid') && d.oauth2.issuer !== undefined);
+    expect(openid.map((d) => d.key)).toEqual(expect.arrayContaining(['google', 'xero']));
+    for (const def of openid)
+      expect({ key: def.key, jwksUri: def.oauth2?.jwksUri }).toEqual({
+        key: def.key,
+        jwksUri: expect.stringMatching(/^https:\/\//),
+      });
+    expect(catalog.get('google')?.oauth2?.jwksUri).toBe('https://www.googleapis.com/oauth2/v3/certs');
+    // Microsoft's issuer is tenant-specific: no fixed issuer, so no ID token is read.
+    expect(catalog.get('microsoft')?.oauth2?.jwksUri).toBeUndefined();
+  });
+
   it('declares every templated host in connectionConfig', async () => {
     const catalog = await ProviderCatalog.load();
     for (const key of ['snowflake', 'databricks', 'servicenow', 'zendesk']) {

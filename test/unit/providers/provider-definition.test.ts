@@ -89,6 +89,13 @@ describe('parseProviderDefinition', () => {
     expect(def.connectionConfig).toEqual([{ key: 'tenant', label: 'Tenant', pattern: '^[a-z0-9-]{1,63}$' }]);
   });
 
+  it('accepts a jwksUri with its issuer', () => {
+    const def = parseProviderDefinition(
+      oauth2With({ issuer: 'https://auth.acme.example', jwksUri: 'https://auth.acme.example/jwks' }),
+    );
+    expect(def.oauth2?.jwksUri).toBe('https://auth.acme.example/jwks');
+  });
+
   it('accepts extra verify headers', () => {
     const def = parseProviderDefinition(
       apiKeyDefinition({
@@ -139,6 +146,24 @@ describe('parseProviderDefinition', () => {
       oauth2Definition({ apiKey: {} }),
       'apiKey',
       /not allowed when authMode is oauth2/,
+    ],
+    [
+      'a jwksUri without an issuer to check ID tokens against',
+      oauth2With({ jwksUri: 'https://auth.acme.example/jwks' }),
+      'oauth2.issuer',
+      /issuer is required with jwksUri/,
+    ],
+    [
+      'an http: jwksUri in the catalog',
+      oauth2With({ issuer: 'https://auth.acme.example', jwksUri: 'http://auth.acme.example/jwks' }),
+      'oauth2.jwksUri',
+      /https/,
+    ],
+    [
+      'a jwksUri with an undeclared placeholder',
+      oauth2With({ issuer: 'https://auth.acme.example', jwksUri: 'https://{region}.acme.example/jwks' }),
+      'oauth2.jwksUri',
+      /\{region\} is not declared/,
     ],
     [
       'an undeclared placeholder',
@@ -290,6 +315,7 @@ describe('parseProviderDefinition', () => {
       ['oauth2', 'authorizationUrl'],
       ['oauth2', 'tokenUrl'],
       ['oauth2', 'issuer'],
+      ['oauth2', 'jwksUri'],
       ['oauth2', 'scopes'],
       ['oauth2', 'scopeSeparator'],
       ['oauth2', 'authorizationParams'],
