@@ -33,11 +33,8 @@ import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
 import { scopeTokenSchema } from '../connections/connections.dto.js';
 import { ConnectionsService } from '../connections/connections.service.js';
-import {
-  REFRESH_MARGIN_MS,
-  TokenRefresher,
-  type FreshToken,
-} from '../connections/token-refresher.service.js';
+import { minRemainingMs, refreshDueOnRead } from '../connections/refresh-schedule.js';
+import { TokenRefresher, type FreshToken } from '../connections/token-refresher.service.js';
 import { preparedQuery } from '../database/sql.js';
 import { PROVIDER_KEY_PATTERN, type ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
@@ -57,8 +54,6 @@ export const USER_ID_TOKEN_TYPE = 'urn:custos:params:oauth:token-type:user-id';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 export const API_KEY_TOKEN_TYPE = 'urn:custos:params:oauth:token-type:api-key';
 
-/** An access token with less life than this left is not handed out. */
-const MIN_REMAINING_MS = 10_000;
 const MAX_SCOPES = 100;
 
 export interface TokenRequest {
@@ -105,6 +100,7 @@ interface HotRow {
   status: ConnectionStatus | null;
   scopes: string[] | null;
   expires_at: Date | null;
+  refresh_due_at: Date | null;
   secret: Buffer | null;
   has_refresh: boolean | null;
 }
@@ -121,7 +117,7 @@ const ASSERTION_DECISION_SQL = `WITH used AS (
      (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = $4)
        AS idp_updated_at,
      (SELECT count(*) FROM used)::int AS assertion_fresh,
-     c.id, c.type, c.status, c.scopes, c.expires_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
+     c.id, c.type, c.status, c.scopes, c.expires_at, c.refresh_due_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
    FROM connectors k
    LEFT JOIN connections c
      ON c.tenant_id = k.tenant_id AND c.user_id = $2 AND c.provider = $3 AND c.revoked_at IS NULL
@@ -276,7 +272,7 @@ export class BrokerService {
         // A client assertion is recorded as used in the same statement that reads the decision.
         const rows = await preparedQuery<HotRow>(
           this.db,
-          'custos_token_exchange_assertion_v2',
+          'custos_token_exchange_assertion_v3',
           ASSERTION_DECISION_SQL,
           [
             client.connector.connectorId,
@@ -325,9 +321,13 @@ export class BrokerService {
     let refreshed: FreshToken | null = null;
     const target =
       row?.id && row.type === 'oauth2' && row.status === 'active' && row.has_refresh && row.secret
-        ? { id: row.id, expiresAt: row.expires_at }
+        ? { id: row.id, expiresAt: row.expires_at, dueAt: row.refresh_due_at }
         : null;
-    if (target && (usable === 'expired' || (usable === 'usable' && expiresSoon(target.expiresAt)))) {
+    // Due on the same schedule as the background refresh (so a one-minute token is not refreshed on every read).
+    if (
+      target &&
+      (usable === 'expired' || (usable === 'usable' && refreshDueOnRead(target.expiresAt, target.dueAt)))
+    ) {
       try {
         refreshed = await this.refresher.refresh(connector.tenantId, target.id);
         usable = 'usable';
@@ -499,7 +499,12 @@ export class BrokerService {
     if (row.status === 'expired') return 'expired';
     if (row.type === 'oauth2') {
       // Too close to expiry to hand out (the caller refreshes it when it can).
-      if (row.expires_at && row.expires_at.getTime() - Date.now() < MIN_REMAINING_MS) return 'expired';
+      if (
+        row.expires_at &&
+        row.expires_at.getTime() - Date.now() < minRemainingMs(row.expires_at, row.refresh_due_at)
+      ) {
+        return 'expired';
+      }
       const granted = row.scopes ?? [];
       if (scopes.some((s) => !granted.includes(s))) return 'insufficient_scope';
     }
@@ -663,10 +668,6 @@ function claimedClientId(req: TokenRequest): string | undefined {
     }
   }
   return typeof body.client_id === 'string' && body.client_id !== '' ? body.client_id : undefined;
-}
-
-function expiresSoon(expiresAt: Date | null): boolean {
-  return expiresAt !== null && expiresAt.getTime() - Date.now() < REFRESH_MARGIN_MS;
 }
 
 function noStore(): Record<string, string> {

@@ -34,6 +34,7 @@ export interface DecisionRow {
   status: ConnectionStatus | null;
   scopes: string[] | null;
   expires_at: Date | null;
+  refresh_due_at: Date | null;
   secret: Buffer | null;
   has_refresh: boolean | null;
 }
@@ -44,13 +45,13 @@ const MAX_IN_FLIGHT = 2;
 const BATCH_SQL = `SELECT q.ord, k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
     (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = q.issuer)
       AS idp_updated_at,
-    c.id, c.type, c.status, c.scopes, c.expires_at, c.secret, c.has_refresh
+    c.id, c.type, c.status, c.scopes, c.expires_at, c.refresh_due_at, c.secret, c.has_refresh
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS q(connector_id, user_id, provider, issuer, ord)
   JOIN connectors k ON k.id = q.connector_id
   LEFT JOIN LATERAL (
     -- LATERAL keeps the lookup a per-row probe of the live-connection index on all three columns, whatever
     -- the planner believes about the table.
-    SELECT c.id, c.type, c.status, c.scopes, c.expires_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
+    SELECT c.id, c.type, c.status, c.scopes, c.expires_at, c.refresh_due_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
       FROM connections c
      WHERE c.tenant_id = k.tenant_id AND c.user_id = q.user_id AND c.provider = q.provider AND c.revoked_at IS NULL
      LIMIT 1) c ON true`;
@@ -106,7 +107,7 @@ export class DecisionBatcher {
   private async read(batch: DecisionKey[], signal: AbortSignal): Promise<(DecisionRow | undefined)[]> {
     const rows = await preparedQuery<DecisionRow & { ord: string }>(
       this.db,
-      'custos_decisions_v3',
+      'custos_decisions_v4',
       BATCH_SQL,
       [
         batch.map((k) => k.connectorId),

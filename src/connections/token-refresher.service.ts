@@ -27,15 +27,13 @@ import { ProviderOAuthClient } from '../connect/oauth-client.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { readEnvelopeHeader, sealField } from '../crypto/envelope.js';
 import { RefreshJobs, RefreshLimiter, type DueRefresh } from '../jobs/refresh-jobs.js';
-import { parseRetryAfter, refreshDueAt, retryDelayMs } from './refresh-schedule.js';
+import { parseRetryAfter, refreshDueAt, refreshDueOnRead, retryDelayMs } from './refresh-schedule.js';
 import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 
 const WAIT_STEP_MS = 50;
-/** A token with less life than this is refreshed before it is handed out. */
-export const REFRESH_MARGIN_MS = 60_000;
 
 export interface FreshToken {
   accessToken: string;
@@ -236,11 +234,13 @@ export class TokenRefresher {
     const rows: {
       status: string;
       expires_at: Date | null;
+      refresh_due_at: Date | null;
       scopes: string[];
       secret: Buffer | null;
       leased: boolean;
     }[] = await this.db.query(
-      `SELECT status, expires_at, scopes, secret, (refresh_lease_until IS NOT NULL AND refresh_lease_until >= now()) AS leased
+      `SELECT status, expires_at, refresh_due_at, scopes, secret,
+              (refresh_lease_until IS NOT NULL AND refresh_lease_until >= now()) AS leased
            FROM connections WHERE id = $1 AND tenant_id = $2`,
       [connectionId, tenantId],
     );
@@ -248,7 +248,7 @@ export class TokenRefresher {
     if (!r) throw new CustosException('not_found', 'Connection not found');
     if (r.status === 'needs_reauth')
       throw new CustosException('conflict', 'The connection needs re-authorization');
-    if (r.leased || !r.secret || !fresh(r.expires_at)) return null;
+    if (r.leased || !r.secret || refreshDueOnRead(r.expires_at, r.refresh_due_at)) return null;
     return {
       accessToken: await this.dataKeys.open(tenantId, field(connectionId, 'access_token'), r.secret),
       expiresAt: r.expires_at,
@@ -442,11 +442,9 @@ export class TokenRefresher {
   }
 }
 
-/** A row worth a provider call: its due time has come, or its token is about to expire. */
+/** A row worth a provider call: its refresh has come due (or its token is about to expire). */
 function isDue(row: Pick<LeasedRow, 'expires_at' | 'refresh_due_at'>): boolean {
-  return (
-    !fresh(row.expires_at) || (row.refresh_due_at !== null && row.refresh_due_at.getTime() <= Date.now())
-  );
+  return refreshDueOnRead(row.expires_at, row.refresh_due_at);
 }
 
 /** The provider's Retry-After, from openid-client's error shapes (4xx: err.response; 5xx: err.cause). */
@@ -454,8 +452,4 @@ function retryAfterOf(err: unknown): number | null {
   const e = err as { response?: { headers?: Headers }; cause?: unknown };
   const headers = e.response?.headers ?? (e.cause instanceof Response ? e.cause.headers : undefined);
   return parseRetryAfter(headers?.get('retry-after'));
-}
-
-function fresh(expiresAt: Date | null): boolean {
-  return expiresAt === null || expiresAt.getTime() - Date.now() > REFRESH_MARGIN_MS;
 }

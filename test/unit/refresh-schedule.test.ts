@@ -1,4 +1,10 @@
-import { parseRetryAfter, refreshDueAt, retryDelayMs } from '../../src/connections/refresh-schedule.js';
+import {
+  parseRetryAfter,
+  refreshDueAt,
+  retryDelayMs,
+  minRemainingMs,
+  refreshDueOnRead,
+} from '../../src/connections/refresh-schedule.js';
 
 const now = new Date('2026-11-22T00:00:00Z');
 const at = (seconds: number) => new Date(now.getTime() + seconds * 1000);
@@ -45,5 +51,45 @@ describe('retry delay', () => {
     expect(parseRetryAfter(new Date(Date.now() + 30_000).toUTCString())).toBeGreaterThanOrEqual(29);
     expect(parseRetryAfter('soon')).toBeNull();
     expect(parseRetryAfter(undefined)).toBeNull();
+  });
+});
+
+describe('refreshDueOnRead', () => {
+  const now = Date.parse('2030-01-01T00:00:00Z');
+  const at = (ms: number) => new Date(now + ms);
+
+  it('follows the due time, not a fixed minute: a one-minute token is not due right after it is issued', () => {
+    expect(refreshDueOnRead(at(55_000), at(25_000), now)).toBe(false);
+    expect(refreshDueOnRead(at(30_000), at(0), now)).toBe(true);
+  });
+
+  it('is due when too little is left to hand the token out, whatever the due time says', () => {
+    expect(refreshDueOnRead(at(5_000), at(3_600_000), now)).toBe(true);
+  });
+
+  it('falls back to a one-minute margin for a row without a due time', () => {
+    expect(refreshDueOnRead(at(59_000), null, now)).toBe(true);
+    expect(refreshDueOnRead(at(61_000), null, now)).toBe(false);
+  });
+
+  it('never refreshes a token without expiry unless it was scheduled', () => {
+    expect(refreshDueOnRead(null, null, now)).toBe(false);
+  });
+
+  it('agrees with the schedule for any lifetime: not due at issue, due at the due time', () => {
+    for (const lifetime of [2_000, 20_000, 60_000, 600_000, 3_600_000, 86_400_000]) {
+      const due = refreshDueAt(new Date(now), new Date(now + lifetime), () => 0.5)!;
+      expect(refreshDueOnRead(new Date(now + lifetime), due, now)).toBe(false);
+      expect(refreshDueOnRead(new Date(now + lifetime), due, due.getTime())).toBe(true);
+    }
+  });
+});
+
+describe('minRemainingMs', () => {
+  it('is 10 s, or half the lead for tokens whose lead is shorter', () => {
+    const exp = new Date('2030-01-01T00:01:00Z');
+    expect(minRemainingMs(exp, new Date(exp.getTime() - 30_000))).toBe(10_000);
+    expect(minRemainingMs(exp, new Date(exp.getTime() - 4_000))).toBe(2_000);
+    expect(minRemainingMs(exp, null)).toBe(10_000);
   });
 });
