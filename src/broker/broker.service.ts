@@ -24,6 +24,7 @@ import { AuditBatcher } from '../audit/audit-batcher.js';
 import type { Actor, AuditRecord } from '../audit/audit.service.js';
 import { DenialThrottle, type DenialVerdict } from '../common/denial-throttle.js';
 import { CustosException } from '../common/errors.js';
+import { CONFIG, type Config } from '../config/config.js';
 import { isInfrastructureError } from '../common/exception.filter.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
@@ -141,6 +142,7 @@ export class BrokerService {
     @Inject(DecisionBatcher) private readonly decisions: DecisionBatcher,
     @Inject(TokenRefresher) private readonly refresher: TokenRefresher,
     @Inject(DenialThrottle) private readonly throttle: DenialThrottle,
+    @Inject(CONFIG) private readonly config: Config,
   ) {}
 
   /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
@@ -269,7 +271,9 @@ export class BrokerService {
       subject ??= await this.subject(client, form.subject_token, form.subject_token_type, event);
       const issuer = subject.kind === 'jwt' ? subject.verified.issuer : null;
       if (assertionPending) {
-        // A client assertion is recorded as used in the same statement that reads the decision.
+        // A client assertion is recorded as used in the same statement that reads the decision. It is not
+        // batched, so it gets the batches' deadline itself: a silent partition answers 503 as soon.
+        const deadline = AbortSignal.timeout(this.config.dbBatchTimeoutMs);
         const rows = await preparedQuery<HotRow>(
           this.db,
           'custos_token_exchange_assertion_v3',
@@ -282,7 +286,13 @@ export class BrokerService {
             client.assertion!.jtiHash,
             client.assertion!.expiresAt,
           ],
-        );
+          deadline,
+        ).catch((err: unknown) => {
+          if (!deadline.aborted) throw err;
+          const e = new CustosException('temporarily_unavailable', 'The database did not answer in time');
+          e.cause = err;
+          throw e;
+        });
         row = rows[0];
       } else {
         const found = await this.decisions.lookup({
