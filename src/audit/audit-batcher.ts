@@ -19,7 +19,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
-import { LOGGER, requestContext } from '../common/logger.js';
+import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { preparedQuery } from '../database/sql.js';
@@ -30,21 +30,10 @@ import {
   storableText,
   unstorableText,
 } from '../database/statement-batcher.js';
-import type { AuditRecord } from './audit.service.js';
+import { auditRow, type AuditRecord, type AuditRowValues } from './audit.service.js';
 
 /** The event's columns, in the INSERT's order; details as JSON text. */
-type Row = [
-  tenantId: string | null,
-  action: string,
-  outcome: string,
-  actorType: string,
-  actorId: string | null,
-  subjectUserId: string | null,
-  connectionId: string | null,
-  provider: string | null,
-  requestId: string | null,
-  details: string,
-];
+type Row = AuditRowValues;
 
 const COLUMNS = [
   'tenant_id',
@@ -158,19 +147,7 @@ export class AuditBatcher {
 
   /** Resolves once the event is committed; rejects if it could not be written. */
   async write(event: AuditRecord): Promise<void> {
-    const requestId = requestContext.getStore()?.requestId ?? null;
-    const row: Row = [
-      event.tenantId,
-      event.action,
-      event.outcome,
-      event.actor.type,
-      event.actor.id,
-      event.subjectUserId ?? null,
-      event.connectionId ?? null,
-      event.provider ?? null,
-      requestId,
-      JSON.stringify(event.details ?? {}),
-    ];
+    const row = auditRow(event);
     const screened = screen(row);
     if (screened) return this.reject(screened.row, screened.invalid, undefined);
     try {

@@ -65,6 +65,39 @@ const insertSql = `INSERT INTO audit_events
   (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
 
+/**
+ * An event as the values of the audit_events columns, in the order every INSERT of this module lists them
+ * (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id,
+ * details), with the current request's id.
+ */
+export function auditRow(event: AuditRecord): AuditRowValues {
+  return [
+    event.tenantId,
+    event.action,
+    event.outcome,
+    event.actor.type,
+    event.actor.id,
+    event.subjectUserId ?? null,
+    event.connectionId ?? null,
+    event.provider ?? null,
+    requestContext.getStore()?.requestId ?? null,
+    JSON.stringify(event.details ?? {}),
+  ];
+}
+
+export type AuditRowValues = [
+  tenantId: string | null,
+  action: string,
+  outcome: AuditOutcome,
+  actorType: ActorType,
+  actorId: string | null,
+  subjectUserId: string | null,
+  connectionId: string | null,
+  provider: string | null,
+  requestId: string | null,
+  details: string,
+];
+
 /** The audit trail could not be written: the answer is 503, and the database's reason stays in the log. */
 export function auditUnwritable(err: unknown): never {
   const e = new CustosException('temporarily_unavailable', 'The audit trail cannot be written; retry later');
@@ -93,21 +126,7 @@ export class AuditService {
    * unwritable is never the client's fault (nor a 500).
    */
   async record(event: AuditRecord, manager?: EntityManager): Promise<void> {
-    const requestId = requestContext.getStore()?.requestId ?? null;
-    await (manager ?? this.db.manager)
-      .query(insertSql, [
-        event.tenantId,
-        event.action,
-        event.outcome,
-        event.actor.type,
-        event.actor.id,
-        event.subjectUserId ?? null,
-        event.connectionId ?? null,
-        event.provider ?? null,
-        requestId,
-        JSON.stringify(event.details ?? {}),
-      ])
-      .catch(auditUnwritable);
+    await (manager ?? this.db.manager).query(insertSql, auditRow(event)).catch(auditUnwritable);
   }
 
   /**
@@ -128,19 +147,7 @@ export class AuditService {
          SELECT ${p(1, 'uuid')}, ${p(2, 'text')}, ${p(3, 'text')}, ${p(4, 'text')}, ${p(5, 'text')}, ${p(6, 'text')},
                 ${p(7, 'uuid')}, ${p(8, 'text')}, ${p(9, 'text')}, ${p(10, 'jsonb')}
            FROM written RETURNING id`,
-          [
-            ...params,
-            event.tenantId,
-            event.action,
-            event.outcome,
-            event.actor.type,
-            event.actor.id,
-            event.subjectUserId ?? null,
-            event.connectionId ?? null,
-            event.provider ?? null,
-            requestContext.getStore()?.requestId ?? null,
-            JSON.stringify(event.details ?? {}),
-          ],
+          [...params, ...auditRow(event)],
         )
         .catch(auditUnwritable),
     );
