@@ -99,10 +99,14 @@ export type AuditRowValues = [
 ];
 
 /** The audit trail could not be written: the answer is 503, and the database's reason stays in the log. */
-export function auditUnwritable(err: unknown): never {
+export function auditUnwritableError(err: unknown): CustosException {
   const e = new CustosException('temporarily_unavailable', 'The audit trail cannot be written; retry later');
   e.cause = err;
-  throw e;
+  return e;
+}
+
+export function auditUnwritable(err: unknown): never {
+  throw auditUnwritableError(err);
 }
 
 export function encodeCursor(id: string): string {

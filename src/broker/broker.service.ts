@@ -21,9 +21,15 @@ import type { Logger } from 'pino';
 import { decodeJwt } from 'jose';
 import { DataSource } from 'typeorm';
 import { AuditBatcher } from '../audit/audit-batcher.js';
-import type { Actor, AuditRecord } from '../audit/audit.service.js';
+import {
+  auditUnwritable,
+  auditUnwritableError,
+  type Actor,
+  type AuditRecord,
+} from '../audit/audit.service.js';
 import { DenialThrottle, type DenialVerdict } from '../common/denial-throttle.js';
 import { CustosException } from '../common/errors.js';
+import { failpoint } from '../common/failpoint.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { isInfrastructureError } from '../common/exception.filter.js';
 import { LOGGER } from '../common/logger.js';
@@ -368,7 +374,8 @@ export class BrokerService {
 
     // Fail closed: no credential leaves before its event is committed.
     event.outcome = 'allowed';
-    await this.audit.write(event).catch(auditUnavailable);
+    await this.audit.write(event).catch(auditUnwritable);
+    await failpoint(this.config.failpoints, this.log, 'token.after-audit', { connectionId: live.id });
 
     const body: Record<string, unknown> =
       live.type === 'oauth2'
@@ -541,7 +548,7 @@ export class BrokerService {
       .createSession(actor, client.connector.tenantId, { userId: subject.userId, provider, scopes: wanted }, [
         event,
       ])
-      .catch(auditUnavailable);
+      .catch(auditUnwritable);
     this.stats.consentRequired++;
     this.metrics.tokenRequests.inc({ outcome: 'consent_required' });
     const descriptions = {
@@ -595,7 +602,7 @@ export class BrokerService {
         try {
           await this.audit.write(event);
         } catch (auditErr) {
-          return this.unavailable(auditFailure(auditErr), event);
+          return this.unavailable(auditUnwritableError(auditErr), event);
         }
       }
       this.stats.denied++;
@@ -650,17 +657,6 @@ export class BrokerService {
           },
     };
   }
-}
-
-/** The audit trail could not be written: whatever the database said, the answer is 503 and nothing else. */
-function auditFailure(err: unknown): CustosException {
-  const e = new CustosException('temporarily_unavailable', 'The audit trail cannot be written');
-  e.cause = err;
-  return e;
-}
-
-function auditUnavailable(err: unknown): never {
-  throw auditFailure(err);
 }
 
 /** The client id a request claims, unverified, for counting its failures (never trusted for anything else). */
