@@ -142,6 +142,7 @@ export class AuditBatcher {
       maxInFlight: 1,
       timeoutMs: config.dbBatchTimeoutMs,
       run: (items, signal) => this.insert(items, signal),
+      onFailure: (reason) => metrics.batchFailures.inc({ batcher: 'audit', reason }),
     });
   }
 
@@ -169,6 +170,7 @@ export class AuditBatcher {
   /** Records the trace of an event that cannot be stored as given, then fails its caller closed. */
   private async reject(trace: Row, invalid: string[], code: string | undefined): Promise<never> {
     this.stats.rejected++;
+    this.metrics.auditEventsRejected.inc();
     const about = { tenantId: trace[0], action: trace[1], invalidValues: invalid, sqlstate: code };
     try {
       await this.batcher.submit({ row: trace });

@@ -13,6 +13,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
+import { Metrics } from '../common/metrics.js';
 import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
 import { preparedQuery } from '../database/sql.js';
 import { StatementBatcher, unstorableText } from '../database/statement-batcher.js';
@@ -74,12 +75,14 @@ export class DecisionBatcher {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(CONFIG) config: Config,
+    @Inject(Metrics) metrics: Metrics,
   ) {
     this.batcher = new StatementBatcher({
       maxBatch: MAX_BATCH,
       maxInFlight: MAX_IN_FLIGHT,
       timeoutMs: config.dbBatchTimeoutMs,
       run: (keys, signal) => this.read(keys, signal),
+      onFailure: (reason) => metrics.batchFailures.inc({ batcher: 'decisions', reason }),
     });
   }
 

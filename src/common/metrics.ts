@@ -56,6 +56,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Requests of the token endpoint's batched statements that failed on their own: a deadline, a refused row. */
+  readonly batchFailures = new Counter({
+    name: 'custos_db_batch_failures_total',
+    help: 'Requests of a batched statement (batcher: decisions, audit) failed by their deadline (timed_out) or refused alone by the database (isolated).',
+    labelNames: ['batcher', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  /** Audit events that could not be stored as given (their trace was written with the bad values replaced). */
+  readonly auditEventsRejected = new Counter({
+    name: 'custos_audit_events_rejected_total',
+    help: 'Audit events refused as given (values PostgreSQL cannot store); each caller failed closed.',
+    registers: [this.registry],
+  });
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'custos_' });
   }

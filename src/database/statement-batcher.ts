@@ -21,6 +21,8 @@ export interface StatementBatcherOptions<I, R> {
    * nobody waits for the answer any more: the connection must be given up, not returned to the pool.
    */
   run(items: I[], signal: AbortSignal): Promise<R[]>;
+  /** Told of each request failed by its deadline, and of each row the database refused on its own (metrics). */
+  onFailure?(reason: 'timed_out' | 'isolated'): void;
 }
 
 interface Pending<I, R> {
@@ -152,7 +154,10 @@ export class StatementBatcher<I, R> {
         await this.execute(flight, live.slice(half), budget, err);
         return;
       }
-      if (live.length === 1 && isDataError(err)) this.stats.isolated++;
+      if (live.length === 1 && isDataError(err)) {
+        this.stats.isolated++;
+        this.opts.onFailure?.('isolated');
+      }
       for (const m of live) this.fail(m, err);
       return;
     }
@@ -187,12 +192,14 @@ export class StatementBatcher<I, R> {
     // Deadlines grow along the queue: the expired requests are at its head.
     while (this.queue.length > 0 && this.queue[0].deadline <= now) {
       this.stats.timedOut++;
+      this.opts.onFailure?.('timed_out');
       this.fail(this.queue.shift()!, unavailable());
     }
     for (const f of this.flights) {
       for (const m of f.members) {
         if (!m.settled && m.deadline <= now) {
           this.stats.timedOut++;
+          this.opts.onFailure?.('timed_out');
           this.fail(m, unavailable());
         }
       }

@@ -126,6 +126,10 @@ describe('AuditBatcher', () => {
         [b.tenantId],
       );
       expect(trace[0]).toEqual({ outcome: 'allowed', details: { invalid: true, sqlstate: '22023' } });
+      // Operators see it: the isolated row and the refused event are counted.
+      const metrics = (await app.request('GET', '/metrics')).raw;
+      expect(metrics).toMatch(/custos_db_batch_failures_total\{batcher="audit",reason="isolated"\} [1-9]/);
+      expect(metrics).toMatch(/custos_audit_events_rejected_total [1-9]/);
     } finally {
       await db().query('DROP TRIGGER test_refuse_poison ON audit_events');
     }

@@ -133,6 +133,9 @@ describe('the token endpoint, admin API and readiness under database faults', ()
       expect(res.headers['retry-after']).toBeDefined();
       expect(res.raw).not.toContain(accessToken);
     }
+    expect((await app.request('GET', '/metrics')).raw).toMatch(
+      /custos_db_batch_failures_total\{batcher="decisions",reason="timed_out"\} [1-9]/,
+    );
     // A second wave: the first one's timed-out batches freed their slots.
     const again = await Promise.all(Array.from({ length: 5 }, () => exchange()));
     expect(again.map((r) => r.status)).toEqual([503, 503, 503, 503, 503]);
