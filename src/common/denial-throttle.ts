@@ -5,7 +5,10 @@
  * CUSTOS_AUDIT_DENIALS_PER_WINDOW denials are audited one by one as always; the ones after that, and every
  * request refused with 429 meanwhile, are counted into one folded event per key, tenant and window instead
  * (`token.exchange.denied_folded` / `access.denied.folded`), written when the key's window has closed (and
- * on shutdown). So whoever is outside can add at most that many rows plus one per key and window.
+ * on shutdown). Across all keys, at most CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW denials per window are audited
+ * one by one in a process; past that, the rest go into one folded event per tenant (key kind `global`), so that
+ * requests from ever new addresses or made-up client ids cannot fill the table either. Whoever is outside can
+ * thus add at most that many rows, plus one per key that went over its own threshold, plus one per tenant.
  */
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Logger } from 'pino';
@@ -47,7 +50,7 @@ interface Fold {
   endpoint: DenialEndpoint;
   tenantId: string | null;
   actor: Actor;
-  keyKind: LimitKind | 'overflow';
+  keyKind: LimitKind | 'overflow' | 'global';
   key: string;
   windowStart: number;
   windowEnd: number;
@@ -68,6 +71,9 @@ export class DenialThrottle implements OnModuleInit, OnModuleDestroy {
   private limiter: FailureLimiter;
   private readonly limits: FailureLimits;
   private readonly auditThreshold: number;
+  private readonly globalBudget: number;
+  /** The current window of the budget of denials audited one by one in this process, whatever their key. */
+  private global = { start: 0, end: 0, audited: 0 };
   private readonly folds = new Map<string, Fold>();
   /** Folds whose window has closed, waiting to be written (or written again after a failure). */
   private ready: Fold[] = [];
@@ -87,6 +93,7 @@ export class DenialThrottle implements OnModuleInit, OnModuleDestroy {
       addressFailures: config.rateLimitAddressFailures,
     };
     this.auditThreshold = config.auditDenialsPerWindow;
+    this.globalBudget = config.auditDenialsGlobalPerWindow;
     this.limiter = new FailureLimiter(this.limits, null, log);
   }
 
@@ -170,10 +177,27 @@ export class DenialThrottle implements OnModuleInit, OnModuleDestroy {
       denial.tenantId !== null ? { tenantId: denial.tenantId, actorId: denial.actor.id } : undefined;
     const counts = await this.limiter.fail(keys, owner);
     const over = counts.find((c) => c.count > this.auditThreshold);
-    if (!over) return 'audit';
-    this.fold(over.key, over.windowStart, over.windowEnd, denial);
+    if (over) {
+      this.fold(over.key, over.windowStart, over.windowEnd, denial);
+    } else if (!this.takeGlobalBudget()) {
+      this.fold({ kind: 'address', id: '*' }, this.global.start, this.global.end, denial, 'global');
+    } else {
+      return 'audit';
+    }
     this.metrics.deniedFolded.inc({ endpoint: denial.endpoint });
     return 'folded';
+  }
+
+  /** One more denial audited on its own in this window of the global budget, if it has room. */
+  private takeGlobalBudget(now = Date.now()): boolean {
+    if (now >= this.global.end) {
+      const windowMs = this.limits.windowMs;
+      const start = now - (now % windowMs);
+      this.global = { start, end: start + windowMs, audited: 0 };
+    }
+    if (this.global.audited >= this.globalBudget) return false;
+    this.global.audited++;
+    return true;
   }
 
   /** Writes the folded events of closed windows (all of them with `all`). Never throws. */
@@ -187,8 +211,17 @@ export class DenialThrottle implements OnModuleInit, OnModuleDestroy {
     return this.flushing;
   }
 
-  private fold(key: LimitKey, windowStart: number, windowEnd: number, denial: Denial): void {
-    let id = [denial.endpoint, key.kind, key.id, denial.tenantId ?? '', denial.actor.id ?? ''].join('\u0000');
+  private fold(
+    key: LimitKey,
+    windowStart: number,
+    windowEnd: number,
+    denial: Denial,
+    global?: 'global',
+  ): void {
+    const kind = global ?? key.kind;
+    // The global fold of a tenant gathers denials of any actor; a key's fold, those of the actor it names.
+    const actorId = global ? '' : (denial.actor.id ?? '');
+    let id = [denial.endpoint, kind, key.id, denial.tenantId ?? '', actorId].join('\u0000');
     let f = this.folds.get(id);
     if (f && windowStart >= f.windowEnd) {
       // The key's earlier window is over: its event is complete.
@@ -197,10 +230,10 @@ export class DenialThrottle implements OnModuleInit, OnModuleDestroy {
       f = undefined;
     }
     if (!f) {
-      let keyKind: Fold['keyKind'] = key.kind;
-      let shown = displayKey(key);
+      let keyKind: Fold['keyKind'] = kind;
+      let shown = global ? '*' : displayKey(key);
       let tenantId = denial.tenantId;
-      let actor = denial.actor;
+      let actor = global ? { type: denial.actor.type, id: null } : denial.actor;
       if (this.folds.size >= MAX_FOLDS) {
         id = `${denial.endpoint}\u0000overflow`;
         keyKind = 'overflow';

@@ -276,6 +276,12 @@ export const variables = {
     description:
       'Denials of failed authentication audited one by one per key per window; the rest are counted in one folded event.',
   },
+  CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW: {
+    schema: int(0, 10_000_000).default(1000),
+    sensitive: false,
+    description:
+      'Denials of failed authentication audited one by one per window in all (per process), whatever their key: past it, the rest are counted in one folded event per tenant, so requests from ever new addresses or client ids cannot fill the audit table either.',
+  },
   CUSTOS_LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     sensitive: false,
@@ -325,6 +331,7 @@ export interface Config {
   rateLimitCredentialFailures: number;
   rateLimitAddressFailures: number;
   auditDenialsPerWindow: number;
+  auditDenialsGlobalPerWindow: number;
   logLevel: Env['CUSTOS_LOG_LEVEL'];
 }
 
@@ -429,6 +436,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     rateLimitCredentialFailures: e.CUSTOS_RATE_LIMIT_CREDENTIAL_FAILURES,
     rateLimitAddressFailures: e.CUSTOS_RATE_LIMIT_ADDRESS_FAILURES,
     auditDenialsPerWindow: e.CUSTOS_AUDIT_DENIALS_PER_WINDOW,
+    auditDenialsGlobalPerWindow: e.CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW,
     logLevel: e.CUSTOS_LOG_LEVEL,
   };
 }

@@ -559,6 +559,43 @@ describe('when the limiter’s Redis stops answering', () => {
   });
 });
 
+describe('requests from ever new addresses and client ids', () => {
+  const GLOBAL = 50;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    app = await startTestApp({ ...LIMITS, CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW: String(GLOBAL) });
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('audit at most the global budget one by one, and fold the rest into one counted event', async () => {
+    const before = await mark(app);
+    const total = 6 * GLOBAL;
+    // No key ever reaches its own threshold: every request has a new address and a new client id.
+    for (let i = 0; i < total; i++) {
+      const id = `cus_ci_${randomBytes(12).toString('base64url')}`;
+      const from = `198.18.${10 + Math.floor(i / 250)}.${i % 250}`;
+      const res = await exchange(app, from, basic(id, 'x'));
+      expect(res.status).toBe(401);
+    }
+    await flush(app);
+    const rows = await rowsSince(app, before);
+    const individual = rows.filter((r) => r.action === 'token.exchange');
+    const folded = rows.filter((r) => r.action === 'token.exchange.denied_folded');
+    expect(individual).toHaveLength(GLOBAL);
+    expect(folded).toHaveLength(1);
+    expect(folded[0]).toMatchObject({ tenant_id: null, actor_id: null });
+    expect(folded[0].details).toMatchObject({
+      keyKind: 'global',
+      key: '*',
+      count: total - GLOBAL,
+      reasons: { unknown_client: total - GLOBAL },
+    });
+  });
+});
+
 describe('folded events are written when their window closes', () => {
   let app: TestApp;
   let f: Fixture;

@@ -57,6 +57,7 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
     CUSTOS_RATE_LIMIT_CREDENTIAL_FAILURES: '1000000',
     CUSTOS_RATE_LIMIT_ADDRESS_FAILURES: '1000000',
     CUSTOS_AUDIT_DENIALS_PER_WINDOW: '1000000',
+    CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW: '10000000',
     ...env,
   });
   const custos = await startCustos({ config, logger: createLogger('debug', sink), listen: false });
