@@ -105,8 +105,12 @@ async function runEverything(): Promise<void> {
   const t = fx.t;
   const base = `/v1/tenants/${t.tenantId}`;
 
-  // A token set from the provider that expires within the refresh margin: the exchange refreshes it.
+  // A token set from the provider whose scheduled refresh has come due: the exchange refreshes it.
   const first = await fx.connect('alice', 20);
+  await app.custos.runtime.dataSource.query(
+    "UPDATE connections SET refresh_due_at = now() - interval '1 second' WHERE id = $1",
+    [first.connectionId],
+  );
   canary('access token', first.access_token);
   canary('refresh token', first.refresh_token);
   const released = await fx.exchange('alice');
