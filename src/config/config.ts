@@ -155,11 +155,11 @@ export const variables = {
   CUSTOS_TEST_FAILPOINTS: {
     schema: z
       .string()
-      .regex(/^[a-z.-]+(,[a-z.-]+)*$/)
+      .regex(/^[a-z.-]+(@[1-9]\d{0,8})?(,[a-z.-]+(@[1-9]\d{0,8})?)*$/)
       .optional(),
     sensitive: false,
     description:
-      'Tests only: comma-separated failpoints where the process stops dead (e.g. `refresh.after-provider`, between a provider’s answer and the commit). Never set in production.',
+      'Tests only: comma-separated failpoints where the process stops dead, so that a test can kill it there; `name@N` stops from the Nth pass on. `refresh.after-provider`: between a provider’s answer and the commit; `token.after-audit`: a release’s audit event committed, the answer not sent; `import.after-commit`: a credential import committed, its refresh job not queued nor the answer sent; `key-migration.before-write`: a data key unwrapped and wrapped by the new backend, not yet written. Never set in production.',
   },
   CUSTOS_ROOT_KEYS: {
     schema: rootKeysSpec.optional(),

@@ -5,9 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
+import { failpoint } from '../common/failpoint.js';
+import { LOGGER } from '../common/logger.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { refreshDueAt } from './refresh-schedule.js';
 import { RefreshJobs, type DueRefresh } from '../jobs/refresh-jobs.js';
@@ -124,6 +127,7 @@ export class ConnectionsService {
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(RefreshJobs) private readonly refreshJobs: RefreshJobs,
+    @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
   /** Creates or replaces the user's credential for a provider. */
@@ -242,6 +246,9 @@ export class ConnectionsService {
         throw err;
       out = await attempt();
     }
+    await failpoint(this.config.failpoints, this.log, 'import.after-commit', {
+      connectionId: out.connection.id,
+    });
     if (out.due) this.refreshJobs.schedule([out.due]);
     return { connection: out.connection, created: out.created };
   }

@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService, systemActor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
+import { failpoint } from '../common/failpoint.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
@@ -340,7 +341,7 @@ export class TokenRefresher {
           reason,
         });
       }
-      await this.failpoint('refresh.after-provider', row.id);
+      await failpoint(this.config.failpoints, this.log, 'refresh.after-provider', { connectionId: row.id });
       // Commit the new token set first; nothing else happens before it is durable.
       const seal = (name: 'access_token' | 'refresh_token', value: string) =>
         sealField(
@@ -400,16 +401,6 @@ export class TokenRefresher {
       this.log.warn({ connectionId: row.id, provider: row.provider, code: err.code }, 'token refresh failed');
       throw err;
     }
-  }
-
-  /**
-   * Tests only (`CUSTOS_TEST_FAILPOINTS`): the process stops dead here, as if killed, so that a test can
-   * kill -9 it at exactly this point. Never configured in production.
-   */
-  private async failpoint(name: string, connectionId: string): Promise<void> {
-    if (!this.config.failpoints.includes(name)) return;
-    this.log.warn({ failpoint: name, connectionId }, 'failpoint reached');
-    await new Promise<never>(() => undefined);
   }
 
   private async needsReauth(row: LeasedRow, reason: string): Promise<void> {

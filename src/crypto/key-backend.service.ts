@@ -20,9 +20,11 @@ import { Gauge } from 'prom-client';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, systemActor, type Actor } from '../audit/audit.service.js';
 import { CustosException } from '../common/errors.js';
+import { failpoint } from '../common/failpoint.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
+import { CONFIG, type Config } from '../config/config.js';
 import { returned } from '../database/sql.js';
 import { awsExternalIdFor } from './aws-identity.js';
 import { DataKeyService } from './data-key.service.js';
@@ -134,6 +136,7 @@ export class KeyBackendService {
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(CONFIG) private readonly config: Config,
     @Inject(Metrics) metrics: Metrics,
   ) {
     // Per deployment, not per tenant: which tenants is for the admin API, not for a label.
@@ -372,6 +375,10 @@ export class KeyBackendService {
         plaintext.fill(0);
       }
       await opts.beforeWrite?.(key.id);
+      await failpoint(this.config.failpoints, this.log, 'key-migration.before-write', {
+        tenantId,
+        dataKeyId: key.id,
+      });
       const done = returned<{ id: string }>(
         await this.db.query(
           `UPDATE data_keys SET wrapped = $3, key_ref = $4, backend_type = $5, backend_id = $6

@@ -8,10 +8,13 @@ import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@ne
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { CONFIG, type Config } from '../config/config.js';
+import { CustosException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { DataKeyService } from './data-key.service.js';
 
 const CHANNEL = 'custos:data-key-cache';
+/** Deadline of one publish: a flush answers 503 rather than wait as long as Redis does not answer. */
+const PUBLISH_TIMEOUT_MS = 2000;
 
 type Scope = 'keys' | 'epoch';
 interface Message {
@@ -37,7 +40,11 @@ export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
   async onModuleInit(): Promise<void> {
     if (!this.config.redisUrl) return;
     const { Redis } = await import('ioredis');
-    this.pub = new Redis(this.config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true });
+    this.pub = new Redis(this.config.redisUrl, {
+      maxRetriesPerRequest: 2,
+      lazyConnect: true,
+      commandTimeout: PUBLISH_TIMEOUT_MS,
+    });
     this.sub = new Redis(this.config.redisUrl, { lazyConnect: true });
     for (const r of [this.pub, this.sub]) {
       r.on('error', (err: Error) => this.log.warn({ err: { name: err.name } }, 'key cache bus: Redis error'));
@@ -51,12 +58,25 @@ export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
     await Promise.all([this.pub?.quit().catch(() => undefined), this.sub?.quit().catch(() => undefined)]);
   }
 
-  /** Acts in this process at once, then tells the others. Resolves once the message is published. */
+  /**
+   * Acts in this process at once, then tells the others. Resolves once the message is published; when Redis
+   * does not take it (down, or no answer in time) the other processes were not told, and the caller gets a
+   * 503 to retry.
+   */
   async publish(tenantId: string, scope: Scope): Promise<{ replicasNotified: boolean }> {
     this.apply(tenantId, scope);
     if (!this.pub) return { replicasNotified: false };
     const message: Message = { tenantId, scope, origin: this.origin };
-    await this.pub.publish(CHANNEL, JSON.stringify(message));
+    try {
+      await this.pub.publish(CHANNEL, JSON.stringify(message));
+    } catch (err) {
+      const e = new CustosException(
+        'temporarily_unavailable',
+        'The other Custos processes could not be told; retry shortly',
+      );
+      e.cause = err;
+      throw e;
+    }
     return { replicasNotified: true };
   }
 
