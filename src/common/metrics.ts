@@ -39,7 +39,7 @@ export class Metrics {
 
   readonly refreshes = new Counter({
     name: 'custos_token_refreshes_total',
-    help: 'Provider token refreshes by outcome: refreshed, failed (retried with backoff), needs_reauth.',
+    help: 'Provider token refreshes by outcome: refreshed, failed (retried with backoff), needs_reauth, superseded (a credential written meanwhile: the answer dropped).',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

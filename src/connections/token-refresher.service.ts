@@ -11,6 +11,9 @@
  * - `invalid_grant` marks the connection `needs_reauth` at once (audited, and a webhook when configured);
  *   after a lease abandoned by a crash, the reason says "refresh interrupted". Transient failures release the
  *   lease and leave the stored token in place.
+ * - A refresh that loses a race to a credential written meanwhile (a new connect or import) is superseded, not
+ *   a failure: its answer is dropped (the provider's `invalid_grant` for the old refresh token, or a token set
+ *   for a row that has moved on), nothing is marked, and a read is served from the row as it now is.
  * - Background refreshes (`refreshDue`) never wait for another holder: whoever holds the lease does the work.
  *   They run under a limiter (in all, and per provider) in this process.
  */
@@ -35,6 +38,15 @@ import { ProviderRegistry } from '../providers/provider-registry.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 
 const WAIT_STEP_MS = 50;
+/** Times a read re-reads the row after its refresh was superseded by a write, before answering 503. */
+const MAX_SUPERSEDED = 3;
+
+/** A refresh whose row was written by someone else meanwhile (its version moved on): nothing to record. */
+class RefreshSuperseded extends Error {
+  constructor(readonly connectionId: string) {
+    super('The connection was written during the refresh');
+  }
+}
 
 export interface FreshToken {
   accessToken: string;
@@ -129,6 +141,8 @@ export class TokenRefresher {
       await run;
       return 'refreshed';
     } catch (err) {
+      // Written meanwhile: the new credential has its own schedule.
+      if (err instanceof RefreshSuperseded) return 'not_due';
       if (!(err instanceof CustosException)) throw err;
       return 'failed';
     } finally {
@@ -201,9 +215,24 @@ export class TokenRefresher {
   }
 
   private async run(tenantId: string, connectionId: string): Promise<FreshToken> {
+    let superseded = 0;
     for (let waited = 0; ; waited += WAIT_STEP_MS) {
       const leased = await this.lease(tenantId, connectionId);
-      if (leased) return this.refreshLeased(leased);
+      if (leased) {
+        try {
+          return await this.refreshLeased(leased);
+        } catch (err) {
+          if (!(err instanceof RefreshSuperseded)) throw err;
+          // Written meanwhile: read the row again (the new credential is served, or refreshed if due).
+          if (++superseded >= MAX_SUPERSEDED) {
+            throw new CustosException(
+              'temporarily_unavailable',
+              'The connection keeps changing; retry shortly',
+            );
+          }
+          continue;
+        }
+      }
       // Another process holds the lease: wait for its result.
       const current = await this.current(tenantId, connectionId);
       if (current) return current;
@@ -311,7 +340,13 @@ export class TokenRefresher {
         next = await this.oauth.refresh(definition, app, refreshToken, timeoutMs);
       } catch (err) {
         if ((err as { error?: string }).error === 'invalid_grant') {
-          await this.needsReauth(row, row.interrupted ? 'refresh interrupted' : 'refresh token rejected');
+          // Only the refresh token read is refused: a credential written since (a new connect) is not touched.
+          if (
+            !(await this.needsReauth(row, row.interrupted ? 'refresh interrupted' : 'refresh token rejected'))
+          ) {
+            this.metrics.refreshes.inc({ outcome: 'superseded' });
+            throw new RefreshSuperseded(row.id);
+          }
           this.metrics.refreshes.inc({ outcome: 'needs_reauth' });
           throw new CustosException('conflict', 'The connection needs re-authorization');
         }
@@ -380,7 +415,11 @@ export class TokenRefresher {
           details: { rotated: refresh !== null, expiresAt: next.expiresAt.toISOString() },
         },
       );
-      if (!written) throw new CustosException('conflict', 'The connection changed during the refresh');
+      if (!written) {
+        // The provider's answer is dropped: it was never stored, so it is never handed out.
+        this.metrics.refreshes.inc({ outcome: 'superseded' });
+        throw new RefreshSuperseded(row.id);
+      }
       this.metrics.refreshes.inc({ outcome: 'refreshed' });
       if (dueAt) {
         this.jobs.schedule([
@@ -397,19 +436,30 @@ export class TokenRefresher {
       return { accessToken: next.accessToken, expiresAt: next.expiresAt, scopes };
     } catch (err) {
       await release().catch(() => undefined);
+      if (err instanceof RefreshSuperseded) {
+        this.log.info(
+          { connectionId: row.id, provider: row.provider },
+          'token refresh superseded by a write',
+        );
+        throw err;
+      }
       if (!(err instanceof CustosException)) throw err;
       this.log.warn({ connectionId: row.id, provider: row.provider, code: err.code }, 'token refresh failed');
       throw err;
     }
   }
 
-  private async needsReauth(row: LeasedRow, reason: string): Promise<void> {
-    await this.db.transaction(async (m) => {
-      await m.query(
-        `UPDATE connections SET status = 'needs_reauth', version = version + 1, updated_at = now(),
-           refresh_lease_until = NULL, refresh_lease_owner = NULL WHERE id = $1`,
-        [row.id],
+  /** Marks the row `needs_reauth` if it is still at the version read; false when it was written meanwhile. */
+  private async needsReauth(row: LeasedRow, reason: string): Promise<boolean> {
+    const marked = await this.db.transaction(async (m) => {
+      const updated = returned<{ id: string }>(
+        await m.query(
+          `UPDATE connections SET status = 'needs_reauth', version = version + 1, updated_at = now(),
+             refresh_lease_until = NULL, refresh_lease_owner = NULL WHERE id = $1 AND version = $2 RETURNING id`,
+          [row.id, row.version],
+        ),
       );
+      if (updated.length === 0) return false;
       await this.audit.record(
         {
           tenantId: row.tenant_id,
@@ -423,13 +473,16 @@ export class TokenRefresher {
         },
         m,
       );
+      return true;
     });
+    if (!marked) return false;
     this.webhooks.notify(row.tenant_id, 'connection.needs_reauth', {
       connectionId: row.id,
       userId: row.user_id,
       provider: row.provider,
       reason,
     });
+    return true;
   }
 }
 
