@@ -89,3 +89,14 @@ export function rssOf(pid: number): number {
     return 0;
   }
 }
+
+/** Prometheus text exposition as a map from each sample's `name{labels}` (as written) to its value. */
+export function parsePrometheus(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    if (at > 0) out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
