@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { AppModule, type Runtime } from './app.module.js';
 import { BrokerService } from './broker/broker.service.js';
 import { ProviderRevocationService } from './connect/provider-revocation.service.js';
+import { ConnectSessionsService } from './connect/connect-sessions.service.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { answerFrameworkError, CustosExceptionFilter } from './common/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
@@ -254,5 +255,10 @@ function registerWorkerJobs(
   const broker = app.get(BrokerService);
   jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
     await broker.pruneUsedAssertions();
+  });
+  const sessions = app.get(ConnectSessionsService);
+  jobs.register('connect.prune-expired-sessions', 10 * 60_000, async () => {
+    const n = await sessions.pruneExpired();
+    if (n > 0) logger.info({ count: n }, 'expired connect sessions deleted');
   });
 }

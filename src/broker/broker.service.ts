@@ -151,13 +151,23 @@ export class BrokerService {
     @Inject(CONFIG) private readonly config: Config,
   ) {}
 
-  /** Forgets client assertions that could no longer be accepted anyway; run by a background job. */
+  /**
+   * Forgets client assertions that could no longer be accepted anyway; run by a background job. Batches of
+   * 10,000 until none is left (at most a million per run), so that the table follows the rate of
+   * private_key_jwt requests instead of growing past what one batch per run removes.
+   */
   async pruneUsedAssertions(): Promise<number> {
-    const res: unknown = await this.db.query(
-      `DELETE FROM client_assertions_used WHERE ctid IN (
-         SELECT ctid FROM client_assertions_used WHERE expires_at < now() LIMIT 10000)`,
-    );
-    return (res as [unknown, number])[1];
+    let deleted = 0;
+    for (let round = 0; round < 100; round++) {
+      const res: unknown = await this.db.query(
+        `DELETE FROM client_assertions_used WHERE ctid IN (
+           SELECT ctid FROM client_assertions_used WHERE expires_at < now() LIMIT 10000)`,
+      );
+      const n = (res as [unknown, number])[1];
+      deleted += n;
+      if (n < 10_000) break;
+    }
+    return deleted;
   }
 
   async token(req: TokenRequest): Promise<TokenResponse> {

@@ -54,6 +54,7 @@ export class ConnectSession {
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
 
+  @Index('ix_connect_sessions_expires_at')
   @Column('timestamptz', { name: 'expires_at' })
   expiresAt!: Date;
 

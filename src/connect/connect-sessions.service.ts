@@ -1,6 +1,6 @@
 /**
  * Connect sessions: a random one-time token, stored hashed and short-lived, whose URL lets one user connect
- * one provider. The hosted pages that consume it come with the connect-flow issue.
+ * one provider; the hosted pages (connect-flow.service.ts) consume it.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
@@ -22,6 +22,10 @@ export interface ConnectSessionView {
   createdAt: string;
   expiresAt: string;
 }
+
+/** How long a session is kept after it expired, so that its creator can still read its outcome. */
+const RETENTION_AFTER_EXPIRY_S = 3600;
+const PRUNE_BATCH = 10_000;
 
 interface SessionRow {
   id: string;
@@ -130,5 +134,25 @@ export class ConnectSessionsService {
     );
     if (rows.length === 0) throw new CustosException('not_found', 'Connect session not found');
     return view(rows[0]);
+  }
+
+  /**
+   * Deletes sessions that expired more than an hour ago, whatever their status (the audit trail keeps what
+   * happened): each `consent_required` answer creates one, so without this the table grows with traffic. Run
+   * by a background job; batches of 10,000 until none is left, at most a million per run.
+   */
+  async pruneExpired(): Promise<number> {
+    let deleted = 0;
+    for (let round = 0; round < 100; round++) {
+      const res: unknown = await this.db.query(
+        `DELETE FROM connect_sessions WHERE id IN (
+           SELECT id FROM connect_sessions WHERE expires_at < now() - make_interval(secs => $1) LIMIT $2)`,
+        [RETENTION_AFTER_EXPIRY_S, PRUNE_BATCH],
+      );
+      const n = (res as [unknown, number])[1];
+      deleted += n;
+      if (n < PRUNE_BATCH) break;
+    }
+    return deleted;
   }
 }

@@ -13,6 +13,7 @@ import { ConnectionExternalAccount1795460000000 } from '../../migrations/1795460
 import { RefreshLease1795470000000 } from '../../migrations/1795470000000-RefreshLease.js';
 import { RefreshSchedule1795480000000 } from '../../migrations/1795480000000-RefreshSchedule.js';
 import { KeyMigrationState1795491000000 } from '../../migrations/1795491000000-KeyMigrationState.js';
+import { ConnectSessionRetention1795500000000 } from '../../migrations/1795500000000-ConnectSessionRetention.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -29,4 +30,5 @@ export const migrations = [
   RefreshLease1795470000000,
   RefreshSchedule1795480000000,
   KeyMigrationState1795491000000,
+  ConnectSessionRetention1795500000000,
 ];
