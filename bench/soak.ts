@@ -18,6 +18,7 @@
  *
  * At the end it compares the last third of the run with the middle third and prints, per series, whether it
  * levels off, with the numbers; it writes everything to bench/results/soak-*.json. Nothing is asserted.
+ * `node --import tsx bench/soak.ts --judge <file>` judges a recorded run again.
  *
  * Environment: BENCH_DATABASE_URL, BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_SOAK_MINUTES,
  * BENCH_SOAK_RATE, BENCH_SOAK_SAMPLE_SECONDS, BENCH_SOAK_USERS (default 5,000), BENCH_SOAK_REFRESH_USERS
@@ -134,7 +135,31 @@ interface Sample {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
 
+/**
+ * `--judge <results file>`: judges a recorded run's samples again (after a change to the judging rules), prints
+ * the table and writes the new verdicts into the file, with which code judged them.
+ */
+function judgeAgain(file: string): void {
+  const report = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+    settings: { minutes: number };
+    samples: Sample[];
+    verdicts: Verdict[];
+    totals: Record<string, unknown>;
+  } & Record<string, unknown>;
+  const verdicts = judge(report.samples, report.settings.minutes * 60);
+  printReport(verdicts, report.totals);
+  const { samples, ...rest } = report;
+  const out = { ...rest, verdicts, judgedAgain: { date: new Date().toISOString(), code: codeVersion() } };
+  const text = JSON.stringify({ ...out, samples: '<samples>' }, null, 2).replace(
+    '"<samples>"',
+    `[\n${samples.map((s) => `    ${JSON.stringify(s)}`).join(',\n')}\n  ]`,
+  );
+  fs.writeFileSync(file, text + '\n');
+  log(`verdicts written to ${file}`);
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === '--judge' && process.argv[3]) return judgeAgain(process.argv[3]);
   // Before the build under test can change: which code ran.
   const code = codeVersion();
   const dbName = `custos_bench_soak_${process.pid}`;
@@ -1071,9 +1096,15 @@ function judge(samples: Sample[], durationS: number): Verdict[] {
     const floorRise = last.min - middle.min;
     const drift = last.slopePerMin * (third / 60);
     // Levels off: the last third neither climbs above the middle third's peak nor keeps climbing itself (the
-    // fitted drift over its length). The floor is reported, not judged: a series that reached its plateau
-    // during the middle third has a higher floor afterwards without growing any more.
-    const levels = (peakRise <= tol && drift <= tol) || (spec.bound !== undefined && last.max <= spec.bound);
+    // fitted drift over its length); a series that reached its plateau during the middle third has a higher
+    // floor afterwards without growing any more. Two shapes that also level off but fail that test: a
+    // sawtooth (a table pruned every 10 minutes: the fitted drift depends on where the third cuts the
+    // teeth, but peak and floor stay where they were), and a lone spike (a higher peak, with floor and drift
+    // flat), which is named as such.
+    const withinBound = spec.bound !== undefined && last.max <= spec.bound;
+    const plateau = peakRise <= tol && drift <= tol;
+    const sawtooth = peakRise <= tol && floorRise <= tol;
+    const spike = floorRise <= tol && drift <= tol;
     return {
       ...base,
       middle: round(middle.mean, 2),
@@ -1088,11 +1119,15 @@ function judge(samples: Sample[], durationS: number): Verdict[] {
         lastThirdDrift: round(drift, 2),
         tolerance: round(tol, 2),
       },
-      verdict: levels
-        ? spec.bound !== undefined && last.max <= spec.bound
-          ? `levels off (within its bound, ${spec.bound})`
-          : 'levels off'
-        : `grows (peak +${round(peakRise, 2)}, drift +${round(drift, 2)}${spec.unit ? ` ${spec.unit}` : ''} over the last third)`,
+      verdict: withinBound
+        ? `levels off (within its bound, ${spec.bound})`
+        : plateau
+          ? 'levels off'
+          : sawtooth
+            ? 'levels off (sawtooth: same peak and floor)'
+            : spike
+              ? `levels off, one spike (peak +${round(peakRise, 2)}${spec.unit ? ` ${spec.unit}` : ''}; floor and drift flat)`
+              : `grows (peak +${round(peakRise, 2)}, drift +${round(drift, 2)}${spec.unit ? ` ${spec.unit}` : ''} over the last third)`,
     };
   });
 }
