@@ -41,13 +41,15 @@ const RESERVED_AUTHORIZATION_PARAMS = new Set([
 const RESERVED_VERIFY_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
 
 /**
- * Whether a tenant's connection-config pattern is free of catastrophic backtracking. Bounded: a pattern the
- * checker cannot clear within its step and time budget counts as unsafe. (Values are also capped at 253
- * characters before a pattern ever runs.)
+ * Whether a connection-config pattern is free of catastrophic backtracking. Bounded: a pattern the checker
+ * cannot clear within its step budget (and, for a tenant's pattern, its time budget, so that a tenant cannot
+ * spend Custos's CPU) counts as unsafe. The catalog's own patterns get no time budget: a verdict that depends
+ * on how busy the machine is must not decide whether Custos starts. (Values are also capped at 253 characters
+ * before a pattern ever runs.)
  */
-function patternIsSafe(pattern: string): boolean {
+function patternIsSafe(pattern: string, timeoutMs: number | undefined): boolean {
   try {
-    return isSafePattern(pattern, { unicode: true, maxSteps: 5000, timeout: 200 }).safe;
+    return isSafePattern(pattern, { unicode: true, maxSteps: 5000, timeout: timeoutMs }).safe;
   } catch {
     return false;
   }
@@ -124,50 +126,59 @@ function providerUrl(options: { allowPlaceholders: boolean; allowHttp: boolean }
     });
 }
 
-/** The URL fields of a definition: https: only for the catalog, https: or http: for custom providers. */
+/**
+ * What differs between the catalog and custom providers: URLs are https: only for the catalog, https: or
+ * http: for custom providers; a custom provider's connection-config pattern is checked within a time budget.
+ */
 interface UrlSchemas {
   templated: ReturnType<typeof providerUrl>;
   plain: ReturnType<typeof providerUrl>;
+  connectionParam: ReturnType<typeof connectionParamSchemaFor>;
 }
 
-const urlSchemas = (allowHttp: boolean): UrlSchemas => ({
-  templated: providerUrl({ allowPlaceholders: true, allowHttp }),
-  plain: providerUrl({ allowPlaceholders: false, allowHttp }),
+/** How long the backtracking check of a tenant's pattern may run. */
+const TENANT_PATTERN_CHECK_MS = 200;
+
+const urlSchemas = (custom: boolean): UrlSchemas => ({
+  templated: providerUrl({ allowPlaceholders: true, allowHttp: custom }),
+  plain: providerUrl({ allowPlaceholders: false, allowHttp: custom }),
+  connectionParam: connectionParamSchemaFor(custom ? TENANT_PATTERN_CHECK_MS : undefined),
 });
 
-const connectionParamSchema = z.strictObject({
-  key: z.string().regex(PARAM_KEY_PATTERN, 'must match ^[a-z][a-zA-Z0-9_]{0,62}$'),
-  label: text({ max: 100, trim: true }),
-  /** An anchored regular expression the value must match, on top of the built-in hostname-safe check. */
-  pattern: text({ max: 200 })
-    .superRefine((value, ctx) => {
-      if (!value.startsWith('^') || !value.endsWith('$')) {
-        ctx.addIssue({ code: 'custom', message: 'pattern must be anchored with ^ and $' });
-        return;
-      }
-      // Tenants write these and users' input runs through them: refusing repeated groups rules out the
-      // nested quantifiers behind catastrophic backtracking.
-      if (/\)[*+{]/.test(value)) {
-        ctx.addIssue({ code: 'custom', message: 'pattern must not repeat a group with *, + or {}' });
-        return;
-      }
-      try {
-        new RegExp(value, 'u');
-      } catch {
-        ctx.addIssue({ code: 'custom', message: 'pattern is not a valid regular expression' });
-        return;
-      }
-      // Nested quantifiers are not the only way to backtrack badly (`^a*a*a*$` has none): a pattern that
-      // redos-detector cannot prove safe within its budget is refused.
-      if (!patternIsSafe(value)) {
-        ctx.addIssue({
-          code: 'custom',
-          message: 'pattern could backtrack catastrophically; use a simpler expression',
-        });
-      }
-    })
-    .optional(),
-});
+const connectionParamSchemaFor = (patternCheckMs: number | undefined) =>
+  z.strictObject({
+    key: z.string().regex(PARAM_KEY_PATTERN, 'must match ^[a-z][a-zA-Z0-9_]{0,62}$'),
+    label: text({ max: 100, trim: true }),
+    /** An anchored regular expression the value must match, on top of the built-in hostname-safe check. */
+    pattern: text({ max: 200 })
+      .superRefine((value, ctx) => {
+        if (!value.startsWith('^') || !value.endsWith('$')) {
+          ctx.addIssue({ code: 'custom', message: 'pattern must be anchored with ^ and $' });
+          return;
+        }
+        // Tenants write these and users' input runs through them: refusing repeated groups rules out the
+        // nested quantifiers behind catastrophic backtracking.
+        if (/\)[*+{]/.test(value)) {
+          ctx.addIssue({ code: 'custom', message: 'pattern must not repeat a group with *, + or {}' });
+          return;
+        }
+        try {
+          new RegExp(value, 'u');
+        } catch {
+          ctx.addIssue({ code: 'custom', message: 'pattern is not a valid regular expression' });
+          return;
+        }
+        // Nested quantifiers are not the only way to backtrack badly (`^a*a*a*$` has none): a pattern that
+        // redos-detector cannot prove safe within its budget is refused.
+        if (!patternIsSafe(value, patternCheckMs)) {
+          ctx.addIssue({
+            code: 'custom',
+            message: 'pattern could backtrack catastrophically; use a simpler expression',
+          });
+        }
+      })
+      .optional(),
+  });
 
 const oauth2SchemaFor = (urls: UrlSchemas) =>
   z.strictObject({
@@ -257,7 +268,7 @@ const definitionSchemaFor = (urls: UrlSchemas) =>
       authMode: z.enum(['oauth2', 'api_key', 'basic']),
       docsUrl: urls.plain.optional(),
       /** Values the user supplies at connect time (account, subdomain, …), usable as `{key}` in URLs. */
-      connectionConfig: z.array(connectionParamSchema).min(1).max(10).optional(),
+      connectionConfig: z.array(urls.connectionParam).min(1).max(10).optional(),
       oauth2: oauth2SchemaFor(urls).optional(),
       apiKey: z
         .strictObject({
@@ -364,7 +375,7 @@ export type ProviderDefinition = z.infer<typeof providerDefinitionSchema>;
 export type ProviderDefinitionInput = z.input<typeof providerDefinitionSchema>;
 export type OAuth2Config = z.infer<ReturnType<typeof oauth2SchemaFor>>;
 export type ApiKeyVerifyConfig = z.infer<ReturnType<typeof apiKeyVerifySchemaFor>>;
-export type ConnectionParam = z.infer<typeof connectionParamSchema>;
+export type ConnectionParam = z.infer<ReturnType<typeof connectionParamSchemaFor>>;
 export type AuthMode = ProviderDefinition['authMode'];
 
 export type OAuth2ProviderDefinition = ProviderDefinition & { authMode: 'oauth2'; oauth2: OAuth2Config };
