@@ -12,13 +12,14 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
+import { LRUCache } from 'lru-cache';
 import { textProblem } from '../common/validation.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { hashKey } from '../identity/admin-keys.service.js';
 import { ConnectorsService, type ConnectorCredentials } from '../identity/connectors.service.js';
 import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
 import { JwksResolver, JwksUnavailableError } from './jwks-resolver.js';
-import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from './jwt-policy.js';
+import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../identity/jwt-policy.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** The longest an assertion may live (exp - now), so a captured one is useless soon. */
@@ -78,7 +79,16 @@ export function parseBasicAuth(header: string): { clientId: string; secret: stri
 
 @Injectable()
 export class ClientAuthenticator {
-  private readonly cache = new Map<string, { creds: ConnectorCredentials | null; until: number }>();
+  /**
+   * Known registrations by client id, least recently used first out. `ttlResolution: 0` reads the clock on
+   * each lookup instead of arming a timer to cache it, which would cost the token endpoint a timer per
+   * millisecond of traffic.
+   */
+  private readonly cache = new LRUCache<string, ConnectorCredentials>({
+    max: CACHE_MAX,
+    ttl: CACHE_MS,
+    ttlResolution: 0,
+  });
 
   constructor(
     @Inject(ConnectorsService) private readonly connectors: ConnectorsService,
@@ -109,15 +119,12 @@ export class ClientAuthenticator {
   }
 
   private async load(clientId: string, fresh = false): Promise<ConnectorCredentials | null> {
-    const hit = this.cache.get(clientId);
+    const hit = fresh ? undefined : this.cache.get(clientId);
     // A disabled registration is never served from the cache: it may have been enabled since.
-    if (!fresh && hit && hit.until > Date.now() && !hit.creds?.disabled) return hit.creds;
+    if (hit && !hit.disabled) return hit;
     const creds = await this.connectors.credentialsByClientId(clientId);
     // Unknown ids are not cached: they would let a flood of made-up ids push out real ones.
-    if (creds) {
-      if (this.cache.size >= CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
-      this.cache.set(clientId, { creds, until: Date.now() + CACHE_MS });
-    }
+    if (creds) this.cache.set(clientId, creds);
     return creds;
   }
 

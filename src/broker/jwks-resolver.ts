@@ -12,6 +12,7 @@ import {
   type CompactJWSHeaderParameters,
   type JWTVerifyGetKey,
 } from 'jose';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
@@ -21,6 +22,7 @@ import { publicJwksSchema, type PublicJwks } from '../identity/jwk.js';
 const FRESH_MS = 10 * 60_000;
 /** The least time between two fetches of one URI (unknown kid, or a failed fetch). */
 const COOLDOWN_MS = 30_000;
+/** Key-set URIs remembered at once; the least recently used is forgotten first. */
 const MAX_URIS = 1000;
 
 interface RemoteSet {
@@ -39,7 +41,11 @@ export class JwksUnavailableError extends Error {
 
 @Injectable()
 export class JwksResolver {
-  private readonly remote = new Map<string, RemoteSet>();
+  /**
+   * No TTL here: a set stays usable past FRESH_MS while its issuer is down, and its `attemptedAt` must
+   * outlive the cooldown for the cooldown to hold.
+   */
+  private readonly remote = new LRUCache<string, RemoteSet>({ max: MAX_URIS });
   private readonly local = new WeakMap<PublicJwks, JWTVerifyGetKey>();
   /** Key-set fetches made (for tests and metrics). */
   fetches = 0;
@@ -76,7 +82,6 @@ export class JwksResolver {
     let set = this.remote.get(uri);
     const now = Date.now();
     if (!set) {
-      if (this.remote.size >= MAX_URIS) this.remote.delete(this.remote.keys().next().value!);
       set = { getKey: null, fetchedAt: 0, attemptedAt: 0, inflight: null };
       this.remote.set(uri, set);
     }

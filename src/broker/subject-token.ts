@@ -1,24 +1,31 @@
 /**
  * Verifies a user's token from one of the tenant's trusted identity providers (RFC 8693 subject_token of
- * type JWT): signature with the provider's keys, algorithms pinned to the provider's list, `iss`, `aud`,
- * `exp` (required) and `nbf`. Refused before any key lookup: `alg: none` or any algorithm the provider does
- * not allow, `jku`/`x5u`/`x5c`/`jwk` headers (keys named by the token itself), and `crit`.
+ * type JWT) with the shared verifier (src/identity/idp-token-verifier.ts: headers, algorithms, signature,
+ * `iss`, `aud`, `exp`, `nbf`), finding the provider by the token's `iss`; the provider's `userClaim` must
+ * name a user, and `azp` (else `client_id`) names the agent application when present.
  *
- * Verified tokens are cached by a hash of the token (bounded, never past `exp`), because signature checks
- * cost more CPU than anything else on the hot path. Each cache entry remembers the provider's version
- * (`updated_at`); the token endpoint reads the current version in the same query that loads the connection,
- * so a changed or deleted provider invalidates its cached verifications on the very next request.
+ * Verified tokens are cached by a hash of the token (bounded, least recently used out first, never past
+ * `exp`), because signature checks cost more CPU than anything else on the hot path. Each cache entry
+ * remembers the provider's version (`updated_at`); the token endpoint reads the current version in the same
+ * query that loads the connection, so a changed or deleted provider invalidates its cached verifications on
+ * the very next request.
  */
 import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
+import type { JWTPayload } from 'jose';
+import { LRUCache } from 'lru-cache';
 import { textProblem, userIdSchema } from '../common/validation.js';
 import {
   IdentityProvidersService,
   type IdentityProviderView,
 } from '../identity/identity-providers.service.js';
+import {
+  IdpTokenError,
+  inspectIdpToken,
+  verifyIdpToken,
+  type InspectedIdpToken,
+} from '../identity/idp-token-verifier.js';
 import { JwksResolver, JwksUnavailableError } from './jwks-resolver.js';
-import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from './jwt-policy.js';
 
 export interface VerifiedSubject {
   userId: string;
@@ -48,21 +55,31 @@ export class SubjectTokenError extends Error {
 
 const MAX_TOKEN_CHARS = 16 * 1024;
 const CACHE_MAX = 20_000;
+const IDP_CACHE_MAX = 10_000;
 const IDP_CACHE_MS = 30_000;
-
-interface CachedIdp {
-  idp: IdentityProviderView | null;
-  until: number;
-}
 
 export const idpVersion = (idp: { updatedAt: string } | { updated_at: Date }): number =>
   'updatedAt' in idp ? Date.parse(idp.updatedAt) : idp.updated_at.getTime();
 
 @Injectable()
 export class SubjectTokenVerifier {
-  private readonly verified = new Map<string, VerifiedSubject & { tenantId: string }>();
-  private readonly idps = new Map<string, CachedIdp>();
-  /** Signature verifications performed (cache misses), for tests and benchmarks. */
+  /**
+   * Verified tokens, kept no longer than their `exp`: checked against Date.now() on every hit rather than
+   * with the cache's own TTL, whose clock is monotonic while `exp` is wall-clock time.
+   */
+  private readonly verified = new LRUCache<string, VerifiedSubject & { tenantId: string }>({
+    max: CACHE_MAX,
+  });
+  /**
+   * Providers' settings by tenant and issuer, used for IDP_CACHE_MS. `ttlResolution: 0` reads the clock on
+   * each lookup instead of arming a timer to cache it.
+   */
+  private readonly idps = new LRUCache<string, IdentityProviderView>({
+    max: IDP_CACHE_MAX,
+    ttl: IDP_CACHE_MS,
+    ttlResolution: 0,
+  });
+  /** Tokens handed to the shared verifier (cache misses), for tests and benchmarks. */
   verifications = 0;
 
   constructor(
@@ -74,14 +91,8 @@ export class SubjectTokenVerifier {
     if (token.length > MAX_TOKEN_CHARS) throw new SubjectTokenError('malformed', 'subject_token is too long');
     const cacheKey = createHash('sha256').update(tenantId).update('\0').update(token).digest('base64url');
     const hit = this.verified.get(cacheKey);
-    const now = Date.now();
     if (hit) {
-      if (hit.expiresAt > now && hit.tenantId === tenantId) {
-        // Refresh its place in the eviction order.
-        this.verified.delete(cacheKey);
-        this.verified.set(cacheKey, hit);
-        return hit;
-      }
+      if (hit.expiresAt > Date.now() && hit.tenantId === tenantId) return hit;
       this.verified.delete(cacheKey);
     }
     let subject: VerifiedSubject;
@@ -93,7 +104,6 @@ export class SubjectTokenVerifier {
       if (!(err instanceof SubjectTokenError) || !err.fromCachedProvider) throw err;
       subject = await this.verifyUncached(tenantId, token, true);
     }
-    if (this.verified.size >= CACHE_MAX) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(cacheKey, { ...subject, tenantId });
     return subject;
   }
@@ -101,26 +111,20 @@ export class SubjectTokenVerifier {
   /** Forgets cached verifications and provider settings of a tenant's issuer (the provider changed). */
   invalidateIssuer(tenantId: string, issuer: string): void {
     this.idps.delete(`${tenantId}\0${issuer}`);
-    for (const [k, v] of this.verified)
-      if (v.tenantId === tenantId && v.issuer === issuer) this.verified.delete(k);
+    const stale: string[] = [];
+    for (const [k, v] of this.verified.entries())
+      if (v.tenantId === tenantId && v.issuer === issuer) stale.push(k);
+    for (const k of stale) this.verified.delete(k);
   }
 
   private async verifyUncached(tenantId: string, token: string, fresh: boolean): Promise<VerifiedSubject> {
-    let header: ReturnType<typeof decodeProtectedHeader>;
-    let unverifiedIss: unknown;
+    let inspected: InspectedIdpToken;
     try {
-      header = decodeProtectedHeader(token);
-      unverifiedIss = decodeJwt(token).iss;
-    } catch {
-      throw new SubjectTokenError('malformed', 'subject_token is not a JWT');
+      inspected = inspectIdpToken(token, 'subject_token');
+    } catch (err) {
+      throw subjectTokenError(err);
     }
-    if (typeof header.alg !== 'string' || header.alg.toLowerCase() === 'none') {
-      throw new SubjectTokenError('alg_none', 'Unsigned tokens are not accepted');
-    }
-    const named = FORBIDDEN_JWT_HEADERS.find((h) => Object.hasOwn(header, h));
-    if (named) {
-      throw new SubjectTokenError('forbidden_header', `Tokens with a "${named}" header are not accepted`);
-    }
+    const unverifiedIss = inspected.issuer;
     if (typeof unverifiedIss !== 'string')
       throw new SubjectTokenError('no_issuer', 'subject_token has no iss');
     // Unverified text goes nowhere (no lookup, no cache key, no audit) unless it passes the string rule.
@@ -137,23 +141,12 @@ export class SubjectTokenVerifier {
         new SubjectTokenError('untrusted_issuer', 'The token’s issuer is not trusted by this tenant'),
       );
     }
-    if (!(idp.algorithms as string[]).includes(header.alg)) {
-      throw refuse(
-        new SubjectTokenError('alg_not_allowed', `Algorithm ${header.alg} is not allowed for this issuer`),
-      );
-    }
-    let payload: Awaited<ReturnType<typeof jwtVerify>>['payload'];
+    let payload: JWTPayload;
     try {
       this.verifications++;
-      ({ payload } = await jwtVerify(token, this.jwks.keyGetter(idp), {
-        algorithms: idp.algorithms,
-        issuer: idp.issuer,
-        audience: idp.audiences,
-        requiredClaims: ['exp'],
-        clockTolerance: CLOCK_TOLERANCE_S,
-      }));
+      payload = await verifyIdpToken(inspected, idp, this.jwks.keyGetter(idp), { audience: idp.audiences });
     } catch (err) {
-      const e = verificationError(err);
+      const e = subjectTokenError(err);
       // Expiry and timing do not depend on the provider's settings.
       throw e.reason === 'expired' || e.reason === 'not_yet_valid' || e.unavailable ? e : refuse(e);
     }
@@ -185,46 +178,22 @@ export class SubjectTokenVerifier {
     fresh: boolean,
   ): Promise<{ idp: IdentityProviderView | null; cached: boolean }> {
     const key = `${tenantId}\0${issuer}`;
-    const hit = this.idps.get(key);
-    if (!fresh && hit && hit.until > Date.now()) return { idp: hit.idp, cached: true };
+    const hit = fresh ? undefined : this.idps.get(key);
+    if (hit) return { idp: hit, cached: true };
     if (issuer.length > 2048) return { idp: null, cached: false };
     const idp = await this.identityProviders.findByIssuer(tenantId, issuer);
     // Unknown issuers are not cached: made-up issuers would otherwise crowd out real ones.
-    if (idp) {
-      if (this.idps.size >= 10_000) this.idps.delete(this.idps.keys().next().value!);
-      this.idps.set(key, { idp, until: Date.now() + IDP_CACHE_MS });
-    } else {
-      this.idps.delete(key);
-    }
+    if (idp) this.idps.set(key, idp);
+    else this.idps.delete(key);
     return { idp, cached: false };
   }
 }
 
-function verificationError(err: unknown): SubjectTokenError {
+/** The token endpoint's refusal: the shared verifier's, or an outage of the issuer's key set. */
+function subjectTokenError(err: unknown): SubjectTokenError {
+  if (err instanceof IdpTokenError) return new SubjectTokenError(err.reason, err.message);
   if (err instanceof JwksUnavailableError) {
     return new SubjectTokenError('keys_unavailable', 'The issuer’s signing keys are unavailable', true);
-  }
-  if (err instanceof joseErrors.JWTExpired)
-    return new SubjectTokenError('expired', 'subject_token has expired');
-  if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    const claim = err.claim;
-    if (claim === 'nbf') return new SubjectTokenError('not_yet_valid', 'subject_token is not valid yet');
-    if (claim === 'aud')
-      return new SubjectTokenError('wrong_audience', 'subject_token has the wrong audience');
-    if (claim === 'iss') return new SubjectTokenError('wrong_issuer', 'subject_token has the wrong issuer');
-    return new SubjectTokenError('invalid_claims', `subject_token claim "${claim}" is invalid`);
-  }
-  if (err instanceof joseErrors.JWKSNoMatchingKey) {
-    return new SubjectTokenError('unknown_key', 'subject_token is signed by an unknown key');
-  }
-  if (err instanceof joseErrors.JWKSMultipleMatchingKeys) {
-    return new SubjectTokenError('ambiguous_key', 'subject_token names no key and several match');
-  }
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
-    return new SubjectTokenError('bad_signature', 'subject_token signature is invalid');
-  }
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) {
-    return new SubjectTokenError('alg_not_allowed', 'subject_token algorithm is not allowed');
   }
   return new SubjectTokenError('invalid', 'subject_token could not be verified');
 }

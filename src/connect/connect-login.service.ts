@@ -1,19 +1,18 @@
 /**
  * Same-user binding for the connect flow (the tenant's `connectLogin`): before connecting, the person in the
  * browser signs in at one of the tenant's identity providers (OIDC code flow with PKCE, state and nonce,
- * via openid-client, every request through the SSRF-safe client). The ID token is verified with jose
- * against the provider's registered keys (issuer, audience = the login client, pinned algorithms), and its
+ * via openid-client, every request through the SSRF-safe client). The ID token is verified against the
+ * provider's registered keys by the verifier the token endpoint uses for the same provider's tokens (refused
+ * headers, pinned algorithms, issuer), with audience = the login client and this sign-in's nonce, and its
  * user claim must be the session's user. Only then is the browser marked, by a `__Host-` cookie whose hash
  * is stored on the session, as allowed to connect.
  */
 import { randomBytes } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 import { DataSource } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
 import { JwksResolver } from '../broker/jwks-resolver.js';
-import { CLOCK_TOLERANCE_S } from '../broker/jwt-policy.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { returned } from '../database/sql.js';
@@ -21,6 +20,7 @@ import {
   IdentityProvidersService,
   type IdentityProviderView,
 } from '../identity/identity-providers.service.js';
+import { IdpTokenError, inspectIdpToken, verifyIdpToken } from '../identity/idp-token-verifier.js';
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
 import { ProviderOAuthClient } from './oauth-client.js';
 
@@ -190,19 +190,17 @@ export class ConnectLoginService {
         idTokenExpected: true,
       });
       // The ID token's signature too, against the keys the tenant registered for this provider.
-      const { payload } = await jwtVerify(tokens.id_token!, this.jwks.keyGetter(settings.idp), {
-        issuer: settings.idp.issuer,
-        audience: settings.clientId,
-        algorithms: settings.idp.algorithms,
-        clockTolerance: CLOCK_TOLERANCE_S,
-        requiredClaims: ['exp', 'nonce'],
-      });
+      const payload = await verifyIdpToken(
+        inspectIdpToken(tokens.id_token!, 'ID token'),
+        settings.idp,
+        this.jwks.keyGetter(settings.idp),
+        { audience: settings.clientId, requiredClaims: ['nonce'] },
+      );
       if (payload.nonce !== secrets.nonce) throw new Error('nonce');
       user = payload[settings.idp.userClaim];
     } catch (err) {
-      const e = err as { code?: string; error?: string; name?: string };
       await this.event(session, 'connect_session.failed', 'failed', {
-        reason: (e.error ?? e.code ?? e.name ?? 'sign_in_failed').slice(0, 64),
+        reason: signInFailure(err),
         step: 'sign_in',
       });
       throw new FlowPageError(
@@ -278,4 +276,14 @@ export class ConnectLoginService {
       m,
     );
   }
+}
+
+/**
+ * The audit reason of a failed sign-in: the OAuth error, else the library's code, else the error's name. A
+ * refused ID token is recorded by jose's code when jose refused it, else by the verifier's reason.
+ */
+function signInFailure(err: unknown): string {
+  const cause = err instanceof IdpTokenError ? (err.cause ?? { code: err.reason }) : err;
+  const e = cause as { code?: string; error?: string; name?: string };
+  return (e.error ?? e.code ?? e.name ?? 'sign_in_failed').slice(0, 64);
 }

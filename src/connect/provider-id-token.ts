@@ -6,7 +6,7 @@
  */
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { JwksUnavailableError } from '../broker/jwks-resolver.js';
-import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../broker/jwt-policy.js';
+import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../identity/jwt-policy.js';
 import { textProblem } from '../common/validation.js';
 import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
 

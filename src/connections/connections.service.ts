@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
@@ -104,6 +105,7 @@ const binding = (tenantId: string, connectionId: string, field: string, dataKeyI
  * came from (a replaced credential has a new envelope) and only while the data key that opened it is itself
  * still in the data-key cache, so it never outlives that cache's age, a flush or a key-backend revocation.
  * It holds nothing the data-key cache could not already open; it saves the per-read HKDF and AES-GCM.
+ * The least recently used entry goes first when the cache is full.
  */
 const OPENED_CACHE_MAX_MS = 5 * 60_000;
 const OPENED_CACHE_MAX_ENTRIES = 10_000;
@@ -113,12 +115,13 @@ interface OpenedSecret {
   dataKeyId: string;
   envelope: Buffer;
   secret: string;
-  until: number;
 }
 
 @Injectable()
 export class ConnectionsService {
-  private readonly opened = new Map<string, OpenedSecret>();
+  /** The data-key cache's age bounds this one's; 0 (data keys not cached) leaves it empty. */
+  private readonly openedTtlMs: number;
+  private readonly opened: LRUCache<string, OpenedSecret>;
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
@@ -128,7 +131,12 @@ export class ConnectionsService {
     @Inject(CONFIG) private readonly config: Config,
     @Inject(RefreshJobs) private readonly refreshJobs: RefreshJobs,
     @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+  ) {
+    this.openedTtlMs = Math.min(config.dataKeyCacheTtlSeconds * 1000, OPENED_CACHE_MAX_MS);
+    // `ttlResolution: 0`: the clock is read on each lookup rather than cached behind a timer armed per
+    // millisecond of traffic.
+    this.opened = new LRUCache({ max: OPENED_CACHE_MAX_ENTRIES, ttl: this.openedTtlMs, ttlResolution: 0 });
+  }
 
   /** Creates or replaces the user's credential for a provider. */
   async importCredential(
@@ -381,7 +389,6 @@ export class ConnectionsService {
     if (
       hit &&
       hit.tenantId === tenantId &&
-      hit.until > Date.now() &&
       hit.envelope.equals(envelope) &&
       this.dataKeys.isCached(tenantId, hit.dataKeyId)
     ) {
@@ -393,21 +400,12 @@ export class ConnectionsService {
     const secret = openField(key, binding(tenantId, connectionId, field, dataKeyId), envelope).toString(
       'utf8',
     );
-    const ttlMs = Math.min(this.config.dataKeyCacheTtlSeconds * 1000, OPENED_CACHE_MAX_MS);
-    if (ttlMs > 0) {
-      this.opened.delete(connectionId);
-      if (this.opened.size >= OPENED_CACHE_MAX_ENTRIES) this.opened.delete(this.opened.keys().next().value!);
+    if (this.openedTtlMs > 0) {
       // A copy with its own memory: the row's buffer is a slice of a shared 8 KiB pool slab, which the cache
       // would otherwise keep alive whole.
       const own = Buffer.allocUnsafeSlow(envelope.length);
       envelope.copy(own);
-      this.opened.set(connectionId, {
-        tenantId,
-        dataKeyId,
-        envelope: own,
-        secret,
-        until: Date.now() + ttlMs,
-      });
+      this.opened.set(connectionId, { tenantId, dataKeyId, envelope: own, secret });
     }
     return secret;
   }

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
 import { DataSource } from 'typeorm';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
@@ -18,7 +19,6 @@ export type RecordField = Pick<FieldBinding, 'scope' | 'recordId' | 'field'>;
 interface CachedKey {
   tenantId: string;
   key: Buffer;
-  expiresAt: number;
 }
 
 interface CurrentKey {
@@ -42,7 +42,11 @@ const DAY_MS = 86_400_000;
 
 @Injectable()
 export class DataKeyService {
-  private readonly keys = new Map<string, CachedKey>();
+  /**
+   * Unwrapped keys by data key id, the least recently used evicted first. An evicted or flushed key is
+   * dropped, not zeroed: a request in flight may still hold its buffer.
+   */
+  private readonly keys: LRUCache<string, CachedKey>;
   private readonly current = new Map<string, CurrentKey>();
   private readonly inflight = new Map<string, Promise<Buffer>>();
   /** Backend unwrap calls made by this process (for metrics and benchmarks). */
@@ -53,7 +57,11 @@ export class DataKeyService {
     @Inject(CONFIG) private readonly config: Config,
     @Inject(KeyBackends) private readonly backends: KeyBackends,
     @Inject(Metrics) private readonly metrics: Metrics,
-  ) {}
+  ) {
+    // `ttlResolution: 0`: the clock is read on each lookup rather than cached behind a timer armed per
+    // millisecond of traffic. With a TTL of 0 nothing is stored (see `store`).
+    this.keys = new LRUCache({ max: config.dataKeyCacheMaxEntries, ttl: this.ttlMs, ttlResolution: 0 });
+  }
 
   private get ttlMs(): number {
     return this.config.dataKeyCacheTtlSeconds * 1000;
@@ -97,7 +105,7 @@ export class DataKeyService {
   /** The unwrapped data key with this id, which must belong to the tenant. */
   async keyById(tenantId: string, dataKeyId: string): Promise<Buffer> {
     const hit = this.keys.get(dataKeyId);
-    if (hit && hit.expiresAt > Date.now()) {
+    if (hit) {
       if (hit.tenantId !== tenantId)
         throw new CustosException('decryption_failed', 'Data key does not belong to tenant');
       return hit.key;
@@ -113,15 +121,26 @@ export class DataKeyService {
   /** Whether this tenant's data key is unwrapped in the cache right now (not expired, not flushed). */
   isCached(tenantId: string, dataKeyId: string): boolean {
     const hit = this.keys.get(dataKeyId);
-    return hit !== undefined && hit.tenantId === tenantId && hit.expiresAt > Date.now();
+    return hit !== undefined && hit.tenantId === tenantId;
+  }
+
+  /**
+   * Drops every unwrapped key and current epoch this process holds: after it may have missed flushes from the
+   * other processes (its key-cache bus was cut off from Redis).
+   */
+  flushAll(): void {
+    this.keys.clear();
+    this.current.clear();
   }
 
   /** Drops this tenant's unwrapped keys from this process's cache. */
   flushTenant(tenantId: string): void {
-    for (const [id, k] of this.keys) {
-      // Dropped, not zeroed: a request in flight may still hold this buffer.
-      if (k.tenantId === tenantId) this.keys.delete(id);
+    // Listed first, deleted after: the cache's iterators do not promise to survive deletes.
+    const ids: string[] = [];
+    for (const [id, k] of this.keys.entries()) {
+      if (k.tenantId === tenantId) ids.push(id);
     }
+    for (const id of ids) this.keys.delete(id);
     this.current.delete(tenantId);
   }
 
@@ -188,7 +207,7 @@ export class DataKeyService {
 
   private unwrapCached(row: DataKeyRow): Promise<Buffer> {
     const hit = this.keys.get(row.id);
-    if (hit && hit.expiresAt > Date.now()) return Promise.resolve(hit.key);
+    if (hit) return Promise.resolve(hit.key);
     const pending = this.inflight.get(row.id);
     if (pending) return pending;
     const p = (async () => {
@@ -209,10 +228,6 @@ export class DataKeyService {
 
   private store(tenantId: string, dataKeyId: string, key: Buffer): void {
     if (this.ttlMs === 0) return;
-    if (this.keys.size >= this.config.dataKeyCacheMaxEntries) {
-      const oldest = this.keys.keys().next();
-      if (!oldest.done) this.keys.delete(oldest.value);
-    }
-    this.keys.set(dataKeyId, { tenantId, key, expiresAt: Date.now() + this.ttlMs });
+    this.keys.set(dataKeyId, { tenantId, key });
   }
 }

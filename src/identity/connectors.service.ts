@@ -1,9 +1,9 @@
 /**
- * The connector registry: tenant admins register, change, disable and delete connectors; the token endpoint
- * looks them up and authenticates them. A client secret is shown once and stored only as its SHA-256; every
- * change commits together with its audit event.
+ * The connector registry: tenant admins register, change, disable and delete connectors; client
+ * authentication (broker/client-auth.ts) looks them up. A client secret is shown once and stored only as its
+ * SHA-256; every change commits together with its audit event.
  */
-import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
@@ -345,23 +345,6 @@ export class ConnectorsService {
       );
     });
     return { clientSecret };
-  }
-
-  /**
-   * The connector behind a client_id and client secret, or null: unknown client, wrong secret, a connector
-   * that does not use client secrets, or a disabled one all look the same to the caller.
-   */
-  async authenticateClientSecret(clientId: string, secret: string): Promise<ConnectorPrincipal | null> {
-    if (!CLIENT_ID.test(clientId) || secret.length < 16 || secret.length > 512) return null;
-    const digest = hashKey(secret);
-    const rows: (ConnectorRow & { secret_hash: Buffer | null })[] = await this.db.query(
-      `SELECT ${columns}, secret_hash FROM connectors WHERE client_id = $1`,
-      [clientId],
-    );
-    const row = rows[0];
-    if (!row || row.auth_method !== 'client_secret_basic' || row.disabled_at !== null) return null;
-    if (!row.secret_hash || row.secret_hash.length !== digest.length) return null;
-    return timingSafeEqual(row.secret_hash, digest) ? principal(row) : null;
   }
 
   /** A connector by client_id, disabled or not, with its secret hash and version; null when unknown. */

@@ -6,12 +6,13 @@
  * it at once ask with `fresh`.
  */
 import { Inject, Injectable } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
 import { DataSource, type EntityManager } from 'typeorm';
 import { ProviderCatalog } from './provider-catalog.js';
 import type { ProviderDefinition } from './provider-definition.js';
 
 const CUSTOM_CACHE_MS = 30_000;
-/** Tenants whose custom providers are kept at once; the least recently loaded go first. */
+/** Tenants whose custom providers are kept at once; the least recently used go first. */
 const CUSTOM_CACHE_MAX_TENANTS = 10_000;
 
 export interface RegisteredProvider {
@@ -23,7 +24,6 @@ interface TenantEntry {
   loading: Promise<ReadonlyMap<string, ProviderDefinition>>;
   /** Set once loaded; until then lookups wait for `loading`. */
   loaded?: ReadonlyMap<string, ProviderDefinition>;
-  until: number;
 }
 
 function deepFreeze<T>(value: T): T {
@@ -36,7 +36,16 @@ function deepFreeze<T>(value: T): T {
 
 @Injectable()
 export class ProviderRegistry {
-  private readonly custom = new Map<string, TenantEntry>();
+  /**
+   * An entry is stored without an age while it loads and gets CUSTOM_CACHE_MS once loaded, so a slow read
+   * does not eat into the time its result is used. `ttlResolution: 0` reads the clock on each lookup instead
+   * of arming a timer to cache it.
+   */
+  private readonly custom = new LRUCache<string, TenantEntry>({
+    max: CUSTOM_CACHE_MAX_TENANTS,
+    ttl: CUSTOM_CACHE_MS,
+    ttlResolution: 0,
+  });
 
   constructor(
     @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
@@ -55,9 +64,7 @@ export class ProviderRegistry {
   getCached(tenantId: string, key: string): ProviderDefinition | undefined {
     const builtIn = this.catalog.get(key);
     if (builtIn !== undefined) return builtIn;
-    const entry = this.custom.get(tenantId);
-    if (entry?.loaded === undefined || entry.until <= Date.now()) return undefined;
-    return entry.loaded.get(key);
+    return this.custom.get(tenantId)?.loaded?.get(key);
   }
 
   /**
@@ -121,27 +128,20 @@ export class ProviderRegistry {
 
   private customOf(tenantId: string): Promise<ReadonlyMap<string, ProviderDefinition>> {
     const current = this.custom.get(tenantId);
-    if (current !== undefined && (current.loaded === undefined || current.until > Date.now())) {
-      return current.loading;
-    }
-    if (this.custom.size >= CUSTOM_CACHE_MAX_TENANTS) {
-      const oldest = this.custom.keys().next().value;
-      if (oldest !== undefined) this.custom.delete(oldest);
-    }
-    const entry: TenantEntry = { loading: this.load(tenantId), until: 0 };
-    this.custom.delete(tenantId);
-    this.custom.set(tenantId, entry);
+    if (current !== undefined) return current.loading;
+    const entry: TenantEntry = { loading: this.load(tenantId) };
+    this.custom.set(tenantId, entry, { ttl: 0 });
     entry.loading.then(
       (loaded) => {
         // Stored only if nothing invalidated the tenant meanwhile; a newer load then owns the slot.
-        if (this.custom.get(tenantId) === entry) {
+        if (this.custom.peek(tenantId) === entry) {
           entry.loaded = loaded;
-          entry.until = Date.now() + CUSTOM_CACHE_MS;
+          this.custom.set(tenantId, entry);
         }
       },
       () => {
         // A failed read is not cached: the next lookup tries again.
-        if (this.custom.get(tenantId) === entry) this.custom.delete(tenantId);
+        if (this.custom.peek(tenantId) === entry) this.custom.delete(tenantId);
       },
     );
     return entry.loading;

@@ -1,4 +1,5 @@
 import { createHash, generateKeyPairSync } from 'node:crypto';
+import { ClientAuthenticator, ClientAuthError } from '../../src/broker/client-auth.js';
 import { ConnectorsService } from '../../src/identity/connectors.service.js';
 import { IdentityProvidersService } from '../../src/identity/identity-providers.service.js';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
@@ -26,6 +27,29 @@ const base = (t: TenantFixture) => `/v1/tenants/${t.tenantId}/connectors`;
 const idpBase = (t: TenantFixture) => `/v1/tenants/${t.tenantId}/identity-providers`;
 const rawRow = async (id: string) => (await db().query('SELECT * FROM connectors WHERE id = $1', [id]))[0];
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+
+/**
+ * The connector behind a client id and secret, or null when client authentication refuses them, read fresh
+ * as the connector API does (client-auth.ts holds the one secret check).
+ */
+async function authenticateSecret(clientId: string, secret: string) {
+  const clients = app.custos.app.get(ClientAuthenticator);
+  clients.forget(clientId);
+  const credentials = `${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`;
+  try {
+    const client = await clients.authenticate({
+      authorization: `Basic ${Buffer.from(credentials).toString('base64')}`,
+      clientId: undefined,
+      clientSecret: undefined,
+      clientAssertion: undefined,
+      clientAssertionType: undefined,
+    });
+    return client.connector;
+  } catch (err) {
+    if (err instanceof ClientAuthError) return null;
+    throw err;
+  }
+}
 
 /** Factories: a public JWK (and, for the negative tests, its private form). */
 function rsaJwk(kid: string) {
@@ -303,7 +327,7 @@ describe('PATCH, DELETE and secret rotation', () => {
     expect(patched.body.clientSecret).toBeUndefined();
     expect(patched.raw).not.toContain(secret);
     expect((await rawRow(c.body.id)).version).toBe(2);
-    expect(await connectors().authenticateClientSecret(c.body.clientId, secret)).toMatchObject({
+    expect(await authenticateSecret(c.body.clientId, secret)).toMatchObject({
       allowedProviders: ['github', 'slack'],
     });
 
@@ -316,7 +340,7 @@ describe('PATCH, DELETE and secret rotation', () => {
     const row = await rawRow(c.body.id);
     expect(row.disabled_at).toBeInstanceOf(Date);
     expect(row.version).toBe(3);
-    expect(await connectors().authenticateClientSecret(c.body.clientId, secret)).toBeNull();
+    expect(await authenticateSecret(c.body.clientId, secret)).toBeNull();
     expect(await connectors().findByClientId(c.body.clientId)).toBeNull();
 
     // Disabling again keeps the original moment.
@@ -328,7 +352,7 @@ describe('PATCH, DELETE and secret rotation', () => {
       body: { disabled: false, name: 'Docs MCP v2' },
     });
     expect(enabled.body).toMatchObject({ disabled: false, name: 'Docs MCP v2' });
-    expect(await connectors().authenticateClientSecret(c.body.clientId, secret)).not.toBeNull();
+    expect(await authenticateSecret(c.body.clientId, secret)).not.toBeNull();
   });
 
   it('validates a PATCH the same way as a create', async () => {
@@ -360,8 +384,8 @@ describe('PATCH, DELETE and secret rotation', () => {
     issuedSecrets.push(fresh);
     expect(fresh).toMatch(/^cus_cs_/);
     expect(fresh).not.toBe(old);
-    expect(await connectors().authenticateClientSecret(c.body.clientId, old)).toBeNull();
-    expect(await connectors().authenticateClientSecret(c.body.clientId, fresh)).toEqual({
+    expect(await authenticateSecret(c.body.clientId, old)).toBeNull();
+    expect(await authenticateSecret(c.body.clientId, fresh)).toEqual({
       connectorId: c.body.id,
       tenantId: a.tenantId,
       clientId: c.body.clientId,
@@ -371,6 +395,11 @@ describe('PATCH, DELETE and secret rotation', () => {
       authMethod: 'client_secret_basic',
       allowedProviders: ['github', 'google'],
       allowedScopes: { github: ['repo', 'read:user'] },
+      jwks: null,
+      jwksUri: null,
+      secretHash: sha256(fresh),
+      version: 2,
+      disabled: false,
     });
     const row = await rawRow(c.body.id);
     expect(row.secret_hash.equals(sha256(fresh))).toBe(true);
@@ -395,7 +424,7 @@ describe('PATCH, DELETE and secret rotation', () => {
     expect(await rawRow(c.body.id)).toBeUndefined();
     expect((await app.request('GET', `${base(a)}/${c.body.id}`, { key: a.adminKey })).status).toBe(404);
     expect((await app.request('DELETE', `${base(a)}/${c.body.id}`, { key: a.adminKey })).status).toBe(404);
-    expect(await connectors().authenticateClientSecret(c.body.clientId, c.body.clientSecret)).toBeNull();
+    expect(await authenticateSecret(c.body.clientId, c.body.clientSecret)).toBeNull();
   });
 
   it('answers 400 malformed_id for a connector id that is not a UUID', async () => {
@@ -405,20 +434,19 @@ describe('PATCH, DELETE and secret rotation', () => {
   });
 });
 
-describe('authenticateClientSecret and findByClientId', () => {
+describe('client secret authentication and findByClientId', () => {
   it('returns null for a wrong secret, an unknown client and a private_key_jwt client', async () => {
     const c = await create(a, secretConnector());
     const jwt = await create(
       a,
       secretConnector({ auth: { method: 'private_key_jwt', jwks: { keys: [ec.pub] } } }),
     );
-    const svc = connectors();
-    expect(await svc.authenticateClientSecret(c.body.clientId, `${c.body.clientSecret}x`)).toBeNull();
-    expect(await svc.authenticateClientSecret(c.body.clientId, 'cus_cs_' + 'A'.repeat(43))).toBeNull();
-    expect(await svc.authenticateClientSecret(c.body.clientId, '')).toBeNull();
-    expect(await svc.authenticateClientSecret('cus_ci_' + 'A'.repeat(22), c.body.clientSecret)).toBeNull();
-    expect(await svc.authenticateClientSecret(jwt.body.clientId, c.body.clientSecret)).toBeNull();
-    expect(await svc.authenticateClientSecret(c.body.clientId, c.body.clientSecret)).toMatchObject({
+    expect(await authenticateSecret(c.body.clientId, `${c.body.clientSecret}x`)).toBeNull();
+    expect(await authenticateSecret(c.body.clientId, 'cus_cs_' + 'A'.repeat(43))).toBeNull();
+    expect(await authenticateSecret(c.body.clientId, '')).toBeNull();
+    expect(await authenticateSecret('cus_ci_' + 'A'.repeat(22), c.body.clientSecret)).toBeNull();
+    expect(await authenticateSecret(jwt.body.clientId, c.body.clientSecret)).toBeNull();
+    expect(await authenticateSecret(c.body.clientId, c.body.clientSecret)).toMatchObject({
       connectorId: c.body.id,
     });
   });

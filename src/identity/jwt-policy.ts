@@ -1,4 +1,4 @@
-/** What both kinds of JWT the token endpoint accepts (user tokens, client assertions) must respect. */
+/** What every JWT Custos accepts must respect: users' tokens, ID tokens and connectors' client assertions. */
 
 /** Headers that let a token name its own keys or demand unknown processing: refused outright. */
 export const FORBIDDEN_JWT_HEADERS = ['jku', 'x5u', 'x5c', 'jwk', 'crit'] as const;
