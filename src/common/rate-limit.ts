@@ -15,6 +15,7 @@ import ipaddr from 'ipaddr.js';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import { connectRedis } from './redis.js';
 
 export type LimitKind = 'client' | 'admin_key' | 'address';
 
@@ -260,8 +261,6 @@ return out`;
  * disconnected, and each has a deadline.
  */
 export class RedisFailureCounter implements SharedCounter {
-  private lastErrorLog = 0;
-
   private constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
@@ -273,26 +272,20 @@ export class RedisFailureCounter implements SharedCounter {
     timeoutMs: number;
     log: Logger;
   }): Promise<RedisFailureCounter> {
-    const { Redis } = await import('ioredis');
-    const redis = new Redis(opts.url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: opts.timeoutMs,
-      connectTimeout: Math.max(1000, opts.timeoutMs * 4),
-      disconnectTimeout: 500,
-      retryStrategy: (attempt: number) => Math.min(attempt * 200, 5000),
+    // Not waited for: Custos starts, and counts in-process, whether or not Redis is there yet.
+    const redis = await connectRedis({
+      url: opts.url,
+      purpose: 'rate limiter',
+      log: opts.log,
+      options: {
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: opts.timeoutMs,
+        connectTimeout: Math.max(1000, opts.timeoutMs * 4),
+        disconnectTimeout: 500,
+      },
     });
-    const counter = new RedisFailureCounter(redis, opts.prefix);
-    redis.on('error', (err: Error) => {
-      // ioredis reports every reconnect attempt: one line per half minute is enough.
-      if (Date.now() - counter.lastErrorLog < 30_000) return;
-      counter.lastErrorLog = Date.now();
-      opts.log.warn({ err: { name: err.name } }, 'rate limiter: Redis connection error');
-    });
-    // Not awaited: Custos starts, and counts in-process, whether or not Redis is there yet.
-    redis.connect().catch(() => undefined);
-    return counter;
+    return new RedisFailureCounter(redis, opts.prefix);
   }
 
   async increment(keys: readonly LimitKey[], windowMs: number): Promise<{ count: number; ttlMs: number }[]> {

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
+import { closeRedis, connectRedis, settlesWithin, START_WAIT_MS, whenReady } from '../common/redis.js';
 import { DataKeyService } from './data-key.service.js';
 
 const CHANNEL = 'custos:data-key-cache';
@@ -28,6 +29,7 @@ export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
   private readonly origin = randomUUID();
   private pub: Redis | null = null;
   private sub: Redis | null = null;
+  private closing = false;
   /** Messages from other processes acted on (for tests). */
   received = 0;
 
@@ -37,25 +39,51 @@ export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
     @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
+  /**
+   * With Redis there, this process listens before it serves. Without it (refused, or no answer within a
+   * moment), it starts anyway and listens once Redis answers. A flush published while this process was not
+   * listening (at start-up, or during any Redis outage) does not reach it, so when its listening connection is
+   * back it drops every cached data key and epoch: a key a customer revoked meanwhile is not used for the rest
+   * of its cache lifetime.
+   */
   async onModuleInit(): Promise<void> {
-    if (!this.config.redisUrl) return;
-    const { Redis } = await import('ioredis');
-    this.pub = new Redis(this.config.redisUrl, {
-      maxRetriesPerRequest: 2,
-      lazyConnect: true,
-      commandTimeout: PUBLISH_TIMEOUT_MS,
-    });
-    this.sub = new Redis(this.config.redisUrl, { lazyConnect: true });
-    for (const r of [this.pub, this.sub]) {
-      r.on('error', (err: Error) => this.log.warn({ err: { name: err.name } }, 'key cache bus: Redis error'));
-    }
-    await Promise.all([this.pub.connect(), this.sub.connect()]);
+    const url = this.config.redisUrl;
+    if (!url) return;
+    const log = this.log;
+    [this.pub, this.sub] = await Promise.all([
+      connectRedis({
+        url,
+        purpose: 'key cache bus (publish)',
+        log,
+        options: { maxRetriesPerRequest: 2, commandTimeout: PUBLISH_TIMEOUT_MS },
+      }),
+      // Its one command, SUBSCRIBE, waits for Redis however long it is away; ioredis subscribes again itself
+      // after every reconnection.
+      connectRedis({
+        url,
+        purpose: 'key cache bus (subscribe)',
+        log,
+        options: { maxRetriesPerRequest: null },
+      }),
+    ]);
     this.sub.on('message', (_channel: string, raw: string) => this.onMessage(raw));
-    await this.sub.subscribe(CHANNEL);
+    let missed = this.sub.status !== 'ready';
+    this.sub.on('close', () => (missed = true));
+    this.sub.on('ready', () => {
+      if (!missed || this.closing) return;
+      missed = false;
+      this.dataKeys.flushAll();
+      log.info('key cache bus: listening again; cached data keys dropped in case a flush was missed');
+    });
+    const subscribed = this.sub.subscribe(CHANNEL).catch((err: Error) => {
+      if (!this.closing) log.warn({ err: { name: err.name } }, 'key cache bus: could not subscribe');
+    });
+    if (await whenReady(this.sub)) await settlesWithin(subscribed, START_WAIT_MS);
   }
 
   async onModuleDestroy(): Promise<void> {
-    await Promise.all([this.pub?.quit().catch(() => undefined), this.sub?.quit().catch(() => undefined)]);
+    this.closing = true;
+    await Promise.all([closeRedis(this.pub), closeRedis(this.sub)]);
   }
 
   /**

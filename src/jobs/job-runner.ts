@@ -6,6 +6,14 @@
 import type { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import {
+  closeBullMq,
+  connectRedis,
+  errorReporterOf,
+  settlesWithin,
+  START_WAIT_MS,
+  whenReady,
+} from '../common/redis.js';
 
 export type JobHandler = () => Promise<void>;
 
@@ -79,6 +87,7 @@ export class BullMqJobRunner implements JobRunner {
   private worker?: Worker;
   private workerConnection?: Redis;
   private watchdog?: NodeJS.Timeout;
+  private checking?: Promise<void>;
 
   constructor(
     private readonly redisUrl: string,
@@ -93,30 +102,29 @@ export class BullMqJobRunner implements JobRunner {
     this.jobs.set(name, { name, everyMs, handler });
   }
 
+  /**
+   * With Redis there, returns once the schedules exist; without it (refused, or no answer within a moment),
+   * returns anyway: the connections keep trying, and the schedules are made once Redis answers.
+   */
   async start(): Promise<void> {
-    const [{ Redis }, { Queue, Worker }] = await Promise.all([import('ioredis'), import('bullmq')]);
-    const connection = new Redis(this.redisUrl, {
-      maxRetriesPerRequest: null,
-      lazyConnect: true,
-      enableOfflineQueue: true,
-    });
-    connection.on('error', (err: Error) =>
-      this.log.warn({ err: { name: err.name } }, 'redis connection error'),
-    );
+    const { Queue, Worker } = await import('bullmq');
+    const options = { maxRetriesPerRequest: null, enableOfflineQueue: true };
+    const connection = await connectRedis({ url: this.redisUrl, purpose: 'jobs', log: this.log, options });
     this.connection = connection;
-    await connection.connect();
     this.queue = new Queue(this.queueName, { connection, prefix: this.prefix });
-    await this.ensureSchedulers();
+    this.queue.on('error', errorReporterOf(connection));
     // Redis holds only copies of the schedules: when it loses them (a FLUSHALL, a failover to an empty
-    // replica), they come back within one watchdog period.
-    this.watchdog = setInterval(() => {
-      this.ensureSchedulers().catch((err: Error) =>
-        this.log.warn({ err: { name: err.name } }, 'could not check job schedules'),
-      );
-    }, this.watchdogMs);
+    // replica, a restart), they come back as soon as it is back, and within one watchdog period anyway.
+    connection.on('ready', () => void this.checkSchedules());
+    this.watchdog = setInterval(() => void this.checkSchedules(), this.watchdogMs);
     this.watchdog.unref();
     // BullMQ does not close connections it was given: this one is ours to close in stop().
-    this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
+    this.workerConnection = await connectRedis({
+      url: this.redisUrl,
+      purpose: 'jobs worker',
+      log: this.log,
+      options,
+    });
     this.worker = new Worker(
       this.queueName,
       async (j) => {
@@ -128,6 +136,22 @@ export class BullMqJobRunner implements JobRunner {
     this.worker.on('failed', (j, err) =>
       this.log.error({ job: j?.name, err: { name: err.name } }, 'job failed'),
     );
+    // Its blocking connection is BullMQ's own copy of ours: its errors come here.
+    this.worker.on('error', errorReporterOf(this.workerConnection));
+    if (await whenReady(connection)) await settlesWithin(this.checkSchedules(), START_WAIT_MS);
+  }
+
+  /**
+   * Re-creates the schedules Redis lost. One check at a time, and none while Redis is away: its commands
+   * would wait for Redis, one more for every period.
+   */
+  private checkSchedules(): Promise<void> {
+    if (this.checking) return this.checking;
+    if (this.connection?.status !== 'ready') return Promise.resolve();
+    this.checking = this.ensureSchedulers()
+      .catch((err: Error) => this.log.warn({ err: { name: err.name } }, 'could not check job schedules'))
+      .finally(() => (this.checking = undefined));
+    return this.checking;
   }
 
   private async ensureSchedulers(): Promise<void> {
@@ -141,16 +165,21 @@ export class BullMqJobRunner implements JobRunner {
     }
   }
 
+  /** Lets a job in flight finish while Redis answers, within a deadline either way. */
   async stop(): Promise<void> {
     if (this.watchdog) clearInterval(this.watchdog);
-    await this.worker?.close();
-    await this.queue?.close();
-    this.workerConnection?.disconnect();
-    this.connection?.disconnect();
+    await closeBullMq({
+      worker: this.worker,
+      queue: this.queue,
+      pending: this.checking,
+      connections: [this.workerConnection, this.connection],
+    });
   }
 
   async check(): Promise<void> {
     if (!this.connection) throw new Error('job runner not started');
+    // Not connected: a PING would wait in the offline queue, one more for every probe.
+    if (this.connection.status !== 'ready') throw new Error('redis is not connected');
     const pong = await this.connection.ping();
     if (pong !== 'PONG') throw new Error('redis did not answer PING');
   }

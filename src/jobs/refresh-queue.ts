@@ -5,17 +5,25 @@
  * of holding a worker slot, so a provider outage cannot starve the others.
  *
  * Redis holds only copies: the sweeper (a timer in every worker process, not a Redis-held schedule, so it
- * survives a wiped Redis) reads the due times from PostgreSQL and re-creates any job that is missing.
+ * survives a wiped Redis) reads the due times from PostgreSQL and re-creates any job that is missing. So the
+ * queue starts without Redis, adds nothing while Redis is away, and sweeps as soon as it is back.
  */
 import type { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { closeBullMq, connectRedis, errorReporterOf, whenReady } from '../common/redis.js';
 import { refreshJobId, type DueRefresh, type RefreshLimiter, type RefreshScheduler } from './refresh-jobs.js';
 
 export const REFRESH_QUEUE = 'refresh';
 /** How long a job waits in the worker for its provider's slot before it goes back to the delayed set. */
 const SLOT_WAIT_MS = 1000;
 const ADD_CHUNK = 1000;
+/**
+ * How long shutdown waits for refreshes in flight while Redis answers: a provider call has a 10 s deadline, and
+ * a refresh abandoned after the provider rotated the refresh token leaves the connection `needs_reauth`
+ * (README, "Crash safety").
+ */
+const IN_FLIGHT_GRACE_MS = 15_000;
 
 export interface RefreshJobData {
   c: string;
@@ -40,6 +48,8 @@ export class RefreshQueue implements RefreshScheduler {
   private worker?: Worker<RefreshJobData>;
   private sweepTimer?: NodeJS.Timeout;
   private sweeping?: Promise<void>;
+  private sweepNow?: () => void;
+  private inFlight = 0;
   /**
    * Jobs this process has added, by id, with their due time: a sweep skips them instead of re-adding
    * thousands of jobs every period. Forgotten two minutes after their due time (so a job lost some other
@@ -50,57 +60,77 @@ export class RefreshQueue implements RefreshScheduler {
 
   constructor(private readonly opts: RefreshQueueOptions) {}
 
-  /** Connects; with `work`, also processes jobs with `run` under `limiter`. */
+  /**
+   * Connects; with `work`, also processes jobs with `run` under `limiter`. Waits a moment at most for Redis:
+   * without it, the queue connects in the background and works once Redis answers.
+   */
   async start(work?: {
     run: (d: RefreshJobData) => Promise<unknown>;
     limiter: RefreshLimiter;
   }): Promise<void> {
-    const [{ Redis }, { Queue, Worker, DelayedError }] = await Promise.all([
-      import('ioredis'),
-      import('bullmq'),
-    ]);
-    const connection = new Redis(this.opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
-    connection.on('error', (err: Error) =>
-      this.opts.log.warn({ err: { name: err.name } }, 'redis connection error (refresh queue)'),
-    );
-    await connection.connect();
+    const { Queue, Worker, DelayedError } = await import('bullmq');
+    const { redisUrl: url, log } = this.opts;
+    const connection = await connectRedis({
+      url,
+      purpose: 'refresh queue',
+      log,
+      options: { maxRetriesPerRequest: null },
+    });
     this.connection = connection;
     this.queue = new Queue<RefreshJobData>(REFRESH_QUEUE, { connection, prefix: this.opts.prefix });
+    this.queue.on('error', errorReporterOf(connection));
     this.sentinel = `${this.opts.prefix}:${REFRESH_QUEUE}:custos-sentinel`;
-    if (!work) return;
-    const { run, limiter } = work;
-    this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
-    this.worker = new Worker<RefreshJobData>(
-      REFRESH_QUEUE,
-      async (job: Job<RefreshJobData>, token?: string) => {
-        if (!(await limiter.acquire(job.data.p, SLOT_WAIT_MS))) {
-          // The provider's slots are taken (slow or down): try again shortly, without holding this slot.
-          await job.moveToDelayed(Date.now() + SLOT_WAIT_MS + Math.floor(Math.random() * 2000), token);
-          throw new DelayedError();
-        }
-        try {
-          await run(job.data);
-        } finally {
-          limiter.release(job.data.p);
-        }
-      },
-      {
-        connection: this.workerConnection,
-        prefix: this.opts.prefix,
-        concurrency: this.opts.concurrency,
-        lockDuration: this.opts.lockMs,
-        stalledInterval: this.opts.lockMs,
-      },
-    );
-    this.worker.on('failed', (j, err) =>
-      this.opts.log.warn({ jobId: j?.id, err: { name: err.name } }, 'refresh job failed'),
-    );
-    this.worker.on('error', (err) => this.opts.log.warn({ err: { name: err.name } }, 'refresh worker error'));
+    // Back after an outage (or up for the first time): what was not added meanwhile, or what Redis lost, is
+    // re-created from PostgreSQL now rather than at the next period.
+    connection.on('ready', () => this.sweepNow?.());
+    if (work) {
+      const { run, limiter } = work;
+      this.workerConnection = await connectRedis({
+        url,
+        purpose: 'refresh worker',
+        log,
+        options: { maxRetriesPerRequest: null },
+      });
+      this.worker = new Worker<RefreshJobData>(
+        REFRESH_QUEUE,
+        async (job: Job<RefreshJobData>, token?: string) => {
+          if (!(await limiter.acquire(job.data.p, SLOT_WAIT_MS))) {
+            // The provider's slots are taken (slow or down): try again shortly, without holding this slot.
+            await job.moveToDelayed(Date.now() + SLOT_WAIT_MS + Math.floor(Math.random() * 2000), token);
+            throw new DelayedError();
+          }
+          this.inFlight++;
+          try {
+            await run(job.data);
+          } finally {
+            this.inFlight--;
+            limiter.release(job.data.p);
+          }
+        },
+        {
+          connection: this.workerConnection,
+          prefix: this.opts.prefix,
+          concurrency: this.opts.concurrency,
+          lockDuration: this.opts.lockMs,
+          stalledInterval: this.opts.lockMs,
+        },
+      );
+      this.worker.on('failed', (j, err) =>
+        log.warn({ jobId: j?.id, err: { name: err.name } }, 'refresh job failed'),
+      );
+      // Its blocking connection is BullMQ's own copy of ours: its errors come here.
+      this.worker.on('error', errorReporterOf(this.workerConnection));
+    }
+    await whenReady(connection);
   }
 
-  /** Adds the jobs; one that already exists (same connection, version and attempt) is left alone. */
+  /**
+   * Adds the jobs; one that already exists (same connection, version and attempt) is left alone. While Redis
+   * is away, adds nothing: waiting would pile up the calls, and the sweep re-creates the jobs once it is back.
+   */
   async schedule(items: DueRefresh[]): Promise<void> {
     if (!this.queue) throw new Error('refresh queue not started');
+    if (this.connection?.status !== 'ready') return;
     const now = Date.now();
     for (let i = 0; i < items.length; i += ADD_CHUNK) {
       const chunk = items.slice(i, i + ADD_CHUNK);
@@ -130,8 +160,9 @@ export class RefreshQueue implements RefreshScheduler {
   }
 
   /**
-   * Every `everyMs`, queues what falls due within `horizonMs` according to PostgreSQL. Idempotent, and
-   * run by every worker process: together with job ids, that is what makes a wiped Redis lose nothing.
+   * Every `everyMs`, and whenever the connection is back, queues what falls due soon according to PostgreSQL.
+   * Idempotent, and run by every worker process: together with job ids, that is what makes a wiped Redis lose
+   * nothing. Skipped while Redis is away.
    */
   startSweeper(due: () => Promise<DueRefresh[]>, everyMs: number): void {
     const sweep = async () => {
@@ -139,13 +170,14 @@ export class RefreshQueue implements RefreshScheduler {
       await this.schedule(items);
     };
     const tick = () => {
-      if (this.sweeping) return;
+      if (this.sweeping || this.connection?.status !== 'ready') return;
       this.sweeping = sweep()
         .catch((err: Error) =>
           this.opts.log.warn({ err: { name: err.name, message: err.message } }, 'refresh sweep failed'),
         )
         .finally(() => (this.sweeping = undefined));
     };
+    this.sweepNow = tick;
     tick();
     this.sweepTimer = setInterval(tick, everyMs);
     this.sweepTimer.unref();
@@ -158,15 +190,21 @@ export class RefreshQueue implements RefreshScheduler {
   }
 
   async check(): Promise<void> {
-    if ((await this.connection?.ping()) !== 'PONG') throw new Error('redis did not answer PING');
+    // Not connected: a PING would wait in the offline queue, one more for every probe.
+    if (this.connection?.status !== 'ready') throw new Error('redis is not connected');
+    if ((await this.connection.ping()) !== 'PONG') throw new Error('redis did not answer PING');
   }
 
+  /** Lets the refreshes in flight finish while Redis answers, within a deadline either way. */
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    await this.sweeping;
-    await this.worker?.close();
-    await this.queue?.close();
-    this.workerConnection?.disconnect();
-    this.connection?.disconnect();
+    this.sweepNow = undefined;
+    await closeBullMq({
+      worker: this.worker,
+      queue: this.queue,
+      pending: this.sweeping,
+      connections: [this.workerConnection, this.connection],
+      graceMs: this.inFlight > 0 ? IN_FLIGHT_GRACE_MS : undefined,
+    });
   }
 }
