@@ -47,7 +47,8 @@ export class DataKeyService {
    * dropped, not zeroed: a request in flight may still hold its buffer.
    */
   private readonly keys: LRUCache<string, CachedKey>;
-  private readonly current = new Map<string, CurrentKey>();
+  /** Each tenant's current epoch, as many tenants as data keys are cached (a forgotten one is read again). */
+  private readonly current: LRUCache<string, CurrentKey>;
   private readonly inflight = new Map<string, Promise<Buffer>>();
   /** Backend unwrap calls made by this process (for metrics and benchmarks). */
   unwrapCalls = 0;
@@ -61,6 +62,7 @@ export class DataKeyService {
     // `ttlResolution: 0`: the clock is read on each lookup rather than cached behind a timer armed per
     // millisecond of traffic. With a TTL of 0 nothing is stored (see `store`).
     this.keys = new LRUCache({ max: config.dataKeyCacheMaxEntries, ttl: this.ttlMs, ttlResolution: 0 });
+    this.current = new LRUCache({ max: config.dataKeyCacheMaxEntries });
   }
 
   private get ttlMs(): number {
@@ -146,6 +148,11 @@ export class DataKeyService {
 
   cacheSize(): number {
     return this.keys.size;
+  }
+
+  /** Tenants whose current epoch this process remembers. */
+  epochsCached(): number {
+    return this.current.size;
   }
 
   private async latest(tenantId: string): Promise<DataKeyRow | undefined> {

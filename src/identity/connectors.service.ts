@@ -366,18 +366,6 @@ export class ConnectorsService {
     };
   }
 
-  /** An enabled connector by client_id (for private_key_jwt verification), or null; disabled ones are not found. */
-  async findByClientId(clientId: string): Promise<ConnectorRegistration | null> {
-    if (!CLIENT_ID.test(clientId)) return null;
-    const rows: ConnectorRow[] = await this.db.query(
-      `SELECT ${columns} FROM connectors WHERE client_id = $1 AND disabled_at IS NULL`,
-      [clientId],
-    );
-    const row = rows[0];
-    if (!row) return null;
-    return { ...principal(row), jwks: row.jwks, jwksUri: row.jwks_uri };
-  }
-
   /**
    * Every allowed provider must be one the tenant has (built-in or its own custom provider), scopes may only
    * narrow allowed providers, and only OAuth providers have scopes. Returns the policy with duplicates removed.

@@ -146,8 +146,14 @@ describe('POST /v1/tenants/:tenantId/connectors', () => {
     expect(res.status).toBe(201);
     expect(res.body.auth).toEqual({ method: 'private_key_jwt', jwksUri });
     expect(res.body.allowedScopes).toEqual({});
-    const found = await connectors().findByClientId(res.body.clientId);
-    expect(found).toMatchObject({ connectorId: res.body.id, tenantId: a.tenantId, jwksUri, jwks: null });
+    const found = await connectors().credentialsByClientId(res.body.clientId);
+    expect(found).toMatchObject({
+      connectorId: res.body.id,
+      tenantId: a.tenantId,
+      jwksUri,
+      jwks: null,
+      secretHash: null,
+    });
   });
 
   it('removes duplicate providers and scopes', async () => {
@@ -341,7 +347,7 @@ describe('PATCH, DELETE and secret rotation', () => {
     expect(row.disabled_at).toBeInstanceOf(Date);
     expect(row.version).toBe(3);
     expect(await authenticateSecret(c.body.clientId, secret)).toBeNull();
-    expect(await connectors().findByClientId(c.body.clientId)).toBeNull();
+    expect((await connectors().credentialsByClientId(c.body.clientId))?.disabled).toBe(true);
 
     // Disabling again keeps the original moment.
     await app.request('PATCH', `${base(a)}/${c.body.id}`, { key: a.adminKey, body: { disabled: true } });
@@ -434,7 +440,7 @@ describe('PATCH, DELETE and secret rotation', () => {
   });
 });
 
-describe('client secret authentication and findByClientId', () => {
+describe('client secret authentication and credentialsByClientId', () => {
   it('returns null for a wrong secret, an unknown client and a private_key_jwt client', async () => {
     const c = await create(a, secretConnector());
     const jwt = await create(
@@ -456,7 +462,7 @@ describe('client secret authentication and findByClientId', () => {
       a,
       secretConnector({ auth: { method: 'private_key_jwt', jwks: { keys: [rsa.pub] } } }),
     );
-    expect(await connectors().findByClientId(jwt.body.clientId)).toEqual({
+    expect(await connectors().credentialsByClientId(jwt.body.clientId)).toEqual({
       connectorId: jwt.body.id,
       tenantId: a.tenantId,
       clientId: jwt.body.clientId,
@@ -468,9 +474,12 @@ describe('client secret authentication and findByClientId', () => {
       allowedScopes: { github: ['repo', 'read:user'] },
       jwks: { keys: [rsa.pub] },
       jwksUri: null,
+      secretHash: null,
+      version: 1,
+      disabled: false,
     });
-    expect(await connectors().findByClientId('cus_ci_' + 'B'.repeat(22))).toBeNull();
-    expect(await connectors().findByClientId("' OR 1=1 --")).toBeNull();
+    expect(await connectors().credentialsByClientId('cus_ci_' + 'B'.repeat(22))).toBeNull();
+    expect(await connectors().credentialsByClientId("' OR 1=1 --")).toBeNull();
   });
 });
 

@@ -41,6 +41,16 @@ describe('data-key cache', () => {
     expect(dataKeys().cacheSize()).toBe(2);
   });
 
+  it("remembers as many tenants' current epochs as it caches keys; a forgotten one is read again, not renewed", async () => {
+    const [a, b, c] = tenants.map((t) => t.tenantId);
+    const first = await dataKeys().sealingKey(a);
+    await dataKeys().sealingKey(b);
+    await dataKeys().sealingKey(c);
+    expect(dataKeys().epochsCached()).toBe(2);
+    expect((await dataKeys().sealingKey(a)).dataKeyId).toBe(first.dataKeyId);
+    expect(dataKeys().epochsCached()).toBe(2);
+  });
+
   it("drops a flushed tenant's keys and no other tenant's, and unwraps again on the next read", async () => {
     const [a, b] = tenants.map((t) => t.tenantId);
     const keyA = await dataKeys().sealingKey(a);
