@@ -12,6 +12,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { base64url, decodeJwt, importJWK, SignJWT, type JWK } from 'jose';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
+import { cookieJar, localPath, readBody } from '../support/browser.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 const CLIENT = { client_id: 'custos-idt', client_secret: 'idt-secret-' + Date.now() };
@@ -31,33 +32,6 @@ let rewrite: ((idToken: string) => Promise<string | undefined>) | null = null;
 let jwksRequests = 0;
 /** An allow-listed port where nothing listens: a JWK Set that cannot be fetched. */
 let deadHost: string;
-
-function cookieJar() {
-  const jar = new Map<string, string>();
-  return {
-    take(setCookie: string | string[] | number | undefined) {
-      for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [String(setCookie)] : []) {
-        const [pair] = c.split(';');
-        const i = pair.indexOf('=');
-        if (/Max-Age=0/i.test(c)) jar.delete(pair.slice(0, i));
-        else jar.set(pair.slice(0, i), pair.slice(i + 1));
-      }
-    },
-    header: () => [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
-  };
-}
-
-const local = (url: string) => {
-  const u = new URL(url);
-  expect(u.origin).toBe(PUBLIC_URL);
-  return u.pathname + u.search;
-};
-
-async function readBody(req: http.IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
 
 async function putProvider(key: string, oauth2: Record<string, unknown>) {
   const res = await app.request('PUT', `/v1/tenants/${t.tenantId}/providers/${key}`, {
@@ -162,6 +136,8 @@ async function outcome(sessionId: string, userId: string, provider = 'idt') {
   );
   return { status: session.body.status as string, connections: stored.n as number, failures };
 }
+
+const local = (url: string) => localPath(url, PUBLIC_URL);
 
 beforeAll(async () => {
   op = await startOAuthProvider({

@@ -12,6 +12,7 @@ import { createTenant, startTestApp, type TenantFixture, type TestApp } from '..
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 import { ProviderRevocationService } from '../../src/connect/provider-revocation.service.js';
 import { WebhooksService, webhookSignature } from '../../src/tenants/webhooks.service.js';
+import { cookieJar, localPath } from '../support/browser.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 const CLIENT = { client_id: 'custos-inhouse', client_secret: 'inhouse-secret-' + Date.now() };
@@ -29,30 +30,6 @@ const hooks: { headers: http.IncomingHttpHeaders; body: string }[] = [];
 let deadHost: string;
 let t: TenantFixture;
 let connector: { clientId: string; clientSecret: string };
-
-function cookieJar() {
-  const jar = new Map<string, string>();
-  return {
-    take(setCookie: string | string[] | number | undefined) {
-      for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [String(setCookie)] : []) {
-        const [pair] = c.split(';');
-        const i = pair.indexOf('=');
-        const name = pair.slice(0, i);
-        const value = pair.slice(i + 1);
-        if (/Max-Age=0/i.test(c)) jar.delete(name);
-        else jar.set(name, value);
-      }
-    },
-    header: () => [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
-    get: (name: string) => jar.get(name),
-  };
-}
-
-const local = (url: string) => {
-  const u = new URL(url);
-  expect(u.origin).toBe(PUBLIC_URL);
-  return u.pathname + u.search;
-};
 
 async function newSession(body: Record<string, unknown> = {}) {
   const res = await app.request('POST', `/v1/tenants/${t.tenantId}/connect/sessions`, {
@@ -97,6 +74,8 @@ const exchange = (user: string, provider = 'inhouse') =>
         'Basic ' + Buffer.from(`${connector.clientId}:${connector.clientSecret}`).toString('base64'),
     },
   });
+
+const local = (url: string) => localPath(url, PUBLIC_URL);
 
 beforeAll(async () => {
   op = await startOAuthProvider({

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { newSigningKey, type SigningKey } from '../support/idp.js';
+import { cookieJar, localPath, readBody } from '../support/browser.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 const LOGIN_CLIENT = { client_id: 'custos-login', client_secret: 'login-secret-' + Date.now() };
@@ -26,33 +27,6 @@ let idpHost: string;
 /** The ID token the identity provider's token endpoint answers with next. */
 let next: { nonce: string; header: Record<string, unknown>; crit?: Record<string, boolean> } | null = null;
 let tokenRequests = 0;
-
-function cookieJar() {
-  const jar = new Map<string, string>();
-  return {
-    take(setCookie: string | string[] | number | undefined) {
-      for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [String(setCookie)] : []) {
-        const [pair] = c.split(';');
-        const i = pair.indexOf('=');
-        if (/Max-Age=0/i.test(c)) jar.delete(pair.slice(0, i));
-        else jar.set(pair.slice(0, i), pair.slice(i + 1));
-      }
-    },
-    header: () => [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
-  };
-}
-
-const local = (url: string) => {
-  const u = new URL(url);
-  expect(u.origin).toBe(PUBLIC_URL);
-  return u.pathname + u.search;
-};
-
-async function readBody(req: http.IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
 
 async function idToken(): Promise<string> {
   if (!next) throw new Error('no ID token prepared');
@@ -155,6 +129,8 @@ async function events(sessionId: string): Promise<{ action: string; reason: stri
     [t.tenantId, sessionId],
   );
 }
+
+const local = (url: string) => localPath(url, PUBLIC_URL);
 
 beforeAll(async () => {
   key = await newSigningKey('corp-es256');

@@ -13,6 +13,7 @@ import { startKmsEmulator, type KmsEmulator } from '../emulators/kms-emulator.js
 import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../support/env.js';
 import { createTenant, startTestApp, type Reply, type TenantFixture, type TestApp } from '../support/app.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
+import { cookieJar, localPath } from '../support/browser.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 /** Generous: the point is that the page comes, not how fast. */
@@ -31,26 +32,6 @@ const awsCreds = {
 };
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
-
-function cookieJar() {
-  const jar = new Map<string, string>();
-  return {
-    take(setCookie: string | string[] | number | undefined) {
-      for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [String(setCookie)] : []) {
-        const [pair] = c.split(';');
-        const i = pair.indexOf('=');
-        if (/Max-Age=0/i.test(c)) jar.delete(pair.slice(0, i));
-        else jar.set(pair.slice(0, i), pair.slice(i + 1));
-      }
-    },
-    header: () => [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
-  };
-}
-
-const local = (url: string) => {
-  const u = new URL(url);
-  return u.pathname + u.search;
-};
 
 async function newSession(provider: string, tenant: TenantFixture = t): Promise<string> {
   const res = await app.request('POST', `/v1/tenants/${tenant.tenantId}/connect/sessions`, {
@@ -83,6 +64,8 @@ async function eventually(what: string, check: () => Promise<boolean>): Promise<
   }
   throw new Error(`${what} did not recover`);
 }
+
+const local = (url: string) => localPath(url);
 
 beforeAll(async () => {
   const u = new URL(adminDatabaseUrl);
