@@ -25,6 +25,7 @@ import {
   type Sample,
   type Stream,
 } from './harness.js';
+import { randomAwsCredentials } from '../support/aws.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
@@ -43,10 +44,7 @@ type TenantName = 'kms' | 'vault' | 'managed';
 const TENANTS: TenantName[] = ['kms', 'vault', 'managed'];
 
 const now = runClock();
-const awsCreds = {
-  accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
-  secretAccessKey: randomBytes(30).toString('base64'),
-};
+const awsCreds = randomAwsCredentials();
 let kms: KmsEmulator;
 let vault: VaultEmulator;
 /** Custos reaches Vault through this proxy, so that Vault can vanish and come back without losing its keys. */

@@ -47,6 +47,7 @@ import {
   type ScenarioRun,
   type Stream,
 } from './harness.js';
+import { randomAwsCredentials } from '../support/aws.js';
 
 /** Over real HTTP, to processes that share the machine with this one: half the in-process runs' rate. */
 const RATE = Number(process.env.CUSTOS_FAULTS_RATE ?? 100) / 2;
@@ -67,10 +68,7 @@ const PREFIX = `custos-faults-procs-${randomBytes(3).toString('hex')}`;
 
 const now = runClock();
 const CLIENT = refreshClient();
-const awsCreds = {
-  accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
-  secretAccessKey: randomBytes(30).toString('base64'),
-};
+const awsCreds = randomAwsCredentials();
 let op: TestOAuthProvider;
 let redis: PrivateRedis;
 let kms: KmsEmulator;

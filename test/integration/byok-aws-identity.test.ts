@@ -5,8 +5,6 @@
  * endpoint the tenant chose, and the instance-metadata service is never asked on a tenant's behalf. Everything
  * runs through the real @aws-sdk/client-kms and @aws-sdk/client-sts against the KMS and STS emulators.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { ConnectionsService } from '../../src/connections/connections.service.js';
 import { DataKeyService } from '../../src/crypto/data-key.service.js';
@@ -20,35 +18,7 @@ import {
 } from '../support/app.js';
 import { startKmsEmulator, type KmsEmulator } from '../emulators/kms-emulator.js';
 import { startStsEmulator, type StsEmulator } from '../emulators/sts-emulator.js';
-
-interface Trap {
-  url: string;
-  port: number;
-  received: { method: string; url: string; headers: http.IncomingHttpHeaders }[];
-  close(): Promise<void>;
-}
-
-/** Records every request: a tenant's own "KMS endpoint", or the instance-metadata service. */
-async function startTrap(): Promise<Trap> {
-  const received: Trap['received'] = [];
-  const server = http.createServer((req, res) => {
-    received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-    res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
-    res.end('{}');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    received,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
+import { startTrap, type Trap } from '../support/aws.js';
 
 const aCredential = () => ({
   accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
@@ -76,8 +46,8 @@ beforeAll(async () => {
     callers: [operator],
     onIssue: (c) => kms.addCredentials(c),
   });
-  tenantEndpoint = await startTrap();
-  imds = await startTrap();
+  tenantEndpoint = await startTrap('application/x-amz-json-1.1');
+  imds = await startTrap('application/x-amz-json-1.1');
   ambientKey = kms.createKey();
   // Custos's identity is in the environment; the instance-metadata service is a trap that must stay silent.
   process.env.AWS_ACCESS_KEY_ID = operator.accessKeyId;

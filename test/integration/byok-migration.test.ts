@@ -5,7 +5,6 @@
  * itself), and an admin can resume it (it completes once the KMS is restored) or cancel it (back to the
  * configuration the unmoved keys are wrapped by, so that reads and writes work again). Real SDK, real emulator.
  */
-import { randomBytes } from 'node:crypto';
 import { ConnectionsService } from '../../src/connections/connections.service.js';
 import { DataKeyService } from '../../src/crypto/data-key.service.js';
 import { KeyBackendService } from '../../src/crypto/key-backend.service.js';
@@ -17,15 +16,13 @@ import {
   type TestApp,
 } from '../support/app.js';
 import { startKmsEmulator, type KmsEmulator, type KmsEmulatorState } from '../emulators/kms-emulator.js';
+import { randomAwsCredentials } from '../support/aws.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
 let app: TestApp;
 let kms: KmsEmulator;
-const awsCreds = {
-  accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
-  secretAccessKey: randomBytes(30).toString('base64'),
-};
+const awsCreds = randomAwsCredentials();
 
 /** The KMS key service restarts on the same address: without `state` it has lost every key. */
 async function restartKms(state?: KmsEmulatorState): Promise<void> {

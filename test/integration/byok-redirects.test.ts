@@ -3,8 +3,6 @@
  * Custos never follows it, never sends the tenant's Vault token or an AWS signature to the redirect target (even
  * an allow-listed one, even the instance-metadata address), and fails the call cleanly.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { ConnectionsService } from '../../src/connections/connections.service.js';
 import { DataKeyService } from '../../src/crypto/data-key.service.js';
@@ -18,51 +16,20 @@ import {
 } from '../support/app.js';
 import { startKmsEmulator, type KmsEmulator } from '../emulators/kms-emulator.js';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/vault-emulator.js';
+import { randomAwsCredentials, startTrap, type Trap } from '../support/aws.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
-
-/** A server that records every request it receives: where a followed redirect would land. */
-interface Trap {
-  url: string;
-  port: number;
-  received: { method: string; url: string; headers: http.IncomingHttpHeaders }[];
-  close(): Promise<void>;
-}
-
-async function startTrap(): Promise<Trap> {
-  const received: Trap['received'] = [];
-  const server = http.createServer((req, res) => {
-    received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end('{}');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    received,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
 
 let app: TestApp;
 let kms: KmsEmulator;
 let vault: VaultEmulator;
 let trap: Trap;
-const awsCreds = {
-  accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
-  secretAccessKey: randomBytes(30).toString('base64'),
-};
+const awsCreds = randomAwsCredentials();
 
 beforeAll(async () => {
   kms = await startKmsEmulator({ credentials: [awsCreds] });
   vault = await startVaultEmulator();
-  trap = await startTrap();
+  trap = await startTrap('application/json');
   app = await startTestApp({
     // The trap is allow-listed on purpose: only the refusal to follow redirects keeps the token from it.
     CUSTOS_OUTBOUND_ALLOW_HOSTS: `127.0.0.1:${kms.port},127.0.0.1:${vault.port},127.0.0.1:${trap.port}`,

@@ -20,6 +20,7 @@ import {
 import { testRedisUrl } from '../support/env.js';
 import { startKmsEmulator, type KmsEmulator } from '../emulators/kms-emulator.js';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/vault-emulator.js';
+import { randomAwsCredentials } from '../support/aws.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
@@ -28,10 +29,7 @@ let app: TestApp;
 let deadPort: number;
 let kms: KmsEmulator;
 let vault: VaultEmulator;
-const awsCreds = {
-  accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
-  secretAccessKey: randomBytes(30).toString('base64'),
-};
+const awsCreds = randomAwsCredentials();
 
 beforeAll(async () => {
   kms = await startKmsEmulator({ credentials: [awsCreds] });

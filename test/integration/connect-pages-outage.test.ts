@@ -14,6 +14,7 @@ import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../support
 import { createTenant, startTestApp, type Reply, type TenantFixture, type TestApp } from '../support/app.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 import { cookieJar, localPath } from '../support/browser.js';
+import { randomAwsCredentials } from '../support/aws.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
 /** Generous: the point is that the page comes, not how fast. */
@@ -26,10 +27,7 @@ let t: TenantFixture;
 let authHost: string;
 let authServer: http.Server;
 let kms: KmsEmulator;
-const awsCreds = {
-  accessKeyId: 'AKIA' + randomBytes(8).toString('hex').toUpperCase(),
-  secretAccessKey: randomBytes(30).toString('base64'),
-};
+const awsCreds = randomAwsCredentials();
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
