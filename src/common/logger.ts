@@ -25,7 +25,6 @@ const secretFields = [
   'refresh_token',
   'idToken',
   'id_token',
-  'code',
   'code_verifier',
   'client_secret',
   'clientSecret',
@@ -38,10 +37,18 @@ const secretFields = [
   'redisUrl',
   'bootstrapAdminKey',
 ];
+/**
+ * An OAuth authorization code travels as `code` in a query or form, so it is redacted there; elsewhere `code`
+ * is an error code (`err.code`, a CustosException's code) and must stay readable.
+ */
+const authorizationCodePaths = ['query.code', 'body.code', 'params.code', 'form.code'];
+
 export const redactPaths = [
   ...secretFields,
   ...secretFields.map((f) => `*.${f}`),
   ...secretFields.map((f) => `*.*.${f}`),
+  ...authorizationCodePaths,
+  ...authorizationCodePaths.map((p) => `*.${p}`),
   'req.headers.authorization',
   'req.headers.cookie',
   'res.headers["set-cookie"]',
