@@ -147,6 +147,7 @@ function run(cmd: string, args: string[], runAs: RunAs | null, env?: NodeJS.Proc
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       ...(runAs ?? {}),
+      // eslint-disable-next-line no-restricted-properties -- the child inherits the environment; no setting is read
       env: { ...process.env, LC_ALL: 'C', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -296,6 +297,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   const child = spawn(
     bins.postgres,
     ['-D', pgdata, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    // eslint-disable-next-line no-restricted-properties -- the child inherits the environment; no setting is read
     { ...(runAs ?? {}), env: { ...process.env, LC_ALL: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const onOutput = (d: Buffer) => log.debug({ component: 'embedded-postgres' }, d.toString().trimEnd());
