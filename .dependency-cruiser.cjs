@@ -1,63 +1,9 @@
 /**
- * Architecture rules for src/, checked by dependency-cruiser in `npm run lint`. Today's violations are
- * recorded in .dependency-cruiser-known-violations.json (`npm run lint:baseline`) and ignored with
- * --ignore-known, so lint fails on every new one; that baseline may only shrink. Reading process.env
- * outside src/config/ is not an import, so ESLint checks it (eslint.config.js).
+ * Architecture rules for src/, checked by dependency-cruiser in `npm run lint`: every rule holds with no
+ * exceptions. Reading process.env outside src/config/ is not an import, so ESLint checks it
+ * (eslint.config.js). The layering they keep, bottom to top: common; config, database and jobs; audit;
+ * crypto; tenants; providers; identity and connections; connect; broker and http; health; the entry points.
  */
-const fs = require('node:fs');
-const path = require('node:path');
-
-const KNOWN_VIOLATIONS = path.join(__dirname, '.dependency-cruiser-known-violations.json');
-const FOLDER_CYCLES = 'no-circular-between-folders';
-
-/**
- * dependency-cruiser applies --ignore-known to module-level violations only (its
- * soften-known-violations.mjs leaves folder scope as a TODO, still so in 18.x), so this config does it
- * for the folder-level cycle rule: with --ignore-known, a folder edge `from → to` that is already part
- * of a cycle in the baseline is left out of the rule. Any other edge that closes a cycle fails. Without
- * the flag (as `npm run lint:baseline` runs) every folder cycle is reported, so the baseline is rebuilt
- * from the tree and never from itself. dependency-cruiser's cycle search misses a few folder edges that
- * are in a cycle (src/broker → src/config and src/jobs → src/common when the baseline was made), so a
- * change elsewhere can bring one of those up as new although the cycle is old.
- */
-function knownFolderCycleEdges() {
-  const ignoringKnown = process.argv.some((a) => a === '--ignore-known' || a.startsWith('--ignore-known='));
-  if (!ignoringKnown || !fs.existsSync(KNOWN_VIOLATIONS)) return new Map();
-  const edges = new Map();
-  for (const v of JSON.parse(fs.readFileSync(KNOWN_VIOLATIONS, 'utf8'))) {
-    if (v.rule.name !== FOLDER_CYCLES) continue;
-    edges.set(v.from, [...(edges.get(v.from) ?? []), v.to]);
-  }
-  return edges;
-}
-
-const anyOf = (names) => `^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})$`;
-
-function folderCycleRules() {
-  const rule = {
-    name: FOLDER_CYCLES,
-    severity: 'error',
-    comment:
-      'Domain folders must not import each other in a circle: a folder is the one place a reader opens ' +
-      'for one concern, and folders in a cycle are one concern spread over several places (and none can ' +
-      'be tested or moved alone). Move the shared part down (common/) or pass an interface or callback.',
-    scope: 'folder',
-  };
-  const known = knownFolderCycleEdges();
-  const from = [...known.keys()];
-  return [
-    {
-      ...rule,
-      from: from.length ? { path: '^src(/|$)', pathNot: anyOf(from) } : { path: '^src(/|$)' },
-      to: { circular: true },
-    },
-    ...from.map((f) => ({
-      ...rule,
-      from: { path: anyOf([f]) },
-      to: { circular: true, pathNot: anyOf(known.get(f)) },
-    })),
-  ];
-}
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -71,7 +17,17 @@ module.exports = {
       from: { path: '^src/' },
       to: { circular: true },
     },
-    ...folderCycleRules(),
+    {
+      name: 'no-circular-between-folders',
+      severity: 'error',
+      comment:
+        'Domain folders must not import each other in a circle: a folder is the one place a reader opens ' +
+        'for one concern, and folders in a cycle are one concern spread over several places (and none can ' +
+        'be tested or moved alone). Move the shared part down (common/) or pass an interface or callback.',
+      scope: 'folder',
+      from: { path: '^src(/|$)' },
+      to: { circular: true },
+    },
     {
       name: 'controllers-only-from-modules',
       severity: 'error',
@@ -87,12 +43,12 @@ module.exports = {
       severity: 'error',
       comment:
         "A table belongs to the domain folder that holds its entity; other domains call that domain's " +
-        'service, never its table. Also allowed: src/database/ (the data source lists every entity), ' +
+        'service, never its table. Also allowed: src/entities.ts (the list the data source is built with), ' +
         'migrations/, and another entity (a TypeORM relation needs the target class).',
       from: {
         // Group 1 is the importer's domain folder, or just "src/" for the entry points at the top level.
         path: '^(src/[^/]+/|src/)',
-        pathNot: ['^src/database/', '^migrations/', '\\.entity\\.ts$'],
+        pathNot: ['^src/entities\\.ts$', '^migrations/', '\\.entity\\.ts$'],
       },
       to: { path: '\\.entity\\.ts$', pathNot: '^$1[^/]+\\.entity\\.ts$' },
     },
@@ -100,10 +56,11 @@ module.exports = {
       name: 'common-and-config-import-no-domain',
       severity: 'error',
       comment:
-        'src/common/ and src/config/ are the bottom layer that every domain builds on. If they import a ' +
-        'domain folder, every domain depends on every other through them, which is how cycles start.',
-      from: { path: '^src/(common|config)/' },
-      to: { path: '^src/', pathNot: '^src/(common|config)/' },
+        'src/common/, src/config/ and src/database/ are the bottom layer that every domain builds on. If ' +
+        'they import a domain folder, every domain depends on every other through them, which is how ' +
+        'cycles start.',
+      from: { path: '^src/(common|config|database)/' },
+      to: { path: '^src/', pathNot: '^src/(common|config|database)/' },
     },
     {
       name: 'no-test-or-bench-in-src',

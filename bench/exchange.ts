@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
-import { RootKeyring } from '../src/crypto/root-keyring.js';
+import { RootKeyring } from '../src/common/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
 import { admin, adminUrl, call, freePort, log, shippedNodeFlags, waitForHealth } from './lib.js';
 

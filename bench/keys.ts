@@ -19,7 +19,7 @@ import { loadConfig } from '../src/config/config.js';
 import { ConnectionsService } from '../src/connections/connections.service.js';
 import { DataKeyService } from '../src/crypto/data-key.service.js';
 import { KeyBackendService } from '../src/crypto/key-backend.service.js';
-import { RootKeyring } from '../src/crypto/root-keyring.js';
+import { RootKeyring } from '../src/common/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
 import { TenantsService } from '../src/tenants/tenants.service.js';
 import { startKmsEmulator } from '../test/emulators/kms-emulator.js';

@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { RootKeyring } from '../src/crypto/root-keyring.js';
+import { RootKeyring } from '../src/common/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
 import { admin, adminUrl, call, freePort, log, rssOf, shippedNodeFlags, waitForHealth } from './lib.js';
 

@@ -37,7 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import pg from 'pg';
-import { RootKeyring } from '../src/crypto/root-keyring.js';
+import { RootKeyring } from '../src/common/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../test/support/oauth-provider.js';
 import {

@@ -1,19 +1,20 @@
 import { type DynamicModule, Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditController } from './audit/audit.controller.js';
 import { AuditBatcher } from './audit/audit-batcher.js';
 import { AuditService } from './audit/audit.service.js';
 import { BrokerService } from './broker/broker.service.js';
-import { ClientAuthenticator } from './broker/client-auth.js';
+import { ClientAuthenticator } from './identity/client-auth.js';
 import { DecisionBatcher } from './broker/decision-batcher.js';
-import { ConnectorOrAdminGuard } from './broker/connector-auth.guard.js';
-import { JwksResolver } from './broker/jwks-resolver.js';
-import { SubjectTokenVerifier } from './broker/subject-token.js';
+import { ConnectorOrAdminGuard } from './identity/connector-auth.guard.js';
+import { JwksResolver } from './identity/jwks-resolver.js';
+import { SubjectTokenVerifier } from './identity/subject-token.js';
 import { TokenController } from './broker/token.controller.js';
 import { CONFIG, type Config } from './config/config.js';
 import { LOGGER } from './common/logger.js';
-import { DenialThrottle } from './common/denial-throttle.js';
+import { DenialThrottle } from './audit/denial-throttle.js';
 import { OutboundHttpClient } from './common/outbound-http.js';
 import { ConnectSessionsController } from './connect/connect-sessions.controller.js';
 import { ConnectSessionsService } from './connect/connect-sessions.service.js';
@@ -26,11 +27,13 @@ import { KeyBackendService } from './crypto/key-backend.service.js';
 import { KeyBackends, MANAGED_KEY_BACKEND } from './crypto/key-backends.js';
 import { KeyCacheBus } from './crypto/key-cache-bus.js';
 import { ManagedKeyBackend } from './crypto/managed-key-backend.js';
-import type { RootKeyring } from './crypto/root-keyring.js';
+import type { RootKeyring } from './common/root-keyring.js';
 import { HealthController } from './health/health.controller.js';
 import { MetricsController } from './health/metrics.controller.js';
 import { Metrics } from './common/metrics.js';
+import { AccessGuard } from './identity/access.guard.js';
 import { AdminAuthGuard } from './identity/admin-auth.guard.js';
+import { AdminKeysController } from './identity/admin-keys.controller.js';
 import { AdminKeysService } from './identity/admin-keys.service.js';
 import { ConnectorsController } from './identity/connectors.controller.js';
 import { ConnectorsService } from './identity/connectors.service.js';
@@ -48,8 +51,8 @@ import { TenantProvidersService } from './providers/tenant-providers.service.js'
 import { ConnectFlowController } from './connect/connect-flow.controller.js';
 import { ConnectFlowService } from './connect/connect-flow.service.js';
 import { ConnectLoginService } from './connect/connect-login.service.js';
-import { ProviderOAuthClient } from './connect/oauth-client.js';
-import { ProviderRevocationService } from './connect/provider-revocation.service.js';
+import { ProviderOAuthClient } from './providers/oauth-client.js';
+import { ProviderRevocationService } from './connections/provider-revocation.service.js';
 import { TenantsController } from './tenants/tenants.controller.js';
 import { TenantsService } from './tenants/tenants.service.js';
 import { WebhooksService } from './tenants/webhooks.service.js';
@@ -70,6 +73,7 @@ const apiControllers = [
   ProviderAppsController,
   ConnectFlowController,
   TenantsController,
+  AdminKeysController,
   ConnectionsController,
   ConnectSessionsController,
   AuditController,
@@ -130,6 +134,8 @@ export class AppModule {
         DecisionBatcher,
         BrokerService,
         ConnectorOrAdminGuard,
+        // Every route's access rule (@Access), enforced in one place.
+        { provide: APP_GUARD, useClass: AccessGuard },
       ],
     };
   }

@@ -6,10 +6,10 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { AppModule, type Runtime } from './app.module.js';
 import { BrokerService } from './broker/broker.service.js';
-import { ProviderRevocationService } from './connect/provider-revocation.service.js';
+import { ProviderRevocationService } from './connections/provider-revocation.service.js';
 import { ConnectSessionsService } from './connect/connect-sessions.service.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
-import { answerFrameworkError, CustosExceptionFilter } from './common/exception.filter.js';
+import { answerFrameworkError, CustosExceptionFilter } from './http/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
 import { fastifyTrustProxy } from './common/rate-limit.js';
 import { installInputGuards } from './common/validation.js';
@@ -18,6 +18,7 @@ import { TokenRefresher } from './connections/token-refresher.service.js';
 import { KeyBackendService } from './crypto/key-backend.service.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
 import { auditTrailProtection, createDataSource, runMigrations } from './database/data-source.js';
+import { entities } from './entities.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
 import { AdminKeysService } from './identity/admin-keys.service.js';
 import { BullMqJobRunner, InProcessJobRunner, type JobRunner } from './jobs/job-runner.js';
@@ -57,7 +58,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     embedded = await startEmbeddedPostgres(config.dataDir, logger);
     databaseUrl = embedded.databaseUrl;
   }
-  const dataSource = createDataSource(databaseUrl, config.dbPoolSize, {
+  const dataSource = createDataSource(databaseUrl, entities, config.dbPoolSize, {
     connectTimeoutMs: config.dbConnectTimeoutMs,
     statementTimeoutMs: config.dbStatementTimeoutMs,
   });

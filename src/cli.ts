@@ -3,13 +3,14 @@ import 'reflect-metadata';
 import { ConfigError, loadConfig } from './config/config.js';
 import { createLogger } from './common/logger.js';
 import { createDataSource, runMigrations } from './database/data-source.js';
+import { entities } from './entities.js';
 import { startEmbeddedPostgres } from './database/embedded-postgres.js';
 
 async function migrate(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir, log);
-  const ds = createDataSource(config.databaseUrl ?? embedded!.databaseUrl, 2);
+  const ds = createDataSource(config.databaseUrl ?? embedded!.databaseUrl, entities, 2);
   try {
     await ds.initialize();
     const ran = await runMigrations(ds, { ownerUrl: config.migrationDatabaseUrl });

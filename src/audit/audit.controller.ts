@@ -1,15 +1,14 @@
-import { Controller, Get, Inject, Param, Query, UseGuards } from '@nestjs/common';
+import { Controller, Get, Inject, Param, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiTags } from '@nestjs/swagger';
 import type { z } from 'zod';
+import { Access } from '../common/admin-access.js';
 import { UuidParam, ZodQuery } from '../common/validation.js';
-import { auditQuerySchema } from '../connections/connections.dto.js';
-import { Access, AdminAuthGuard } from '../identity/admin-auth.guard.js';
+import { auditQuerySchema } from './audit.dto.js';
 import { AuditService } from './audit.service.js';
 
 @ApiTags('audit')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId/audit')
-@UseGuards(AdminAuthGuard)
 export class AuditController {
   constructor(@Inject(AuditService) private readonly audit: AuditService) {}
 

@@ -27,18 +27,17 @@ import {
   type Actor,
   type AuditRecord,
 } from '../audit/audit.service.js';
-import { DenialThrottle, type DenialVerdict } from '../common/denial-throttle.js';
+import { DenialThrottle, type DenialVerdict } from '../audit/denial-throttle.js';
 import { CustosException } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { isInfrastructureError } from '../common/exception.filter.js';
+import { isInfrastructureError } from '../common/infrastructure-error.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
 import { addressKey, clientKey, sourceAddress, type Block, type LimitKey } from '../common/rate-limit.js';
-import { textProblem, userIdSchema } from '../common/validation.js';
+import { scopeTokenSchema, textProblem, userIdSchema } from '../common/validation.js';
 import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
-import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
-import { scopeTokenSchema } from '../connections/connections.dto.js';
+import type { ConnectionStatus, ConnectionType } from '../connections/connection.types.js';
 import { ConnectionsService } from '../connections/connections.service.js';
 import { minRemainingMs, refreshDueOnRead } from '../connections/refresh-schedule.js';
 import { TokenRefresher, type FreshToken } from '../connections/token-refresher.service.js';
@@ -51,9 +50,9 @@ import {
   parseBasicAuth,
   type AuthenticatedClient,
   type ClientAuthInput,
-} from './client-auth.js';
+} from '../identity/client-auth.js';
 import { DecisionBatcher } from './decision-batcher.js';
-import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from './subject-token.js';
+import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from '../identity/subject-token.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';

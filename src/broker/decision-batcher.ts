@@ -14,7 +14,7 @@ import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { Metrics } from '../common/metrics.js';
-import type { ConnectionStatus, ConnectionType } from '../connections/connection.entity.js';
+import type { ConnectionStatus, ConnectionType } from '../connections/connection.types.js';
 import { preparedQuery } from '../database/sql.js';
 import { StatementBatcher, unstorableText } from '../database/statement-batcher.js';
 

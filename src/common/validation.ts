@@ -204,3 +204,10 @@ export class UserIdParam implements PipeTransform<string, string> {
     return value;
   }
 }
+
+/** One OAuth scope token (RFC 6749 section 3.3). */
+export const scopeTokenSchema = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be a valid OAuth scope token');

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { parseAllowHosts } from '../common/outbound-http.js';
 import { parseTrustProxy } from '../common/rate-limit.js';
 import { textRule, trimChar } from '../common/validation.js';
-import { RootKeyring } from '../crypto/root-keyring.js';
+import { RootKeyring } from '../common/root-keyring.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])

@@ -19,7 +19,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { JwksResolver } from '../broker/jwks-resolver.js';
+import { JwksResolver } from '../identity/jwks-resolver.js';
 import { CustosException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
@@ -31,7 +31,7 @@ import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
-import { ProviderOAuthClient } from './oauth-client.js';
+import { ProviderOAuthClient } from '../providers/oauth-client.js';
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
 import { IdTokenRejected, verifyProviderIdToken } from './provider-id-token.js';
 

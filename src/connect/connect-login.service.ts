@@ -12,7 +12,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import * as oidc from 'openid-client';
 import { DataSource } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
-import { JwksResolver } from '../broker/jwks-resolver.js';
+import { JwksResolver } from '../identity/jwks-resolver.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { returned } from '../database/sql.js';
@@ -22,7 +22,7 @@ import {
 } from '../identity/identity-providers.service.js';
 import { IdpTokenError, inspectIdpToken, verifyIdpToken } from '../identity/idp-token-verifier.js';
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
-import { ProviderOAuthClient } from './oauth-client.js';
+import { ProviderOAuthClient } from '../providers/oauth-client.js';
 
 export const LOGIN_FLOW_COOKIE = '__Host-custos_login_flow';
 export const LOGIN_COOKIE = '__Host-custos_login';

@@ -1,12 +1,11 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Post, Req, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Req } from '@nestjs/common';
 import { ApiBasicAuth, ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
 import type { Actor } from '../audit/audit.service.js';
-import { ConnectorOrAdminGuard, type ConnectorOrAdminRequest } from '../broker/connector-auth.guard.js';
+import { AcceptsConnectors, Access, adminActor } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
-import { Access } from '../identity/admin-auth.guard.js';
-import { adminActor } from '../identity/admin-keys.service.js';
+import type { ConnectorOrAdminRequest } from '../identity/connector-auth.guard.js';
 import { createConnectSessionSchema, type CreateConnectSessionInput } from './connect-sessions.dto.js';
 import { ConnectSessionsService } from './connect-sessions.service.js';
 
@@ -19,7 +18,7 @@ import { ConnectSessionsService } from './connect-sessions.service.js';
 @ApiBearerAuth()
 @ApiBasicAuth()
 @Controller('v1/tenants/:tenantId/connect/sessions')
-@UseGuards(ConnectorOrAdminGuard)
+@AcceptsConnectors()
 export class ConnectSessionsController {
   constructor(@Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService) {}
 

@@ -1,7 +1,6 @@
 import { z } from 'zod';
 import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
-import { text, userIdSchema } from '../common/validation.js';
-import { scopeTokenSchema } from '../connections/connections.dto.js';
+import { scopeTokenSchema, text, userIdSchema } from '../common/validation.js';
 
 export const createConnectSessionSchema = z.strictObject({
   userId: userIdSchema,

@@ -5,10 +5,10 @@
  * id (with `azp` when there are several audiences), `exp`/`iat`, and the nonce bound to this flow.
  */
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
-import { JwksUnavailableError } from '../broker/jwks-resolver.js';
-import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../identity/jwt-policy.js';
+import { JwksUnavailableError } from '../identity/jwks-resolver.js';
+import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../common/jwt-policy.js';
 import { textProblem } from '../common/validation.js';
-import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
+import { SIGNING_ALGORITHMS } from '../common/jwt-policy.js';
 
 /** Which check an ID token failed: recorded in the audit event, never shown with the token. */
 export type IdTokenCheck =

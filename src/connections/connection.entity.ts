@@ -12,9 +12,7 @@ import {
 } from 'typeorm';
 import { DataKey } from '../crypto/data-key.entity.js';
 import { Tenant } from '../tenants/tenant.entity.js';
-
-export type ConnectionType = 'api_key' | 'oauth2';
-export type ConnectionStatus = 'active' | 'expired' | 'needs_reauth' | 'revoked';
+import type { ConnectionStatus, ConnectionType } from './connection.types.js';
 
 /** One user's credential for one provider. Secret columns hold sealed envelopes, never plaintext. */
 @Entity('connections')

@@ -1,37 +1,22 @@
-import {
-  Body,
-  Controller,
-  Delete,
-  Get,
-  HttpCode,
-  Inject,
-  Param,
-  Put,
-  Query,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Put, Query, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
+import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
 import { UserIdParam, UuidParam, ZodBody, ZodQuery } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
-import { adminActor } from '../identity/admin-keys.service.js';
 import {
   importCredentialSchema,
   listConnectionsQuerySchema,
   type ImportCredentialInput,
 } from './connections.dto.js';
 import { ConnectionsService } from './connections.service.js';
-import { ProviderRevocationService } from '../connect/provider-revocation.service.js';
+import { ProviderRevocationService } from './provider-revocation.service.js';
 import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
 
 @ApiTags('connections')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId')
-@UseGuards(AdminAuthGuard)
 export class ConnectionsController {
   constructor(
     @Inject(ConnectionsService) private readonly connections: ConnectionsService,

@@ -20,7 +20,7 @@ import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../
 import { returned } from '../database/sql.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
-import type { ConnectionStatus, ConnectionType } from './connection.entity.js';
+import type { ConnectionStatus, ConnectionType } from './connection.types.js';
 import type { ImportCredentialInput } from './connections.dto.js';
 
 export interface ConnectionView {

@@ -27,7 +27,7 @@ import { failpoint } from '../common/failpoint.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
-import { ProviderOAuthClient } from '../connect/oauth-client.js';
+import { ProviderOAuthClient } from '../providers/oauth-client.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { readEnvelopeHeader, sealField } from '../crypto/envelope.js';
 import { RefreshJobs, RefreshLimiter, type DueRefresh } from '../jobs/refresh-jobs.js';

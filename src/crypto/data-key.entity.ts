@@ -8,7 +8,6 @@ import {
   ManyToOne,
   type Relation,
 } from 'typeorm';
-import { Tenant } from '../tenants/tenant.entity.js';
 import type { KeyBackendType } from './key-backend.js';
 import { TenantKeyBackend } from './tenant-key-backend.entity.js';
 
@@ -22,9 +21,10 @@ export class DataKey {
   @Column('uuid', { name: 'tenant_id' })
   tenantId!: string;
 
-  @ManyToOne(() => Tenant, { onDelete: 'CASCADE' })
+  // Named, not imported: tenants seal with data keys, so crypto/ must not import tenants/ (no folder cycle).
+  @ManyToOne('Tenant', { onDelete: 'CASCADE' })
   @JoinColumn({ name: 'tenant_id' })
-  tenant?: Relation<Tenant>;
+  tenant?: unknown;
 
   @Column('int')
   epoch!: number;

@@ -1,17 +1,15 @@
 /** The tenant's key backend: choose it (BYOK), read its status, rotate, flush cached keys, resume or cancel a migration. */
-import { Body, Controller, Get, HttpCode, Inject, Param, Post, Put, Req, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Put, Req } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
+import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
-import { adminActor } from '../identity/admin-keys.service.js';
 import { keyBackendInputSchema, type KeyBackendInput } from './key-backend.dto.js';
 import { KeyBackendService } from './key-backend.service.js';
 
 @ApiTags('key backend')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId/key-backend')
-@UseGuards(AdminAuthGuard)
 export class KeyBackendController {
   constructor(@Inject(KeyBackendService) private readonly keys: KeyBackendService) {}
 

@@ -42,7 +42,7 @@ import {
   hkdfSha256,
   lengthPrefixed,
 } from './envelope.js';
-import type { RootKeyring } from './root-keyring.js';
+import type { RootKeyring } from '../common/root-keyring.js';
 
 const MAGIC = Buffer.from('CMK', 'ascii');
 const FORMAT_VERSION = 1;

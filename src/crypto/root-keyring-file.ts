@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from '../config/config.js';
-import { RootKeyring } from './root-keyring.js';
+import { RootKeyring } from '../common/root-keyring.js';
 
 export function loadRootKeyring(config: Config, log: Logger): RootKeyring {
   if (config.rootKeys) return parseOrConfigError(config.rootKeys, 'CUSTOS_ROOT_KEYS is invalid');

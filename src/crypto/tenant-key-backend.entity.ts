@@ -1,14 +1,4 @@
-import {
-  Column,
-  CreateDateColumn,
-  Entity,
-  Index,
-  JoinColumn,
-  ManyToOne,
-  PrimaryColumn,
-  type Relation,
-} from 'typeorm';
-import { Tenant } from '../tenants/tenant.entity.js';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn } from 'typeorm';
 
 /**
  * A tenant's own key backend (BYOK): an AWS KMS key or a Vault Transit key. Rows are never changed: a new
@@ -25,9 +15,10 @@ export class TenantKeyBackend {
   @Column('uuid', { name: 'tenant_id' })
   tenantId!: string;
 
-  @ManyToOne(() => Tenant, { onDelete: 'CASCADE' })
+  // Named, not imported: tenants seal with data keys, so crypto/ must not import tenants/ (no folder cycle).
+  @ManyToOne('Tenant', { onDelete: 'CASCADE' })
   @JoinColumn({ name: 'tenant_id' })
-  tenant?: Relation<Tenant>;
+  tenant?: unknown;
 
   @Column('text')
   type!: 'aws-kms' | 'vault-transit';

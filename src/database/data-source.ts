@@ -1,37 +1,11 @@
-/** The one data-source definition, shared by the app, the migration command and the tests. */
+/**
+ * The one data-source definition, shared by the app, the migration command and the tests. The entities are
+ * given by the caller (src/entities.ts lists them), so this folder imports no domain.
+ */
 import pg from 'pg';
 import { DataSource, type DataSourceOptions } from 'typeorm';
-import { AuditEvent } from '../audit/audit-event.entity.js';
-import { UsedAssertion } from '../broker/used-assertion.entity.js';
-import { ConnectSession } from '../connect/connect-session.entity.js';
-import { PendingRevocation } from '../connect/pending-revocation.entity.js';
-import { Connection } from '../connections/connection.entity.js';
-import { DataKey } from '../crypto/data-key.entity.js';
-import { TenantKeyBackend } from '../crypto/tenant-key-backend.entity.js';
-import { AdminKey } from '../identity/admin-key.entity.js';
-import { Connector } from '../identity/connector.entity.js';
-import { IdentityProvider } from '../identity/identity-provider.entity.js';
-import { ProviderApp } from '../providers/provider-app.entity.js';
-import { TenantProvider } from '../providers/tenant-provider.entity.js';
-import { Tenant } from '../tenants/tenant.entity.js';
 import { migrations } from './migrations.js';
 import { poolOf } from './sql.js';
-
-export const entities = [
-  Tenant,
-  AdminKey,
-  DataKey,
-  Connection,
-  AuditEvent,
-  Connector,
-  IdentityProvider,
-  ConnectSession,
-  UsedAssertion,
-  TenantKeyBackend,
-  TenantProvider,
-  ProviderApp,
-  PendingRevocation,
-];
 
 /** Time limits on every database connection (CUSTOS_DB_CONNECT_TIMEOUT_MS, CUSTOS_DB_STATEMENT_TIMEOUT_MS). */
 export interface DatabaseLimits {
@@ -109,6 +83,7 @@ class CustosDataSource extends DataSource {
 
 export function createDataSource(
   url: string,
+  entities: NonNullable<DataSourceOptions['entities']>,
   poolSize = 10,
   limits: Partial<DatabaseLimits> = {},
 ): DataSource {

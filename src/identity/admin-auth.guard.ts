@@ -4,28 +4,23 @@
  * Failed authentications are throttled per source address and per presented key (see DenialThrottle):
  * over the limit, 429 `rate_limited` with Retry-After, before any key lookup.
  */
-import { type CanActivate, type ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/common';
+import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AuditService } from '../audit/audit.service.js';
-import { DenialThrottle } from '../common/denial-throttle.js';
+import {
+  ACCESS,
+  type AccessLevel,
+  type AdminPrincipal,
+  type AdminRole,
+  type AuthedRequest,
+} from '../common/admin-access.js';
+import { DenialThrottle } from '../audit/denial-throttle.js';
 import { CustosException, RateLimitedException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { addressKey, adminKeyKey, sourceAddress, type LimitKey } from '../common/rate-limit.js';
 import { uuidSchema } from '../common/validation.js';
-import type { AdminRole } from './admin-key.entity.js';
-import { AdminKeysService, type AdminPrincipal } from './admin-keys.service.js';
-
-/** What a route needs: the platform (tenants), a tenant admin, or tenant audit read access. */
-export type AccessLevel =
-  'platform' | 'tenant_admin' | 'tenant_audit' | 'tenant_or_platform_admin' | 'any_key';
-export const ACCESS = 'custos:access';
-export const Access = (level: AccessLevel) => SetMetadata(ACCESS, level);
-
-export interface AuthedRequest extends FastifyRequest {
-  principal?: AdminPrincipal;
-}
+import { AdminKeysService } from './admin-keys.service.js';
 
 function allowedRoles(level: AccessLevel): AdminRole[] {
   switch (level) {

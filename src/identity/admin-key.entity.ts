@@ -8,9 +8,10 @@ import {
   ManyToOne,
   type Relation,
 } from 'typeorm';
+import type { AdminRole } from '../common/admin-access.js';
 import { Tenant } from '../tenants/tenant.entity.js';
 
-export type AdminRole = 'platform_admin' | 'admin' | 'auditor';
+export type { AdminRole };
 
 /** An API key Custos issued to an administrator. Only the SHA-256 of the key is stored. */
 @Entity('admin_keys')

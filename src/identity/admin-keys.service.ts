@@ -5,15 +5,8 @@ import path from 'node:path';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
+import type { AdminPrincipal, AdminRole } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
-import type { AdminRole } from './admin-key.entity.js';
-
-export interface AdminPrincipal {
-  keyId: string;
-  tenantId: string | null;
-  role: AdminRole;
-  name: string;
-}
 
 export interface IssuedAdminKey {
   id: string;
@@ -32,10 +25,6 @@ export function hashKey(key: string): Buffer {
 
 export function generateAdminKey(): string {
   return KEY_PREFIX + randomBytes(32).toString('base64url');
-}
-
-export function adminActor(p: AdminPrincipal): Actor {
-  return { type: 'admin_key', id: p.keyId };
 }
 
 interface KeyRow {

@@ -1,21 +1,8 @@
-import {
-  Body,
-  Controller,
-  Delete,
-  Get,
-  HttpCode,
-  Inject,
-  Param,
-  Patch,
-  Post,
-  Req,
-  UseGuards,
-} from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Patch, Post, Req } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
+import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from './admin-auth.guard.js';
-import { adminActor } from './admin-keys.service.js';
 import {
   createConnectorSchema,
   updateConnectorSchema,
@@ -27,7 +14,6 @@ import { ConnectorsService } from './connectors.service.js';
 @ApiTags('connectors')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId/connectors')
-@UseGuards(AdminAuthGuard)
 export class ConnectorsController {
   constructor(@Inject(ConnectorsService) private readonly connectors: ConnectorsService) {}
 

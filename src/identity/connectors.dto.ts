@@ -3,10 +3,10 @@
  * key exists and whether a URL may be fetched are checked by the services.
  */
 import { z } from 'zod';
-import { text } from '../common/validation.js';
+import { scopeTokenSchema, text } from '../common/validation.js';
 import { PROVIDER_KEY_PATTERN } from '../providers/provider-definition.js';
-import { scopeTokenSchema } from '../connections/connections.dto.js';
-import { publicJwksSchema, SIGNING_ALGORITHMS } from './jwk.js';
+import { SIGNING_ALGORITHMS } from '../common/jwt-policy.js';
+import { publicJwksSchema } from './jwk.js';
 
 export const IDENTITY_PROVIDER_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 

@@ -1,6 +1,6 @@
 /**
  * The connector registry: tenant admins register, change, disable and delete connectors; client
- * authentication (broker/client-auth.ts) looks them up. A client secret is shown once and stored only as its
+ * authentication (identity/client-auth.ts) looks them up. A client secret is shown once and stored only as its
  * SHA-256; every change commits together with its audit event.
  */
 import { randomBytes, randomUUID } from 'node:crypto';

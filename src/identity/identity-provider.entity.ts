@@ -10,7 +10,8 @@ import {
   type Relation,
 } from 'typeorm';
 import { Tenant } from '../tenants/tenant.entity.js';
-import type { PublicJwks, SigningAlgorithm } from './jwk.js';
+import type { SigningAlgorithm } from '../common/jwt-policy.js';
+import type { PublicJwks } from './jwk.js';
 
 /** An identity provider a tenant trusts to prove users: tokens from `issuer`, signed by its keys, for `audiences`. */
 @Entity('identity_providers')

@@ -10,15 +10,13 @@ import {
   Put,
   Req,
   Res,
-  UseGuards,
 } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
+import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from './admin-auth.guard.js';
-import { adminActor } from './admin-keys.service.js';
 import {
   IDENTITY_PROVIDER_NAME,
   saveIdentityProviderSchema,
@@ -37,7 +35,6 @@ class IdentityProviderNameParam implements PipeTransform<string, string> {
 @ApiTags('identity-providers')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId/identity-providers')
-@UseGuards(AdminAuthGuard)
 export class IdentityProvidersController {
   constructor(
     @Inject(IdentityProvidersService) private readonly identityProviders: IdentityProvidersService,

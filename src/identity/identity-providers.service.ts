@@ -10,7 +10,8 @@ import { CustosException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { returned } from '../database/sql.js';
 import type { SaveIdentityProviderInput } from './connectors.dto.js';
-import { jwksSummary, type PublicJwks, type SigningAlgorithm } from './jwk.js';
+import type { SigningAlgorithm } from '../common/jwt-policy.js';
+import { jwksSummary, type PublicJwks } from './jwk.js';
 
 export interface IdentityProviderView {
   name: string;

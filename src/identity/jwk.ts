@@ -5,21 +5,8 @@
  */
 import { createPublicKey, type JsonWebKey } from 'node:crypto';
 import { z } from 'zod';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../common/jwt-policy.js';
 import { textProblem } from '../common/validation.js';
-
-export const SIGNING_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-] as const;
-export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
 
 export const MAX_JWKS_KEYS = 10;
 const MAX_JWKS_JSON_CHARS = 64 * 1024;

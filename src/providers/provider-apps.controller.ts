@@ -1,24 +1,11 @@
 /** The tenant's own OAuth app at a provider: set, read (never its secrets), remove. */
-import {
-  Body,
-  Controller,
-  Delete,
-  Get,
-  HttpCode,
-  Inject,
-  Param,
-  Put,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Put, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
+import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
-import { adminActor } from '../identity/admin-keys.service.js';
 import { PROVIDER_KEY_PATTERN } from './provider-definition.js';
 import { saveProviderAppSchema, type SaveProviderAppInput } from './provider-apps.dto.js';
 import { ProviderAppsService } from './provider-apps.service.js';
@@ -32,7 +19,6 @@ function providerKey(raw: string): string {
 @ApiTags('providers')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId/providers/:provider/app')
-@UseGuards(AdminAuthGuard)
 export class ProviderAppsController {
   constructor(@Inject(ProviderAppsService) private readonly apps: ProviderAppsService) {}
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { scopeTokenSchema } from '../connections/connections.dto.js';
+import { scopeTokenSchema } from '../common/validation.js';
 
 const printable = (max: number) =>
   z

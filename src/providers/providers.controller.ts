@@ -1,12 +1,11 @@
-import { Controller, Get, Inject, UseGuards } from '@nestjs/common';
+import { Controller, Get, Inject } from '@nestjs/common';
 import { ApiBearerAuth, ApiTags } from '@nestjs/swagger';
-import { Access, AdminAuthGuard } from '../identity/admin-auth.guard.js';
+import { Access } from '../common/admin-access.js';
 import { ProviderCatalog, publicProviderView } from './provider-catalog.js';
 
 @ApiTags('providers')
 @ApiBearerAuth()
 @Controller('v1/providers')
-@UseGuards(AdminAuthGuard)
 export class ProvidersController {
   constructor(@Inject(ProviderCatalog) private readonly catalog: ProviderCatalog) {}
 

@@ -11,15 +11,13 @@ import {
   Put,
   Req,
   Res,
-  UseGuards,
 } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
+import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
 import { UuidParam } from '../common/validation.js';
-import { Access, AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
-import { adminActor } from '../identity/admin-keys.service.js';
 import { customProviderDefinitionSchema, PROVIDER_KEY_PATTERN } from './provider-definition.js';
 import { TenantProvidersService } from './tenant-providers.service.js';
 
@@ -44,7 +42,6 @@ class JsonObjectBody implements PipeTransform<unknown, Record<string, unknown>> 
 @ApiTags('providers')
 @ApiBearerAuth()
 @Controller('v1/tenants/:tenantId/providers')
-@UseGuards(AdminAuthGuard)
 export class TenantProvidersController {
   constructor(@Inject(TenantProvidersService) private readonly providers: TenantProvidersService) {}
 

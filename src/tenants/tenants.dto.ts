@@ -7,11 +7,6 @@ export const createTenantSchema = z.strictObject({
   name: tenantName,
 });
 
-export const createAdminKeySchema = z.strictObject({
-  name: text({ max: 200, trim: true }),
-  role: z.enum(['admin', 'auditor']),
-});
-
 /**
  * A return URL a connect flow may redirect to. Absolute https (http only for localhost, for development),
  * no credentials, no fragment, and nothing that browsers or proxies read differently: no backslashes,

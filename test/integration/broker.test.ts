@@ -6,9 +6,9 @@ import { randomUUID } from 'node:crypto';
 import { AuditBatcher } from '../../src/audit/audit-batcher.js';
 import { BrokerService } from '../../src/broker/broker.service.js';
 import { DecisionBatcher } from '../../src/broker/decision-batcher.js';
-import { parseBasicAuth } from '../../src/broker/client-auth.js';
-import { JwksResolver } from '../../src/broker/jwks-resolver.js';
-import { SubjectTokenVerifier } from '../../src/broker/subject-token.js';
+import { parseBasicAuth } from '../../src/identity/client-auth.js';
+import { JwksResolver } from '../../src/identity/jwks-resolver.js';
+import { SubjectTokenVerifier } from '../../src/identity/subject-token.js';
 import { DataKeyService } from '../../src/crypto/data-key.service.js';
 import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../support/env.js';
 import {

@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
-import { ProviderRevocationService } from '../../src/connect/provider-revocation.service.js';
+import { ProviderRevocationService } from '../../src/connections/provider-revocation.service.js';
 import { WebhooksService, webhookSignature } from '../../src/tenants/webhooks.service.js';
 import { cookieJar, localPath } from '../support/browser.js';
 

@@ -1,5 +1,5 @@
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { ClientAuthenticator, ClientAuthError } from '../../src/broker/client-auth.js';
+import { ClientAuthenticator, ClientAuthError } from '../../src/identity/client-auth.js';
 import { ConnectorsService } from '../../src/identity/connectors.service.js';
 import { IdentityProvidersService } from '../../src/identity/identity-providers.service.js';
 import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';

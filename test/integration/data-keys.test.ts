@@ -118,7 +118,7 @@ describe('data keys with the cache disabled', () => {
 
 describe('root keyring rotation', () => {
   it('keeps reading secrets after a new root key version is added', async () => {
-    const { RootKeyring } = await import('../../src/crypto/root-keyring.js');
+    const { RootKeyring } = await import('../../src/common/root-keyring.js');
     const v1 = RootKeyring.generateSpec();
     const app1 = await startTestApp({ CUSTOS_ROOT_KEYS: v1 });
     const t = await createTenant(app1);

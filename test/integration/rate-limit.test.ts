@@ -6,8 +6,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { DenialThrottle } from '../../src/common/denial-throttle.js';
-import { RootKeyring } from '../../src/crypto/root-keyring.js';
+import { DenialThrottle } from '../../src/audit/denial-throttle.js';
+import { RootKeyring } from '../../src/common/root-keyring.js';
 import {
   createTenant,
   startTestApp,

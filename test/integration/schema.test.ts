@@ -1,9 +1,10 @@
 import { createDataSource, runMigrations } from '../../src/database/data-source.js';
+import { entities } from '../../src/entities.js';
 import { databaseUrlFor, workerDatabaseName } from '../support/env.js';
 
 describe('migrations', () => {
   it('bring the database to exactly what the entities describe, and are idempotent', async () => {
-    const ds = createDataSource(databaseUrlFor(workerDatabaseName()), 2);
+    const ds = createDataSource(databaseUrlFor(workerDatabaseName()), entities, 2);
     await ds.initialize();
     try {
       await runMigrations(ds);
@@ -17,7 +18,7 @@ describe('migrations', () => {
 
   it('apply once when several replicas start together', async () => {
     const sources = Array.from({ length: 3 }, () =>
-      createDataSource(databaseUrlFor(workerDatabaseName()), 2),
+      createDataSource(databaseUrlFor(workerDatabaseName()), entities, 2),
     );
     await Promise.all(sources.map((s) => s.initialize()));
     try {

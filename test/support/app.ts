@@ -9,7 +9,7 @@ import { startCustos, type Custos } from '../../src/bootstrap.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/common/logger.js';
 import { generateAdminKey } from '../../src/identity/admin-keys.service.js';
-import { RootKeyring } from '../../src/crypto/root-keyring.js';
+import { RootKeyring } from '../../src/common/root-keyring.js';
 import { databaseUrlFor, workerDatabaseName } from './env.js';
 
 export interface Reply {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, describeConfig, loadConfig, variables } from '../../src/config/config.js';
-import { RootKeyring } from '../../src/crypto/root-keyring.js';
+import { RootKeyring } from '../../src/common/root-keyring.js';
 
 describe('loadConfig', () => {
   it('gives the embedded defaults with no environment', () => {

@@ -4,7 +4,7 @@ import { CustosException } from '../../../src/common/errors.js';
 import type { DataKeyContext } from '../../../src/crypto/key-backend.js';
 import { openField, sealField } from '../../../src/crypto/envelope.js';
 import { ManagedKeyBackend } from '../../../src/crypto/managed-key-backend.js';
-import { RootKeyring } from '../../../src/crypto/root-keyring.js';
+import { RootKeyring } from '../../../src/common/root-keyring.js';
 
 function aRootKey(): string {
   return crypto.randomBytes(32).toString('base64');

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { inspect } from 'node:util';
-import { RootKeyring } from '../../../src/crypto/root-keyring.js';
+import { RootKeyring } from '../../../src/common/root-keyring.js';
 
 function aKey(): string {
   return crypto.randomBytes(32).toString('base64');

@@ -22,7 +22,7 @@ import {
   verifyIdpToken,
   type IdpTokenRefusal,
 } from '../../../src/identity/idp-token-verifier.js';
-import { FORBIDDEN_JWT_HEADERS } from '../../../src/identity/jwt-policy.js';
+import { FORBIDDEN_JWT_HEADERS } from '../../../src/common/jwt-policy.js';
 
 const ISSUER = 'https://idp.example.test/';
 const IDP = { issuer: ISSUER, algorithms: ['ES256'] };

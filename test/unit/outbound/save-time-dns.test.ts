@@ -4,7 +4,7 @@
  * time stays an upstream failure (outbound_request_failed).
  */
 import { CustosException } from '../../../src/common/errors.js';
-import { statusFor } from '../../../src/common/exception.filter.js';
+import { statusFor } from '../../../src/http/exception.filter.js';
 import { OutboundHttpClient } from '../../../src/common/outbound-http.js';
 
 const failing = (code: string) =>

@@ -1,6 +1,6 @@
 /**
  * The shared string rule in every admin request schema (issue 12, finding 6). Every zod schema that a
- * `src/**\/*.dto.ts` module exports (and the custom-provider definition) must have an example here, so a new
+ * `src/**\/*.dto.ts` module exports (and the custom-provider definition and the shared scope token) must have an example here, so a new
  * schema is covered; in each example, every string is replaced by hostile values: the schema must refuse
  * NUL bytes, lone surrogates, control characters and line breaks, and whatever it accepts passes the rule.
  */
@@ -8,7 +8,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { z } from 'zod';
-import { jsonProblem, MAX_JSON_DEPTH, textProblem, userIdSchema } from '../../../src/common/validation.js';
+import {
+  jsonProblem,
+  MAX_JSON_DEPTH,
+  scopeTokenSchema,
+  textProblem,
+  userIdSchema,
+} from '../../../src/common/validation.js';
 import { customProviderDefinitionSchema } from '../../../src/providers/provider-definition.js';
 import { hostileString } from '../../support/naughty-strings.js';
 
@@ -18,7 +24,7 @@ const IP = '93.184.215.14';
 /** Valid examples of each exported schema, by "<module>:<export>". */
 const examples: Record<string, unknown[]> = {
   'tenants.dto:createTenantSchema': [{ name: 'Acme' }],
-  'tenants.dto:createAdminKeySchema': [{ name: 'ci', role: 'admin' }],
+  'admin-keys.dto:createAdminKeySchema': [{ name: 'ci', role: 'admin' }],
   'tenants.dto:returnUrlSchema': ['https://app.example/done'],
   'tenants.dto:updateTenantSchema': [
     {
@@ -46,7 +52,7 @@ const examples: Record<string, unknown[]> = {
   'connectors.dto:saveIdentityProviderSchema': [
     { issuer: `https://${IP}/`, jwksUri: `https://${IP}/jwks`, audiences: ['custos'], userClaim: 'sub' },
   ],
-  'connections.dto:scopeTokenSchema': ['repo'],
+  'validation:scopeTokenSchema': ['repo'],
   'connections.dto:importCredentialSchema': [
     { type: 'api_key', apiKey: 'sk-123' },
     {
@@ -58,7 +64,7 @@ const examples: Record<string, unknown[]> = {
     },
   ],
   'connections.dto:listConnectionsQuerySchema': [{ includeRevoked: 'true' }],
-  'connections.dto:auditQuerySchema': [
+  'audit.dto:auditQuerySchema': [
     { limit: '10', cursor: 'YToxMA', action: 'token.exchange', userId: 'alice' },
   ],
   'connect-sessions.dto:createConnectSessionSchema': [
@@ -126,6 +132,8 @@ function dtoSchemas(): Record<string, z.ZodType> {
     }
   }
   out['provider-definition:customProviderDefinitionSchema'] = customProviderDefinitionSchema;
+  // Shared by several DTOs (connectors, provider apps, connect sessions, imports), so it lives in common/.
+  out['validation:scopeTokenSchema'] = scopeTokenSchema;
   return out;
 }
 

@@ -12,7 +12,7 @@ import { LOGGER } from '../common/logger.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
-import { ProviderOAuthClient } from './oauth-client.js';
+import { ProviderOAuthClient } from '../providers/oauth-client.js';
 
 const MAX_ATTEMPTS = 10;
 

@@ -16,7 +16,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
-import { publicJwksSchema, type PublicJwks } from '../identity/jwk.js';
+import { publicJwksSchema, type PublicJwks } from './jwk.js';
 
 /** How long a fetched key set is used before it is fetched again. */
 const FRESH_MS = 10 * 60_000;

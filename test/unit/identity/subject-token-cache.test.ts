@@ -6,8 +6,8 @@
  */
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
 import pino from 'pino';
-import { SubjectTokenError, SubjectTokenVerifier } from '../../../src/broker/subject-token.js';
-import { JwksResolver } from '../../../src/broker/jwks-resolver.js';
+import { SubjectTokenError, SubjectTokenVerifier } from '../../../src/identity/subject-token.js';
+import { JwksResolver } from '../../../src/identity/jwks-resolver.js';
 import type { OutboundHttpClient } from '../../../src/common/outbound-http.js';
 import type {
   IdentityProvidersService,

@@ -8,8 +8,8 @@ import {
   ClientAuthenticator,
   ClientAuthError,
   type ClientAuthInput,
-} from '../../../src/broker/client-auth.js';
-import type { JwksResolver } from '../../../src/broker/jwks-resolver.js';
+} from '../../../src/identity/client-auth.js';
+import type { JwksResolver } from '../../../src/identity/jwks-resolver.js';
 import type { Config } from '../../../src/config/config.js';
 import { hashKey } from '../../../src/identity/admin-keys.service.js';
 import type { ConnectorCredentials, ConnectorsService } from '../../../src/identity/connectors.service.js';

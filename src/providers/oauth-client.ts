@@ -10,9 +10,9 @@ import * as oidc from 'openid-client';
 import { CONFIG, type Config } from '../config/config.js';
 import { CustosException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
-import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
-import type { OpenedProviderApp } from '../providers/provider-apps.service.js';
-import type { ProviderDefinition } from '../providers/provider-definition.js';
+import { SIGNING_ALGORITHMS } from '../common/jwt-policy.js';
+import type { OpenedProviderApp } from './provider-apps.service.js';
+import type { ProviderDefinition } from './provider-definition.js';
 
 export interface TokenSet {
   accessToken: string;

@@ -10,12 +10,13 @@ import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@ne
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
-import { DenialThrottle } from '../common/denial-throttle.js';
+import type { AuthedRequest } from '../common/admin-access.js';
+import { DenialThrottle } from '../audit/denial-throttle.js';
 import { CustosException, RateLimitedException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { addressKey, clientKey, type LimitKey } from '../common/rate-limit.js';
 import { uuidSchema } from '../common/validation.js';
-import { AdminAuthGuard, type AuthedRequest } from '../identity/admin-auth.guard.js';
+import { AdminAuthGuard } from './admin-auth.guard.js';
 import {
   CLIENT_ASSERTION_TYPE,
   ClientAuthenticator,

@@ -5,7 +5,7 @@
  */
 import { exportJWK, generateKeyPair, type FlattenedJWSInput } from 'jose';
 import pino from 'pino';
-import { JwksResolver } from '../../../src/broker/jwks-resolver.js';
+import { JwksResolver } from '../../../src/identity/jwks-resolver.js';
 import type { OutboundHttpClient } from '../../../src/common/outbound-http.js';
 
 const MAX_URIS = 1000;

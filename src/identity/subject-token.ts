@@ -15,16 +15,13 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { textProblem, userIdSchema } from '../common/validation.js';
-import {
-  IdentityProvidersService,
-  type IdentityProviderView,
-} from '../identity/identity-providers.service.js';
+import { IdentityProvidersService, type IdentityProviderView } from './identity-providers.service.js';
 import {
   IdpTokenError,
   inspectIdpToken,
   verifyIdpToken,
   type InspectedIdpToken,
-} from '../identity/idp-token-verifier.js';
+} from './idp-token-verifier.js';
 import { JwksResolver, JwksUnavailableError } from './jwks-resolver.js';
 
 export interface VerifiedSubject {

@@ -12,10 +12,10 @@
  */
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { AuditService, type Actor, type AuditRecord } from '../audit/audit.service.js';
+import { AuditService, type Actor, type AuditRecord } from './audit.service.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { LOGGER } from './logger.js';
-import { Metrics } from './metrics.js';
+import { LOGGER } from '../common/logger.js';
+import { Metrics } from '../common/metrics.js';
 import {
   FailureLimiter,
   RedisFailureCounter,
@@ -24,7 +24,7 @@ import {
   type FailureLimits,
   type LimitKey,
   type LimitKind,
-} from './rate-limit.js';
+} from '../common/rate-limit.js';
 
 export type DenialEndpoint = 'token' | 'admin';
 

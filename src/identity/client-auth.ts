@@ -15,11 +15,11 @@ import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } fro
 import { LRUCache } from 'lru-cache';
 import { textProblem } from '../common/validation.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { hashKey } from '../identity/admin-keys.service.js';
-import { ConnectorsService, type ConnectorCredentials } from '../identity/connectors.service.js';
-import { SIGNING_ALGORITHMS } from '../identity/jwk.js';
+import { hashKey } from './admin-keys.service.js';
+import { ConnectorsService, type ConnectorCredentials } from './connectors.service.js';
+import { SIGNING_ALGORITHMS } from '../common/jwt-policy.js';
 import { JwksResolver, JwksUnavailableError } from './jwks-resolver.js';
-import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../identity/jwt-policy.js';
+import { CLOCK_TOLERANCE_S, FORBIDDEN_JWT_HEADERS } from '../common/jwt-policy.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** The longest an assertion may live (exp - now), so a captured one is useless soon. */
