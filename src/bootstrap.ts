@@ -5,25 +5,19 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { AppModule, type Runtime } from './app.module.js';
-import { BrokerService } from './broker/broker.service.js';
-import { ProviderRevocationService } from './connections/provider-revocation.service.js';
-import { ConnectSessionsService } from './connect/connect-sessions.service.js';
+import { Background } from './background.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
-import { answerFrameworkError, CustosExceptionFilter } from './http/exception.filter.js';
+import { answerFrameworkError } from './http/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
 import { fastifyTrustProxy } from './common/rate-limit.js';
 import { installInputGuards } from './common/validation.js';
-import { ConnectionsService } from './connections/connections.service.js';
-import { TokenRefresher } from './connections/token-refresher.service.js';
-import { KeyBackendService } from './crypto/key-backend.service.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
 import { auditTrailProtection, createDataSource, runMigrations } from './database/data-source.js';
 import { entities } from './entities.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
-import { AdminKeysService } from './identity/admin-keys.service.js';
-import { BullMqJobRunner, InProcessJobRunner, type JobRunner } from './jobs/job-runner.js';
-import { RefreshJobs } from './jobs/refresh-jobs.js';
-import { RefreshQueue } from './jobs/refresh-queue.js';
+import { JOB_RUNNER, type JobRunner } from './jobs/job-runner.js';
+import { REFRESH_QUEUE } from './jobs/jobs.module.js';
+import type { RefreshQueue } from './jobs/refresh-queue.js';
 import { ProviderCatalog } from './providers/provider-catalog.js';
 
 export interface StartOptions {
@@ -34,9 +28,15 @@ export interface StartOptions {
   listen?: boolean;
 }
 
+/** What tests and benchmarks reach into: the runtime, and the providers chosen at start-up. */
+export interface CustosRuntime extends Runtime {
+  catalog: ProviderCatalog;
+  jobs: JobRunner;
+}
+
 export interface Custos {
   app: NestFastifyApplication;
-  runtime: Runtime;
+  runtime: CustosRuntime;
   /** The BullMQ refresh-ahead queue, when Redis is configured. */
   refreshQueue?: RefreshQueue;
   url: string;
@@ -79,14 +79,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
         );
       }
     }
-    const catalog = await ProviderCatalog.load();
-    const worker = config.role !== 'api';
-    // The api role runs no background jobs: its runner stays empty.
-    const jobs: JobRunner =
-      config.redisUrl && worker
-        ? new BullMqJobRunner(config.redisUrl, logger, 'maintenance', config.queuePrefix)
-        : new InProcessJobRunner(logger);
-    const runtime: Runtime = { config, logger, dataSource, keyring, catalog, jobs };
+    const base: Runtime = { config, logger, dataSource, keyring };
 
     const adapter = new FastifyAdapter({
       bodyLimit: config.bodyLimitBytes,
@@ -101,10 +94,15 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
         return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
       },
     });
-    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register(runtime), adapter, {
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register(base), adapter, {
       logger: new PinoNestLogger(logger),
+      // Fail with the error (and clean up below) rather than abort the process.
+      abortOnError: false,
     });
+    const background = app.get(Background);
     cleanups.unshift(() => app.close());
+    // What runs besides HTTP stops first, while the database and the batchers still work.
+    cleanups.unshift(() => background.stop());
     const fastify = app.getHttpAdapter().getInstance();
     fastify.addHook('onRequest', (req, reply, done) => {
       requestContext.enterWith({ requestId: req.id });
@@ -127,45 +125,17 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       );
       done();
     });
-    app.useGlobalFilters(new CustosExceptionFilter(logger));
-
     if (config.role !== 'worker') setupApiDocs(app);
 
+    // Runs every module's start-up hooks: the first admin key, the refresh queue and the role's jobs (background.ts).
     await app.init();
-    const admin = app.get(AdminKeysService);
-    const boot = await admin.ensureBootstrapKey(config.bootstrapAdminKey, config.dataDir);
-    if (boot.generatedAt) {
-      logger.warn(
-        { file: boot.generatedAt },
-        `the first platform admin key was written to ${boot.generatedAt}`,
-      );
-    }
-
-    const refresher = app.get(TokenRefresher);
-    let refreshQueue: RefreshQueue | undefined;
-    if (config.redisUrl) {
-      const queue = new RefreshQueue({
-        redisUrl: config.redisUrl,
-        prefix: config.queuePrefix,
-        log: logger,
-        concurrency: config.refreshConcurrency,
-        lockMs: config.refreshLeaseSeconds * 1000,
-      });
-      refreshQueue = queue;
-      cleanups.unshift(() => queue.stop());
-      // The api role only adds jobs (the next due time after a refresh or an import); workers run them.
-      await queue.start(
-        worker ? { run: (d) => refresher.refreshDue(d.t, d.c), limiter: refresher.limiter } : undefined,
-      );
-      app
-        .get(RefreshJobs)
-        .attach(queue, (err) =>
-          logger.warn({ err: { name: err.name, message: err.message } }, 'could not queue a refresh'),
-        );
-    }
-    if (worker) registerWorkerJobs(app, jobs, config, logger, refreshQueue);
-    await jobs.start();
-    cleanups.splice(1, 0, () => jobs.stop());
+    const runtime: CustosRuntime = {
+      ...base,
+      catalog: app.get(ProviderCatalog),
+      jobs: app.get<JobRunner>(JOB_RUNNER),
+    };
+    const refreshQueue = app.get<RefreshQueue | null>(REFRESH_QUEUE) ?? undefined;
+    const jobs = runtime.jobs;
 
     let url = config.publicUrl;
     if (opts.listen !== false) {
@@ -213,53 +183,4 @@ function setupApiDocs(app: NestFastifyApplication): void {
       .build(),
   );
   SwaggerModule.setup('docs', app, doc, { jsonDocumentUrl: 'openapi.json' });
-}
-
-/** The background jobs of the worker role (and of `all`). */
-function registerWorkerJobs(
-  app: NestFastifyApplication,
-  jobs: JobRunner,
-  config: Config,
-  logger: Logger,
-  refreshQueue: RefreshQueue | undefined,
-): void {
-  const connections = app.get(ConnectionsService);
-  jobs.register('connections.mark-expired', 60_000, async () => {
-    const n = await connections.markExpired();
-    if (n > 0) logger.info({ count: n }, 'connections marked expired');
-  });
-  const keyBackends = app.get(KeyBackendService);
-  // The backstop for data-key migrations: resumes any that a crash or an outage interrupted.
-  jobs.register('key-backends.migrate', 30_000, async () => {
-    for (const tenantId of await keyBackends.tenantsMigrating()) {
-      const { migrated, remaining } = await keyBackends.migrate(tenantId);
-      logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
-    }
-  });
-  const refresher = app.get(TokenRefresher);
-  const sweepMs = config.refreshSweepSeconds * 1000;
-  if (refreshQueue) {
-    // Refresh ahead with Redis: every worker re-creates, from PostgreSQL, any job due soon that is missing.
-    refreshQueue.startSweeper(() => refresher.dueWithin(Math.max(60_000, 3 * sweepMs)), sweepMs);
-  } else {
-    // Without Redis: the worker refreshes due tokens itself.
-    jobs.register('connections.refresh-due', sweepMs, async () => {
-      const n = await refresher.sweep();
-      if (n > 0) logger.info({ count: n }, 'tokens refreshed ahead of expiry');
-    });
-  }
-  const revocations = app.get(ProviderRevocationService);
-  jobs.register('connections.revoke-at-provider', 60_000, async () => {
-    const n = await revocations.processDue();
-    if (n > 0) logger.info({ count: n }, 'tokens revoked at providers');
-  });
-  const broker = app.get(BrokerService);
-  jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
-    await broker.pruneUsedAssertions();
-  });
-  const sessions = app.get(ConnectSessionsService);
-  jobs.register('connect.prune-expired-sessions', 10 * 60_000, async () => {
-    const n = await sessions.pruneExpired();
-    if (n > 0) logger.info({ count: n }, 'expired connect sessions deleted');
-  });
 }

@@ -10,6 +10,8 @@ import { CONFIG, type Config } from '../config/config.js';
 import { KeyBackends } from '../crypto/key-backends.js';
 import { preparedQuery } from '../database/sql.js';
 import { JOB_RUNNER, type JobRunner } from '../jobs/job-runner.js';
+import { REFRESH_QUEUE } from '../jobs/jobs.module.js';
+import type { RefreshQueue } from '../jobs/refresh-queue.js';
 
 /** Each probe's deadline: readiness answers quickly, whatever hangs behind it. */
 const PROBE_MS = 2000;
@@ -24,6 +26,7 @@ export class HealthController {
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(KeyBackends) private readonly backends: KeyBackends,
     @Inject(JOB_RUNNER) private readonly jobs: JobRunner,
+    @Inject(REFRESH_QUEUE) private readonly refreshQueue: RefreshQueue | null,
     @Inject(DecisionBatcher) private readonly decisions: DecisionBatcher,
     @Inject(AuditBatcher) private readonly audit: AuditBatcher,
     @Inject(LOGGER) private readonly log: Logger,
@@ -40,7 +43,8 @@ export class HealthController {
    * Readiness: the database, the key backend and (when configured) Redis answer. The database counts as ready
    * only when the token endpoint's own path works: a pool connection answers, and the decision read and the
    * audit INSERT go through their batchers' queues (a stuck batch shows here, not only a dead server). A worker
-   * serves no token endpoint, so only its pool is probed.
+   * serves no token endpoint, so only its pool is probed. Jobs: the runner the role was given, and the refresh
+   * queue when Redis is configured, which the api role uses too (it queues the next refresh after a write).
    */
   @Get('readyz')
   async readyz(@Res({ passthrough: true }) reply: FastifyReply) {
@@ -64,7 +68,8 @@ export class HealthController {
       tokenPath ? probe('database.token-decisions', () => this.decisions.check()) : true,
       tokenPath ? probe('database.audit-writes', () => this.audit.check()) : true,
       probe('keyBackend', () => this.backends.platformBackend().check()),
-      probe('jobs', () => this.jobs.check()),
+      // The role's job runner and, with Redis, the refresh queue: the api role runs no jobs but queues refreshes.
+      probe('jobs', () => Promise.all([this.jobs.check(), this.refreshQueue?.check()])),
     ]);
     const checks = {
       database: state([pool, decisions, audit]),

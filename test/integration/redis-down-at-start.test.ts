@@ -58,9 +58,10 @@ async function waitFor(what: string, cond: () => Promise<boolean>, ms: number): 
   }
 }
 
-async function start(): Promise<TestApp> {
+async function start(env: Record<string, string> = {}): Promise<TestApp> {
   const app = await within(
     startTestApp({
+      ...env,
       REDIS_URL: redisUrl,
       CUSTOS_PUBLIC_URL: PUBLIC_URL,
       CUSTOS_OUTBOUND_ALLOW_HOSTS: op.hostPort,
@@ -187,6 +188,16 @@ it('starts and serves with nothing listening at REDIS_URL, says jobs are unavail
   expect(all).not.toContain(PASSWORD);
   expect(all).not.toContain('redis://');
 
+  await close(app);
+});
+
+it('in the api role, which runs no jobs but queues refreshes in Redis, says jobs are unavailable too', async () => {
+  const app = await start({ CUSTOS_ROLE: 'api' });
+  // The api role's own runner is in-process and empty: its readiness must not answer for Redis by it alone.
+  expect(app.custos.runtime.jobs.kind).toBe('in-process');
+  const ready = await readyz(app);
+  expect(ready.status).toBe('unavailable');
+  expect(ready.checks).toEqual({ database: 'ok', keyBackend: 'ok', jobs: 'unavailable' });
   await close(app);
 });
 

@@ -1,0 +1,26 @@
+import { Module } from '@nestjs/common';
+import { AuditModule } from '../audit/audit.module.js';
+import { RootKeyring } from '../common/root-keyring.js';
+import { DataKeyService } from './data-key.service.js';
+import { KeyBackendService } from './key-backend.service.js';
+import { KeyBackends, MANAGED_KEY_BACKEND } from './key-backends.js';
+import { KeyCacheBus } from './key-cache-bus.js';
+import { ManagedKeyBackend } from './managed-key-backend.js';
+
+/** Envelope encryption: tenants' data keys, their key backends (managed, AWS KMS, Vault Transit), rotation. */
+@Module({
+  imports: [AuditModule],
+  providers: [
+    {
+      provide: MANAGED_KEY_BACKEND,
+      useFactory: (k: RootKeyring) => new ManagedKeyBackend(k),
+      inject: [RootKeyring],
+    },
+    KeyBackends,
+    DataKeyService,
+    KeyCacheBus,
+    KeyBackendService,
+  ],
+  exports: [DataKeyService, KeyBackendService, KeyBackends, KeyCacheBus],
+})
+export class CryptoModule {}

@@ -1,0 +1,28 @@
+import { Module } from '@nestjs/common';
+import { AuditModule } from '../audit/audit.module.js';
+import { CryptoModule } from '../crypto/crypto.module.js';
+import { ProviderOAuthClient } from './oauth-client.js';
+import { ProviderAppsService } from './provider-apps.service.js';
+import { ProviderCatalog } from './provider-catalog.js';
+import { ProviderRegistry } from './provider-registry.js';
+import { TenantProvidersService } from './tenant-providers.service.js';
+
+/** Providers: the shipped catalog, tenants' custom providers and OAuth apps, and the provider OAuth client. */
+@Module({
+  imports: [AuditModule, CryptoModule],
+  providers: [
+    { provide: ProviderCatalog, useFactory: () => ProviderCatalog.load() },
+    ProviderRegistry,
+    TenantProvidersService,
+    ProviderAppsService,
+    ProviderOAuthClient,
+  ],
+  exports: [
+    ProviderCatalog,
+    ProviderRegistry,
+    TenantProvidersService,
+    ProviderAppsService,
+    ProviderOAuthClient,
+  ],
+})
+export class ProvidersModule {}

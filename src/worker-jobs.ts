@@ -1,0 +1,64 @@
+/** The worker role's periodic jobs, registered on the job runner the role was given. */
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { BrokerService } from './broker/broker.service.js';
+import { LOGGER } from './common/logger.js';
+import { CONFIG, type Config } from './config/config.js';
+import { ConnectSessionsService } from './connect/connect-sessions.service.js';
+import { ConnectionsService } from './connections/connections.service.js';
+import { ProviderRevocationService } from './connections/provider-revocation.service.js';
+import { TokenRefresher } from './connections/token-refresher.service.js';
+import { KeyBackendService } from './crypto/key-backend.service.js';
+import type { JobRunner } from './jobs/job-runner.js';
+import type { RefreshQueue } from './jobs/refresh-queue.js';
+
+@Injectable()
+export class WorkerJobs {
+  constructor(
+    @Inject(CONFIG) private readonly config: Config,
+    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(ConnectionsService) private readonly connections: ConnectionsService,
+    @Inject(KeyBackendService) private readonly keyBackends: KeyBackendService,
+    @Inject(TokenRefresher) private readonly refresher: TokenRefresher,
+    @Inject(ProviderRevocationService) private readonly revocations: ProviderRevocationService,
+    @Inject(BrokerService) private readonly broker: BrokerService,
+    @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
+  ) {}
+
+  register(jobs: JobRunner, refreshQueue: RefreshQueue | null): void {
+    const { logger, connections, keyBackends, refresher, revocations, broker, sessions } = this;
+    jobs.register('connections.mark-expired', 60_000, async () => {
+      const n = await connections.markExpired();
+      if (n > 0) logger.info({ count: n }, 'connections marked expired');
+    });
+    // The backstop for data-key migrations: resumes any that a crash or an outage interrupted.
+    jobs.register('key-backends.migrate', 30_000, async () => {
+      for (const tenantId of await keyBackends.tenantsMigrating()) {
+        const { migrated, remaining } = await keyBackends.migrate(tenantId);
+        logger.info({ tenantId, migrated, remaining }, 'data keys migrated to the tenant’s key backend');
+      }
+    });
+    const sweepMs = this.config.refreshSweepSeconds * 1000;
+    if (refreshQueue) {
+      // Refresh ahead with Redis: every worker re-creates, from PostgreSQL, any job due soon that is missing.
+      refreshQueue.startSweeper(() => refresher.dueWithin(Math.max(60_000, 3 * sweepMs)), sweepMs);
+    } else {
+      // Without Redis: the worker refreshes due tokens itself.
+      jobs.register('connections.refresh-due', sweepMs, async () => {
+        const n = await refresher.sweep();
+        if (n > 0) logger.info({ count: n }, 'tokens refreshed ahead of expiry');
+      });
+    }
+    jobs.register('connections.revoke-at-provider', 60_000, async () => {
+      const n = await revocations.processDue();
+      if (n > 0) logger.info({ count: n }, 'tokens revoked at providers');
+    });
+    jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
+      await broker.pruneUsedAssertions();
+    });
+    jobs.register('connect.prune-expired-sessions', 10 * 60_000, async () => {
+      const n = await sessions.pruneExpired();
+      if (n > 0) logger.info({ count: n }, 'expired connect sessions deleted');
+    });
+  }
+}
