@@ -7,6 +7,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
+import { DatabaseModule } from './database/database.module.js';
 import { ApiModule } from './api.module.js';
 import { Background } from './background.js';
 import { LOGGER } from './common/logger.js';
@@ -20,22 +21,23 @@ import { IdentityModule } from './identity/identity.module.js';
 import { JobsModule } from './jobs/jobs.module.js';
 import { WorkerModule } from './worker.module.js';
 
-/** What is built before Nest starts: validated config, logger, keyring, migrated database. */
+/** What is built before Nest starts: the validated configuration, the logger and the root keyring. */
 export interface Runtime {
   config: Config;
   logger: Logger;
-  dataSource: DataSource;
   keyring: RootKeyring;
 }
 
 @Module({})
 export class AppModule {
-  static register(rt: Runtime): DynamicModule {
+  /** `opened`: see DatabaseModule.forRoot. */
+  static register(rt: Runtime, opened: DataSource[] = []): DynamicModule {
     const { role } = rt.config;
     return {
       module: AppModule,
       imports: [
         CoreModule.forRoot(rt),
+        DatabaseModule.forRoot(rt.config, rt.logger, opened),
         HealthModule,
         IdentityModule,
         ConnectionsModule,

@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
+import { DataSource } from 'typeorm';
 import { AppModule, type Runtime } from './app.module.js';
 import { Background } from './background.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
@@ -12,9 +13,6 @@ import { accessLogger, createLogger, PinoNestLogger, requestContext } from './co
 import { fastifyTrustProxy } from './common/rate-limit.js';
 import { installInputGuards } from './common/validation.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
-import { auditTrailProtection, createDataSource, runMigrations } from './database/data-source.js';
-import { entities } from './entities.js';
-import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './database/embedded-postgres.js';
 import { JOB_RUNNER, type JobRunner } from './jobs/job-runner.js';
 import { REFRESH_QUEUE } from './jobs/jobs.module.js';
 import type { RefreshQueue } from './jobs/refresh-queue.js';
@@ -30,6 +28,7 @@ export interface StartOptions {
 
 /** What tests and benchmarks reach into: the runtime, and the providers chosen at start-up. */
 export interface CustosRuntime extends Runtime {
+  dataSource: DataSource;
   catalog: ProviderCatalog;
   jobs: JobRunner;
 }
@@ -52,35 +51,11 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
 
   // Before anything starts: a bad keyring (or key file) must not cost an embedded PostgreSQL start.
   const keyring = loadRootKeyring(config, logger);
-  let embedded: EmbeddedPostgresHandle | undefined;
-  let databaseUrl = config.databaseUrl;
-  if (!databaseUrl) {
-    embedded = await startEmbeddedPostgres(config.dataDir, logger);
-    databaseUrl = embedded.databaseUrl;
-  }
-  const dataSource = createDataSource(databaseUrl, entities, config.dbPoolSize, {
-    connectTimeoutMs: config.dbConnectTimeoutMs,
-    statementTimeoutMs: config.dbStatementTimeoutMs,
-  });
+  const base: Runtime = { config, logger, keyring };
   const cleanups: (() => Promise<unknown>)[] = [];
+  // The data source, once open: closed here if start-up fails before there is an app to close.
+  const opened: DataSource[] = [];
   try {
-    await dataSource.initialize();
-    cleanups.push(() => dataSource.destroy());
-    if (config.migrationsRun) {
-      const ran = await runMigrations(dataSource, { ownerUrl: config.migrationDatabaseUrl });
-      if (ran.length > 0) logger.info({ migrations: ran }, 'migrations applied');
-    }
-    if (!embedded) {
-      const protection = await auditTrailProtection(dataSource);
-      if (protection !== 'enforced') {
-        logger.warn(
-          { databaseRole: protection },
-          `the application's database role ${protection === 'owner' ? 'owns audit_events' : 'is a superuser'} and could alter the audit trail: run migrations as the schema owner (CUSTOS_MIGRATION_DATABASE_URL) and the application as a role of its own`,
-        );
-      }
-    }
-    const base: Runtime = { config, logger, dataSource, keyring };
-
     const adapter = new FastifyAdapter({
       bodyLimit: config.bodyLimitBytes,
       // User ids are up to 255 characters, percent-encoded in the path.
@@ -94,7 +69,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
         return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
       },
     });
-    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register(base), adapter, {
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register(base, opened), adapter, {
       logger: new PinoNestLogger(logger),
       // Fail with the error (and clean up below) rather than abort the process.
       abortOnError: false,
@@ -131,6 +106,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     await app.init();
     const runtime: CustosRuntime = {
       ...base,
+      dataSource: app.get(DataSource),
       catalog: app.get(ProviderCatalog),
       jobs: app.get<JobRunner>(JOB_RUNNER),
     };
@@ -145,13 +121,12 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       url = `http://${host}:${port}`;
       logger.info(
-        { url, role: config.role, jobs: jobs.kind, database: embedded ? 'embedded' : 'external' },
+        { url, role: config.role, jobs: jobs.kind, database: config.databaseUrl ? 'external' : 'embedded' },
         'Custos is listening',
       );
     } else {
       await fastify.ready();
     }
-    if (embedded) cleanups.push(() => embedded.stop());
     let closed = false;
     return {
       app,
@@ -166,7 +141,8 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     };
   } catch (err) {
     for (const c of cleanups) await c().catch(() => undefined);
-    await embedded?.stop();
+    // Closing the app closed it already; destroy() is not called twice.
+    for (const ds of opened) if (ds.isInitialized) await ds.destroy().catch(() => undefined);
     throw err;
   }
 }

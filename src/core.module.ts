@@ -1,10 +1,9 @@
 /**
  * What every domain is given, from what bootstrap.ts built before Nest starts: the validated configuration,
- * the logger, the database, the metrics registry, the one SSRF-safe HTTP client and the root keyring.
+ * the logger, the metrics registry, the one SSRF-safe HTTP client and the root keyring.
  */
 import { type DynamicModule, Global, Module } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { DataSource } from 'typeorm';
 import { LOGGER } from './common/logger.js';
 import { Metrics } from './common/metrics.js';
 import { OutboundHttpClient } from './common/outbound-http.js';
@@ -14,15 +13,9 @@ import { CONFIG, type Config } from './config/config.js';
 @Global()
 @Module({})
 export class CoreModule {
-  static forRoot(rt: {
-    config: Config;
-    logger: Logger;
-    keyring: RootKeyring;
-    dataSource: DataSource;
-  }): DynamicModule {
-    const { config, logger, keyring, dataSource } = rt;
+  static forRoot(rt: { config: Config; logger: Logger; keyring: RootKeyring }): DynamicModule {
+    const { config, logger, keyring } = rt;
     const providers = [
-      { provide: DataSource, useValue: dataSource },
       { provide: CONFIG, useValue: config },
       { provide: LOGGER, useValue: logger },
       { provide: RootKeyring, useValue: keyring },

@@ -1,6 +1,6 @@
-/** Every table's entity: the schema the migrations must build (test/integration/schema.test.ts checks it). */
+/** Every table's entity: the schema the migrations must build (test/integration/database/schema.test.ts checks it). */
 import { AuditEvent } from './audit/audit-event.entity.js';
-import { UsedAssertion } from './broker/used-assertion.entity.js';
+import { UsedAssertion } from './identity/used-assertion.entity.js';
 import { ConnectSession } from './connect/connect-session.entity.js';
 import { Connection } from './connections/connection.entity.js';
 import { PendingRevocation } from './connections/pending-revocation.entity.js';

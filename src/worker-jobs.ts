@@ -1,7 +1,6 @@
 /** The worker role's periodic jobs, registered on the job runner the role was given. */
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { BrokerService } from './broker/broker.service.js';
 import { LOGGER } from './common/logger.js';
 import { CONFIG, type Config } from './config/config.js';
 import { ConnectSessionsService } from './connect/connect-sessions.service.js';
@@ -9,6 +8,7 @@ import { ConnectionsService } from './connections/connections.service.js';
 import { ProviderRevocationService } from './connections/provider-revocation.service.js';
 import { TokenRefresher } from './connections/token-refresher.service.js';
 import { KeyBackendService } from './crypto/key-backend.service.js';
+import { UsedAssertionsRepository } from './identity/used-assertions.repository.js';
 import type { JobRunner } from './jobs/job-runner.js';
 import type { RefreshQueue } from './jobs/refresh-queue.js';
 
@@ -21,12 +21,12 @@ export class WorkerJobs {
     @Inject(KeyBackendService) private readonly keyBackends: KeyBackendService,
     @Inject(TokenRefresher) private readonly refresher: TokenRefresher,
     @Inject(ProviderRevocationService) private readonly revocations: ProviderRevocationService,
-    @Inject(BrokerService) private readonly broker: BrokerService,
+    @Inject(UsedAssertionsRepository) private readonly usedAssertions: UsedAssertionsRepository,
     @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
   ) {}
 
   register(jobs: JobRunner, refreshQueue: RefreshQueue | null): void {
-    const { logger, connections, keyBackends, refresher, revocations, broker, sessions } = this;
+    const { logger, connections, keyBackends, refresher, revocations, usedAssertions, sessions } = this;
     jobs.register('connections.mark-expired', 60_000, async () => {
       const n = await connections.markExpired();
       if (n > 0) logger.info({ count: n }, 'connections marked expired');
@@ -53,8 +53,9 @@ export class WorkerJobs {
       const n = await revocations.processDue();
       if (n > 0) logger.info({ count: n }, 'tokens revoked at providers');
     });
+    // Named before the table moved to identity/: the name is the BullMQ schedule's key in Redis.
     jobs.register('broker.prune-used-assertions', 10 * 60_000, async () => {
-      await broker.pruneUsedAssertions();
+      await usedAssertions.pruneExpired();
     });
     jobs.register('connect.prune-expired-sessions', 10 * 60_000, async () => {
       const n = await sessions.pruneExpired();

@@ -37,7 +37,7 @@ import { Metrics } from '../common/metrics.js';
 import { addressKey, clientKey, sourceAddress, type Block, type LimitKey } from '../common/rate-limit.js';
 import { scopeTokenSchema, textProblem, userIdSchema } from '../common/validation.js';
 import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
-import type { ConnectionStatus, ConnectionType } from '../connections/connection.types.js';
+import type { ConnectionType } from '../connections/connection.types.js';
 import { ConnectionsService } from '../connections/connections.service.js';
 import { minRemainingMs, refreshDueOnRead } from '../connections/refresh-schedule.js';
 import { TokenRefresher, type FreshToken } from '../connections/token-refresher.service.js';
@@ -53,6 +53,8 @@ import {
 } from '../identity/client-auth.js';
 import { DecisionBatcher } from './decision-batcher.js';
 import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from '../identity/subject-token.js';
+import { ASSERTION_DECISION_SQL, type DecisionRow } from './decision-query.js';
+import type { OAuthRefusalCode, TokenOutcome } from './token-outcome.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -70,64 +72,27 @@ export interface TokenRequest {
   sourceAddress?: string;
 }
 
-export interface TokenResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: Record<string, unknown>;
-}
-
 /** A refusal in RFC 6749 terms; `reason` is the stable detail written to the audit trail. */
 class Refusal extends Error {
   constructor(
-    readonly status: number,
-    readonly error: string,
+    readonly error: OAuthRefusalCode,
     readonly description: string,
     readonly reason: string,
-    readonly extra: Record<string, unknown> = {},
-    readonly headers: Record<string, string> = {},
+    /** The client authenticated with HTTP Basic and failed: the answer carries a Basic challenge. */
+    readonly basicChallenge = false,
   ) {
     super(description);
   }
 }
 
 const invalidRequest = (description: string, reason = 'invalid_request') =>
-  new Refusal(400, 'invalid_request', description, reason);
+  new Refusal('invalid_request', description, reason);
 
 type Subject =
   { kind: 'jwt'; verified: VerifiedSubject; userId: string } | { kind: 'trusted'; userId: string };
 
-interface HotRow {
-  connector_version: number | null;
-  connector_enabled: boolean;
-  idp_updated_at: Date | null;
-  assertion_fresh: number;
-  id: string | null;
-  type: ConnectionType | null;
-  status: ConnectionStatus | null;
-  scopes: string[] | null;
-  expires_at: Date | null;
-  refresh_due_at: Date | null;
-  secret: Buffer | null;
-  has_refresh: boolean | null;
-}
-
-/**
- * The decision read of a private_key_jwt request: records the assertion's jti as used and reads connector
- * state, identity-provider version and the connection in one statement (`assertion_fresh` is 0 on a replay).
- * Requests without an assertion go through DecisionBatcher instead.
- */
-const ASSERTION_DECISION_SQL = `WITH used AS (
-    INSERT INTO client_assertions_used (connector_id, jti_hash, expires_at) VALUES ($1, $5, $6)
-    ON CONFLICT DO NOTHING RETURNING 1)
-  SELECT k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
-     (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = $4)
-       AS idp_updated_at,
-     (SELECT count(*) FROM used)::int AS assertion_fresh,
-     c.id, c.type, c.status, c.scopes, c.expires_at, c.refresh_due_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
-   FROM connectors k
-   LEFT JOIN connections c
-     ON c.tenant_id = k.tenant_id AND c.user_id = $2 AND c.provider = $3 AND c.revoked_at IS NULL
-   WHERE k.id = $1`;
+/** A decision row; `assertion_fresh` only in a private_key_jwt request's own read. */
+type HotRow = DecisionRow & { assertion_fresh?: number };
 
 @Injectable()
 export class BrokerService {
@@ -150,26 +115,7 @@ export class BrokerService {
     @Inject(CONFIG) private readonly config: Config,
   ) {}
 
-  /**
-   * Forgets client assertions that could no longer be accepted anyway; run by a background job. Batches of
-   * 10,000 until none is left (at most a million per run), so that the table follows the rate of
-   * private_key_jwt requests instead of growing past what one batch per run removes.
-   */
-  async pruneUsedAssertions(): Promise<number> {
-    let deleted = 0;
-    for (let round = 0; round < 100; round++) {
-      const res: unknown = await this.db.query(
-        `DELETE FROM client_assertions_used WHERE ctid IN (
-           SELECT ctid FROM client_assertions_used WHERE expires_at < now() LIMIT 10000)`,
-      );
-      const n = (res as [unknown, number])[1];
-      deleted += n;
-      if (n < 10_000) break;
-    }
-    return deleted;
-  }
-
-  async token(req: TokenRequest): Promise<TokenResponse> {
+  async token(req: TokenRequest): Promise<TokenOutcome> {
     // What the audit event will say; filled in as the request is understood.
     const event: AuditRecord & { details: Record<string, unknown> } = {
       tenantId: null,
@@ -182,12 +128,12 @@ export class BrokerService {
     const block = this.throttle.gate([addressKey(req.sourceAddress)], 'token');
     if (block) return this.slowDown(block);
     try {
-      const response = await this.exchange(req, event);
-      if (response.status === 200) {
+      const outcome = await this.resolveAccessToken(req, event);
+      if (outcome.kind === 'released') {
         this.stats.released++;
         this.metrics.tokenRequests.inc({ outcome: 'released' });
       }
-      return response;
+      return outcome;
     } catch (err) {
       return this.refuse(err, event, req);
     }
@@ -203,23 +149,16 @@ export class BrokerService {
     return claimed === undefined ? [address] : [clientKey(claimed), address];
   }
 
-  private slowDown(block: Block): TokenResponse {
+  private slowDown(block: Block): TokenOutcome {
     this.stats.throttled++;
     this.metrics.tokenRequests.inc({ outcome: 'throttled' });
-    return {
-      status: 429,
-      headers: { ...noStore(), 'retry-after': String(block.retryAfterSeconds) },
-      body: {
-        error: 'slow_down',
-        error_description: `Too many failed requests; retry after ${block.retryAfterSeconds} seconds`,
-      },
-    };
+    return { kind: 'throttled', retryAfterSeconds: block.retryAfterSeconds };
   }
 
-  private async exchange(
+  private async resolveAccessToken(
     req: TokenRequest,
     event: AuditRecord & { details: Record<string, unknown> },
-  ): Promise<TokenResponse> {
+  ): Promise<TokenOutcome> {
     const form = readForm(req);
     const authInput: ClientAuthInput = {
       authorization: req.authorization,
@@ -233,7 +172,6 @@ export class BrokerService {
     if (form.grant_type === undefined) throw invalidRequest('grant_type is required', 'missing_grant_type');
     if (form.grant_type !== TOKEN_EXCHANGE_GRANT) {
       throw new Refusal(
-        400,
         'unsupported_grant_type',
         `Only ${TOKEN_EXCHANGE_GRANT} is supported`,
         'unsupported_grant_type',
@@ -247,7 +185,7 @@ export class BrokerService {
     if (!provider) throw invalidRequest('audience (the provider key) is required', 'missing_audience');
     // Not a provider key at all: refused without a lookup, and not recorded (it is the caller's text).
     if (!PROVIDER_KEY_PATTERN.test(provider)) {
-      throw new Refusal(400, 'invalid_target', 'Unknown provider', 'malformed_audience');
+      throw new Refusal('invalid_target', 'Unknown provider', 'malformed_audience');
     }
     // A catalog provider (or a cached custom one) costs no I/O; a tenant's custom providers are read at most
     // once per cache period.
@@ -257,7 +195,7 @@ export class BrokerService {
     event.provider = definition ? provider : null;
     if (!definition) {
       event.details.audience = provider.slice(0, 100);
-      throw new Refusal(400, 'invalid_target', 'Unknown provider', 'unknown_provider');
+      throw new Refusal('invalid_target', 'Unknown provider', 'unknown_provider');
     }
     const scopes = parseScope(form.scope);
     event.details.requestedScopes = scopes;
@@ -291,7 +229,7 @@ export class BrokerService {
         const deadline = AbortSignal.timeout(this.config.dbBatchTimeoutMs);
         const rows = await preparedQuery<HotRow>(
           this.db,
-          'custos_token_exchange_assertion_v3',
+          'custos_token_exchange_assertion_v4',
           ASSERTION_DECISION_SQL,
           [
             client.connector.connectorId,
@@ -319,7 +257,7 @@ export class BrokerService {
         row = found && { ...found, assertion_fresh: 1 };
       }
       if (assertionPending && row && row.assertion_fresh === 0) {
-        throw new Refusal(401, 'invalid_client', 'Client authentication failed', 'assertion_replayed');
+        throw new Refusal('invalid_client', 'Client authentication failed', 'assertion_replayed');
       }
       assertionPending = false;
       const connectorStale =
@@ -354,7 +292,7 @@ export class BrokerService {
       (usable === 'expired' || (usable === 'usable' && refreshDueOnRead(target.expiresAt, target.dueAt)))
     ) {
       try {
-        refreshed = await this.refresher.refresh(connector.tenantId, target.id);
+        refreshed = await this.refresher.refreshConnection(connector.tenantId, target.id);
         usable = 'usable';
         event.details.refreshed = true;
       } catch (err) {
@@ -380,23 +318,32 @@ export class BrokerService {
     const secret =
       refreshed?.accessToken ??
       (await this.connections.openSecret(connector.tenantId, live.id, live.type, live.secret));
+    return this.releaseCredential(event, live, secret);
+  }
 
-    // Fail closed: no credential leaves before its event is committed.
+  /** Fail closed: no credential leaves before its `allowed` event is committed. */
+  private async releaseCredential(
+    event: AuditRecord & { details: Record<string, unknown> },
+    live: { id: string; type: ConnectionType; expires_at: Date | null; scopes: string[] },
+    secret: string,
+  ): Promise<TokenOutcome> {
     event.outcome = 'allowed';
     await this.audit.write(event).catch(auditUnwritable);
     await failpoint(this.config.failpoints, this.log, 'token.after-audit', { connectionId: live.id });
 
-    const body: Record<string, unknown> =
-      live.type === 'oauth2'
-        ? { access_token: secret, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer' }
-        : { access_token: secret, issued_token_type: API_KEY_TOKEN_TYPE, token_type: 'N_A' };
-    if (live.type === 'oauth2') {
-      if (live.expires_at) {
-        body.expires_in = Math.max(0, Math.floor((live.expires_at.getTime() - Date.now()) / 1000));
-      }
-      if (live.scopes.length > 0) body.scope = live.scopes.join(' ');
+    if (live.type !== 'oauth2') {
+      return { kind: 'released', accessToken: secret, issuedTokenType: API_KEY_TOKEN_TYPE, tokenType: 'N_A' };
     }
-    return { status: 200, headers: noStore(), body };
+    return {
+      kind: 'released',
+      accessToken: secret,
+      issuedTokenType: ACCESS_TOKEN_TYPE,
+      tokenType: 'Bearer',
+      ...(live.expires_at && {
+        expiresIn: Math.max(0, Math.floor((live.expires_at.getTime() - Date.now()) / 1000)),
+      }),
+      ...(live.scopes.length > 0 && { scope: live.scopes.join(' ') }),
+    };
   }
 
   private async authenticate(
@@ -431,14 +378,7 @@ export class BrokerService {
               : 'Malformed client authentication';
         throw invalidRequest(what, err.reason);
       }
-      throw new Refusal(
-        401,
-        'invalid_client',
-        'Client authentication failed',
-        err.reason,
-        {},
-        err.basic ? { 'www-authenticate': 'Basic realm="custos", charset="UTF-8"' } : {},
-      );
+      throw new Refusal('invalid_client', 'Client authentication failed', err.reason, err.basic);
     }
   }
 
@@ -451,28 +391,19 @@ export class BrokerService {
   ): void {
     const c = client.connector;
     if (!c.allowedProviders.includes(provider)) {
-      throw new Refusal(
-        400,
-        'invalid_target',
-        'This connector may not use that provider',
-        'provider_not_allowed',
-      );
+      throw new Refusal('invalid_target', 'This connector may not use that provider', 'provider_not_allowed');
     }
     const allowed = c.allowedScopes[provider];
     if (scopes.length > 0 && definition.authMode !== 'oauth2') {
-      throw new Refusal(400, 'invalid_scope', 'This provider does not use scopes', 'scopes_not_applicable');
+      throw new Refusal('invalid_scope', 'This provider does not use scopes', 'scopes_not_applicable');
     }
     if (allowed) {
       const outside = scopes.filter((s) => !allowed.includes(s));
       if (outside.length > 0) {
         throw new Refusal(
-          400,
           'invalid_scope',
           'Scope outside what this connector is allowed',
           'scope_not_allowed',
-          {
-            // Not echoed to the client beyond the names it sent.
-          },
         );
       }
     }
@@ -512,7 +443,7 @@ export class BrokerService {
         event.details.reason = err.reason;
         throw new CustosException('temporarily_unavailable', 'The identity provider’s keys are unavailable');
       }
-      throw new Refusal(400, 'invalid_grant', err.message, `subject_token_${err.reason}`);
+      throw new Refusal('invalid_grant', err.message, `subject_token_${err.reason}`);
     }
   }
 
@@ -546,7 +477,7 @@ export class BrokerService {
     row: HotRow | undefined,
     why: 'not_connected' | 'needs_reauth' | 'expired' | 'insufficient_scope',
     event: AuditRecord & { details: Record<string, unknown> },
-  ): Promise<TokenResponse> {
+  ): Promise<TokenOutcome> {
     const granted = why === 'insufficient_scope' ? (row?.scopes ?? []) : [];
     const wanted = [...new Set([...granted, ...scopes])];
     if (row?.id) event.connectionId = row.id;
@@ -567,14 +498,10 @@ export class BrokerService {
       insufficient_scope: 'The user has not granted the requested scope',
     };
     return {
-      status: 400,
-      headers: noStore(),
-      body: {
-        error: 'consent_required',
-        error_description: descriptions[why],
-        connect_uri: session.url,
-        expires_in: Math.max(0, Math.floor((Date.parse(session.expiresAt) - Date.now()) / 1000)),
-      },
+      kind: 'consent_required',
+      description: descriptions[why],
+      connectUri: session.url,
+      expiresIn: Math.max(0, Math.floor((Date.parse(session.expiresAt) - Date.now()) / 1000)),
     };
   }
 
@@ -583,7 +510,7 @@ export class BrokerService {
     err: unknown,
     event: AuditRecord & { details: Record<string, unknown> },
     req: TokenRequest,
-  ): Promise<TokenResponse> {
+  ): Promise<TokenOutcome> {
     if (err instanceof Refusal) {
       event.outcome = 'denied';
       event.details.reason = err.reason;
@@ -617,9 +544,10 @@ export class BrokerService {
       this.stats.denied++;
       this.metrics.tokenRequests.inc({ outcome: 'denied' });
       return {
-        status: err.status,
-        headers: { ...noStore(), ...err.headers },
-        body: { error: err.error, error_description: err.description, ...err.extra },
+        kind: 'refused',
+        error: err.error,
+        description: err.description,
+        basicChallenge: err.basicChallenge,
       };
     }
     return this.unavailable(err, event);
@@ -629,7 +557,7 @@ export class BrokerService {
   private async unavailable(
     err: unknown,
     event: AuditRecord & { details: Record<string, unknown> },
-  ): Promise<TokenResponse> {
+  ): Promise<TokenOutcome> {
     this.stats.unavailable++;
     this.metrics.tokenRequests.inc({ outcome: 'unavailable' });
     const keyProblem =
@@ -648,23 +576,7 @@ export class BrokerService {
       event.details.error = keyProblem ? 'key_unavailable' : 'temporarily_unavailable';
       this.audit.write(event).catch(() => undefined);
     }
-    if (!known) {
-      return {
-        status: 500,
-        headers: noStore(),
-        body: { error: 'server_error', error_description: 'Internal error' },
-      };
-    }
-    return {
-      status: 503,
-      headers: { ...noStore(), 'retry-after': '5' },
-      body: keyProblem
-        ? { error: 'key_unavailable', error_description: 'The tenant’s key backend is unavailable' }
-        : {
-            error: 'temporarily_unavailable',
-            error_description: 'A backing service is unavailable; retry later',
-          },
-    };
+    return known ? { kind: 'unavailable', keyBackend: keyProblem } : { kind: 'failed' };
   }
 }
 
@@ -683,10 +595,6 @@ function claimedClientId(req: TokenRequest): string | undefined {
     }
   }
   return typeof body.client_id === 'string' && body.client_id !== '' ? body.client_id : undefined;
-}
-
-function noStore(): Record<string, string> {
-  return { 'cache-control': 'no-store', pragma: 'no-cache' };
 }
 
 /** The form as single-valued strings: RFC 6749 §3.2 forbids repeating a parameter. */
@@ -716,10 +624,10 @@ function readForm(req: TokenRequest): Record<string, string | undefined> {
 function parseScope(scope: string | undefined): string[] {
   if (scope === undefined) return [];
   const list = scope.split(' ').filter((s) => s !== '');
-  if (list.length > MAX_SCOPES) throw new Refusal(400, 'invalid_scope', 'Too many scopes', 'too_many_scopes');
+  if (list.length > MAX_SCOPES) throw new Refusal('invalid_scope', 'Too many scopes', 'too_many_scopes');
   for (const s of list) {
     if (!scopeTokenSchema.safeParse(s).success) {
-      throw new Refusal(400, 'invalid_scope', 'Malformed scope', 'malformed_scope');
+      throw new Refusal('invalid_scope', 'Malformed scope', 'malformed_scope');
     }
   }
   return [...new Set(list)];

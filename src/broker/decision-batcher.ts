@@ -14,9 +14,11 @@ import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { Metrics } from '../common/metrics.js';
-import type { ConnectionStatus, ConnectionType } from '../connections/connection.types.js';
 import { preparedQuery } from '../database/sql.js';
 import { StatementBatcher, unstorableText } from '../database/statement-batcher.js';
+import { BATCH_DECISION_SQL, type DecisionRow } from './decision-query.js';
+
+export type { DecisionRow };
 
 export interface DecisionKey {
   connectorId: string;
@@ -26,36 +28,8 @@ export interface DecisionKey {
   issuer: string | null;
 }
 
-export interface DecisionRow {
-  connector_version: number | null;
-  connector_enabled: boolean;
-  idp_updated_at: Date | null;
-  id: string | null;
-  type: ConnectionType | null;
-  status: ConnectionStatus | null;
-  scopes: string[] | null;
-  expires_at: Date | null;
-  refresh_due_at: Date | null;
-  secret: Buffer | null;
-  has_refresh: boolean | null;
-}
-
 const MAX_BATCH = 200;
 const MAX_IN_FLIGHT = 2;
-
-const BATCH_SQL = `SELECT q.ord, k.version AS connector_version, (k.disabled_at IS NULL) AS connector_enabled,
-    (SELECT i.updated_at FROM identity_providers i WHERE i.tenant_id = k.tenant_id AND i.issuer = q.issuer)
-      AS idp_updated_at,
-    c.id, c.type, c.status, c.scopes, c.expires_at, c.refresh_due_at, c.secret, c.has_refresh
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS q(connector_id, user_id, provider, issuer, ord)
-  JOIN connectors k ON k.id = q.connector_id
-  LEFT JOIN LATERAL (
-    -- LATERAL keeps the lookup a per-row probe of the live-connection index on all three columns, whatever
-    -- the planner believes about the table.
-    SELECT c.id, c.type, c.status, c.scopes, c.expires_at, c.refresh_due_at, c.secret, (c.refresh_token IS NOT NULL) AS has_refresh
-      FROM connections c
-     WHERE c.tenant_id = k.tenant_id AND c.user_id = q.user_id AND c.provider = q.provider AND c.revoked_at IS NULL
-     LIMIT 1) c ON true`;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Names no connector: the readiness probe's lookup, answered by an empty row set. */
@@ -111,7 +85,7 @@ export class DecisionBatcher {
     const rows = await preparedQuery<DecisionRow & { ord: string }>(
       this.db,
       'custos_decisions_v4',
-      BATCH_SQL,
+      BATCH_DECISION_SQL,
       [
         batch.map((k) => k.connectorId),
         batch.map((k) => k.userId),

@@ -3,6 +3,7 @@ import { Controller, HttpCode, Inject, Post, Req, Res } from '@nestjs/common';
 import { ApiConsumes, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { BrokerService } from './broker.service.js';
+import { tokenResponse } from './token-response.js';
 
 @ApiTags('broker')
 @Controller('oauth')
@@ -22,13 +23,14 @@ export class TokenController {
   })
   async token(@Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     const authorization = req.headers.authorization;
-    const result = await this.broker.token({
+    const outcome = await this.broker.token({
       contentType: req.headers['content-type'],
       authorization: typeof authorization === 'string' ? authorization : undefined,
       body: req.body,
       // The socket's address, or the client named by a trusted proxy (CUSTOS_TRUST_PROXY).
       sourceAddress: req.ip,
     });
-    await reply.status(result.status).headers(result.headers).send(result.body);
+    const answer = tokenResponse(outcome);
+    await reply.status(answer.status).headers(answer.headers).send(answer.body);
   }
 }

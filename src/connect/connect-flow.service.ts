@@ -24,6 +24,7 @@ import { CustosException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { CONFIG, type Config } from '../config/config.js';
+import { ConnectionsRepository } from '../connections/connections.repository.js';
 import { ConnectionsService } from '../connections/connections.service.js';
 import { DataKeyService, type RecordField } from '../crypto/data-key.service.js';
 import { returned } from '../database/sql.js';
@@ -73,6 +74,7 @@ export class ConnectFlowService {
     @Inject(ProviderAppsService) private readonly apps: ProviderAppsService,
     @Inject(ProviderOAuthClient) private readonly oauth: ProviderOAuthClient,
     @Inject(ConnectionsService) private readonly connections: ConnectionsService,
+    @Inject(ConnectionsRepository) private readonly connectionRows: ConnectionsRepository,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
     @Inject(CONFIG) private readonly config: Config,
@@ -416,10 +418,11 @@ export class ConnectFlowService {
   ): Promise<void> {
     await this.db.transaction(async (m) => {
       if (details.externalAccountId) {
-        await m.query('UPDATE connections SET external_account_id = $2 WHERE id = $1', [
+        await this.connectionRows.setExternalAccount(
+          m,
           connectionId,
           details.externalAccountId.slice(0, 255),
-        ]);
+        );
       }
       await m.query(
         `UPDATE connect_sessions SET status = 'completed', completed_at = now(), connection_id = $2,

@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuditModule } from '../audit/audit.module.js';
 import { ConnectionsModule } from '../connections/connections.module.js';
 import { CryptoModule } from '../crypto/crypto.module.js';
@@ -8,10 +9,19 @@ import { TenantsModule } from '../tenants/tenants.module.js';
 import { ConnectFlowService } from './connect-flow.service.js';
 import { ConnectLoginService } from './connect-login.service.js';
 import { ConnectSessionsService } from './connect-sessions.service.js';
+import { ConnectSession } from './connect-session.entity.js';
 
 /** Connecting an account: connect sessions (links), the hosted pages' flow and the sign-in before it. */
 @Module({
-  imports: [AuditModule, CryptoModule, ProvidersModule, TenantsModule, IdentityModule, ConnectionsModule],
+  imports: [
+    TypeOrmModule.forFeature([ConnectSession]),
+    AuditModule,
+    CryptoModule,
+    ProvidersModule,
+    TenantsModule,
+    IdentityModule,
+    ConnectionsModule,
+  ],
   providers: [ConnectSessionsService, ConnectFlowService, ConnectLoginService],
   exports: [ConnectSessionsService, ConnectFlowService, ConnectLoginService],
 })

@@ -17,11 +17,11 @@ import { refreshDueAt } from './refresh-schedule.js';
 import { RefreshJobs, type DueRefresh } from '../jobs/refresh-jobs.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { openField, readEnvelopeHeader, sealField, type FieldBinding } from '../crypto/envelope.js';
-import { returned } from '../database/sql.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ConnectionStatus, ConnectionType } from './connection.types.js';
 import type { ImportCredentialInput } from './connections.dto.js';
+import { ConnectionsRepository, type ConnectionRow } from './connections.repository.js';
 
 export interface ConnectionView {
   id: string;
@@ -42,27 +42,6 @@ export interface OpenedCredential {
   secret: string;
   refreshToken: string | null;
 }
-
-interface ConnectionRow {
-  id: string;
-  tenant_id: string;
-  user_id: string;
-  provider: string;
-  type: ConnectionType;
-  status: ConnectionStatus;
-  scopes: string[];
-  expires_at: Date | null;
-  data_key_id: string | null;
-  secret: Buffer | null;
-  refresh_token: Buffer | null;
-  has_refresh: boolean;
-  version: number;
-  created_at: Date;
-  updated_at: Date;
-}
-
-const columns = `id, tenant_id, user_id, provider, type, status, scopes, expires_at, data_key_id, version,
-  created_at, updated_at, (refresh_token IS NOT NULL) AS has_refresh`;
 
 /** Status as a reader should see it: an access token past its expiry with no way to refresh is expired. */
 function effectiveStatus(r: ConnectionRow, now = Date.now()): ConnectionStatus {
@@ -125,6 +104,7 @@ export class ConnectionsService {
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConnectionsRepository) private readonly rows: ConnectionsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
@@ -166,12 +146,8 @@ export class ConnectionsService {
           // the connection being written.
           checkProvider(await this.providers.lockCustom(m, tenantId, providerKey));
         }
-        const existing: { id: string }[] = await m.query(
-          `SELECT id FROM connections WHERE tenant_id = $1 AND user_id = $2 AND provider = $3 AND revoked_at IS NULL
-           FOR UPDATE`,
-          [tenantId, userId, providerKey],
-        );
-        const id = existing[0]?.id ?? randomUUID();
+        const existing = await this.rows.lockLive(m, tenantId, userId, providerKey);
+        const id = existing ?? randomUUID();
         const isOauth = input.type === 'oauth2';
         const secretPlain = isOauth ? input.accessToken : input.apiKey;
         const secret = sealField(
@@ -190,36 +166,24 @@ export class ConnectionsService {
         const scopes = isOauth ? [...new Set(input.scopes ?? [])] : [];
         const expiresAt = isOauth && input.expiresAt ? new Date(input.expiresAt) : null;
         const dueAt = refresh ? refreshDueAt(new Date(), expiresAt) : null;
-        const params = [
-          id,
-          tenantId,
-          userId,
-          providerKey,
-          input.type,
-          scopes,
-          expiresAt,
-          dataKeyId,
-          secret,
-          refresh,
-          dueAt,
-        ];
-        const rows = returned<ConnectionRow>(
-          existing[0]
-            ? await m.query(
-                `UPDATE connections SET type = $5, status = 'active', scopes = $6, expires_at = $7, data_key_id = $8,
-                 secret = $9, refresh_token = $10, refresh_due_at = $11, refresh_failures = 0, refresh_retry_at = NULL,
-                 version = version + 1, updated_at = now()
-               WHERE id = $1 AND tenant_id = $2 AND user_id = $3 AND provider = $4 RETURNING ${columns}`,
-                params,
-              )
-            : await m.query(
-                `INSERT INTO connections (id, tenant_id, user_id, provider, type, status, scopes, expires_at, data_key_id,
-                 secret, refresh_token, refresh_due_at, version)
-               VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, 1) RETURNING ${columns}`,
-                params,
-              ),
+        const row = await this.rows.writeImported(
+          m,
+          {
+            id,
+            tenantId,
+            userId,
+            provider: providerKey,
+            type: input.type,
+            scopes,
+            expiresAt,
+            dataKeyId,
+            secret,
+            refreshToken: refresh,
+            refreshDueAt: dueAt,
+          },
+          existing !== undefined,
         );
-        const created = existing.length === 0;
+        const created = existing === undefined;
         await this.audit.record(
           {
             tenantId,
@@ -238,12 +202,12 @@ export class ConnectionsService {
               connectionId: id,
               tenantId,
               provider: providerKey,
-              version: rows[0].version,
+              version: row.version,
               failures: 0,
               dueAt,
             }
           : undefined;
-        return { connection: connectionView(rows[0]), created, due };
+        return { connection: connectionView(row), created, due };
       });
     let out: Awaited<ReturnType<typeof attempt>>;
     try {
@@ -268,11 +232,7 @@ export class ConnectionsService {
     includeRevoked: boolean,
   ): Promise<ConnectionView[]> {
     return this.db.transaction(async (m) => {
-      const rows: ConnectionRow[] = await m.query(
-        `SELECT ${columns} FROM connections WHERE tenant_id = $1 AND user_id = $2
-           ${includeRevoked ? '' : 'AND revoked_at IS NULL'} ORDER BY provider, created_at`,
-        [tenantId, userId],
-      );
+      const rows = await this.rows.listForUser(m, tenantId, userId, includeRevoked);
       await this.audit.record(
         {
           tenantId,
@@ -302,13 +262,7 @@ export class ConnectionsService {
   ): Promise<{ providerRevocation: boolean }> {
     this.opened.delete(connectionId);
     return this.db.transaction(async (m) => {
-      const current: (ConnectionRow & { secret: Buffer | null; refresh_token: Buffer | null })[] =
-        await m.query(
-          `SELECT ${columns}, secret, refresh_token FROM connections
-          WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL FOR UPDATE`,
-          [connectionId, tenantId],
-        );
-      const before = current[0];
+      const before = await this.rows.lockLiveById(m, tenantId, connectionId);
       if (!before) throw new CustosException('not_found', 'Connection not found');
       const definition = await this.providers.get(tenantId, before.provider);
       const queue =
@@ -325,15 +279,7 @@ export class ConnectionsService {
           [randomUUID(), tenantId, connectionId, before.provider, tokenType, envelope, i],
         );
       }
-      const rows = returned<ConnectionRow>(
-        await m.query(
-          `UPDATE connections SET status = 'revoked', secret = NULL, refresh_token = NULL, revoked_at = now(),
-           version = version + 1, updated_at = now()
-         WHERE id = $1 AND tenant_id = $2 RETURNING ${columns}`,
-          [connectionId, tenantId],
-        ),
-      );
-      const row = rows[0];
+      const row = await this.rows.markRevoked(m, tenantId, connectionId);
       await this.audit.record(
         {
           tenantId,
@@ -357,11 +303,7 @@ export class ConnectionsService {
     connectionId: string,
     manager?: EntityManager,
   ): Promise<OpenedCredential> {
-    const rows: ConnectionRow[] = await (manager ?? this.db.manager).query(
-      `SELECT ${columns}, secret, refresh_token FROM connections WHERE id = $1 AND tenant_id = $2`,
-      [connectionId, tenantId],
-    );
-    const row = rows[0];
+    const row = await this.rows.withSecrets(manager ?? this.db.manager, tenantId, connectionId);
     if (!row || !row.secret) throw new CustosException('not_found', 'Connection not found or revoked');
     const open = async (field: string, envelope: Buffer) => {
       const { dataKeyId } = readEnvelopeHeader(envelope);
@@ -413,15 +355,7 @@ export class ConnectionsService {
   /** Marks access tokens past expiry with no refresh token as expired; run by a background job. */
   async markExpired(limit = 1000): Promise<number> {
     return this.db.transaction(async (m) => {
-      const rows = returned<ConnectionRow>(
-        await m.query(
-          `UPDATE connections SET status = 'expired', version = version + 1, updated_at = now()
-          WHERE id IN (SELECT id FROM connections WHERE status = 'active' AND type = 'oauth2' AND revoked_at IS NULL
-                         AND refresh_token IS NULL AND expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)
-          RETURNING ${columns}`,
-          [limit],
-        ),
-      );
+      const rows = await this.rows.markExpired(m, limit);
       for (const r of rows) {
         await this.audit.record(
           {

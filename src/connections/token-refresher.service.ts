@@ -32,10 +32,10 @@ import { DataKeyService } from '../crypto/data-key.service.js';
 import { readEnvelopeHeader, sealField } from '../crypto/envelope.js';
 import { RefreshJobs, RefreshLimiter, type DueRefresh } from '../jobs/refresh-jobs.js';
 import { parseRetryAfter, refreshDueAt, refreshDueOnRead, retryDelayMs } from './refresh-schedule.js';
-import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
+import { ConnectionsRepository, type LeasedRow } from './connections.repository.js';
 
 const WAIT_STEP_MS = 50;
 /** Times a read re-reads the row after its refresh was superseded by a write, before answering 503. */
@@ -52,24 +52,6 @@ export interface FreshToken {
   accessToken: string;
   expiresAt: Date | null;
   scopes: string[];
-}
-
-interface LeasedRow {
-  id: string;
-  tenant_id: string;
-  user_id: string;
-  provider: string;
-  status: string;
-  version: number;
-  expires_at: Date | null;
-  scopes: string[];
-  secret: Buffer | null;
-  refresh_token: Buffer | null;
-  refresh_failures: number;
-  refresh_retry_at: Date | null;
-  refresh_due_at: Date | null;
-  /** The previous lease had expired without being released (a crash mid-refresh). */
-  interrupted: boolean;
 }
 
 const field = (connectionId: string, name: 'access_token' | 'refresh_token') => ({
@@ -92,6 +74,7 @@ export class TokenRefresher {
     @Inject(CONFIG) private readonly config: Config,
     @Inject(RefreshJobs) private readonly jobs: RefreshJobs,
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConnectionsRepository) private readonly rows: ConnectionsRepository,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(ProviderAppsService) private readonly apps: ProviderAppsService,
@@ -106,7 +89,7 @@ export class TokenRefresher {
   }
 
   /** A fresh access token for the connection; one refresh per connection at a time, here and everywhere. */
-  refresh(tenantId: string, connectionId: string): Promise<FreshToken> {
+  refreshConnection(tenantId: string, connectionId: string): Promise<FreshToken> {
     let pending = this.inflight.get(connectionId);
     if (!pending) {
       pending = this.run(tenantId, connectionId).finally(() => this.inflight.delete(connectionId));
@@ -155,23 +138,7 @@ export class TokenRefresher {
    * queues. Leased rows are included (the lease may be abandoned); the job finds out.
    */
   async dueWithin(horizonMs: number, limit = 10_000, unleasedOnly = false): Promise<DueRefresh[]> {
-    const rows: {
-      id: string;
-      tenant_id: string;
-      provider: string;
-      version: number;
-      refresh_failures: number;
-      due: Date;
-    }[] = await this.db.query(
-      `SELECT id, tenant_id, provider, version, refresh_failures, GREATEST(refresh_due_at, refresh_retry_at) AS due
-         FROM connections
-        WHERE refresh_due_at <= now() + make_interval(secs => $1) AND status = 'active' AND type = 'oauth2'
-          AND revoked_at IS NULL AND refresh_token IS NOT NULL
-          AND (refresh_retry_at IS NULL OR refresh_retry_at <= now() + make_interval(secs => $1))
-          AND (NOT $3 OR refresh_lease_until IS NULL OR refresh_lease_until < now())
-        ORDER BY refresh_due_at LIMIT $2`,
-      [horizonMs / 1000, limit, unleasedOnly],
-    );
+    const rows = await this.rows.dueForRefresh(horizonMs / 1000, limit, unleasedOnly);
     return rows.map((r) => ({
       connectionId: r.id,
       tenantId: r.tenant_id,
@@ -244,37 +211,13 @@ export class TokenRefresher {
   }
 
   /** Takes the lease and re-reads the row in one statement; null when someone else holds it. */
-  private async lease(tenantId: string, connectionId: string): Promise<LeasedRow | null> {
-    const rows = returned<LeasedRow>(
-      await this.db.query(
-        `UPDATE connections c SET refresh_lease_until = now() + make_interval(secs => $3), refresh_lease_owner = $4
-          FROM (SELECT id, refresh_lease_until AS previous FROM connections WHERE id = $1 AND tenant_id = $2 FOR UPDATE) p
-          WHERE c.id = p.id AND (p.previous IS NULL OR p.previous < now())
-          RETURNING c.id, c.tenant_id, c.user_id, c.provider, c.status, c.version, c.expires_at, c.scopes, c.secret,
-                    c.refresh_token, c.refresh_failures, c.refresh_retry_at, c.refresh_due_at,
-                    (p.previous IS NOT NULL) AS interrupted`,
-        [connectionId, tenantId, this.leaseSeconds, this.owner],
-      ),
-    );
-    return rows[0] ?? null;
+  private lease(tenantId: string, connectionId: string): Promise<LeasedRow | null> {
+    return this.rows.takeRefreshLease(tenantId, connectionId, this.leaseSeconds, this.owner);
   }
 
   /** The stored token when it is fresh and nobody is refreshing it. */
   private async current(tenantId: string, connectionId: string): Promise<FreshToken | null> {
-    const rows: {
-      status: string;
-      expires_at: Date | null;
-      refresh_due_at: Date | null;
-      scopes: string[];
-      secret: Buffer | null;
-      leased: boolean;
-    }[] = await this.db.query(
-      `SELECT status, expires_at, refresh_due_at, scopes, secret,
-              (refresh_lease_until IS NOT NULL AND refresh_lease_until >= now()) AS leased
-           FROM connections WHERE id = $1 AND tenant_id = $2`,
-      [connectionId, tenantId],
-    );
-    const r = rows[0];
+    const r = await this.rows.storedToken(tenantId, connectionId);
     if (!r) throw new CustosException('not_found', 'Connection not found');
     if (r.status === 'needs_reauth')
       throw new CustosException('conflict', 'The connection needs re-authorization');
@@ -287,10 +230,7 @@ export class TokenRefresher {
   }
 
   private release(connectionId: string): Promise<unknown> {
-    return this.db.query(
-      'UPDATE connections SET refresh_lease_until = NULL, refresh_lease_owner = NULL WHERE id = $1 AND refresh_lease_owner = $2',
-      [connectionId, this.owner],
-    );
+    return this.rows.releaseRefreshLease(connectionId, this.owner);
   }
 
   private async refreshLeased(row: LeasedRow): Promise<FreshToken> {
@@ -356,11 +296,7 @@ export class TokenRefresher {
           'unreachable';
         // Back off before the next attempt (or as long as the provider asked), so an outage is not hammered.
         const delay = retryDelayMs(row.refresh_failures + 1, retryAfterOf(err));
-        await this.db.query(
-          `UPDATE connections SET refresh_failures = refresh_failures + 1,
-             refresh_retry_at = now() + make_interval(secs => $2) WHERE id = $1`,
-          [row.id, delay / 1000],
-        );
+        await this.rows.recordRefreshFailure(row.id, delay / 1000);
         this.metrics.refreshes.inc({ outcome: 'failed' });
         this.jobs.schedule([
           {
@@ -389,21 +325,17 @@ export class TokenRefresher {
       const scopes = next.scopes ?? row.scopes;
       const dueAt = refreshDueAt(new Date(), next.expiresAt);
       // One statement writes the token set (if the row is still at the version read) and its audit event.
-      const written = await this.audit.recordWithUpdate(
-        `UPDATE connections SET secret = $3, refresh_token = COALESCE($4, refresh_token), expires_at = $5,
-           scopes = $6, data_key_id = $7, refresh_due_at = $8, refresh_failures = 0, refresh_retry_at = NULL,
-           version = version + 1, updated_at = now(), refresh_lease_until = NULL, refresh_lease_owner = NULL
-         WHERE id = $1 AND version = $2 RETURNING id`,
-        [
-          row.id,
-          row.version,
+      const written = await this.rows.commitRefresh(
+        row.id,
+        row.version,
+        {
           secret,
-          refresh,
-          next.expiresAt,
+          refreshToken: refresh,
+          expiresAt: next.expiresAt,
           scopes,
-          readEnvelopeHeader(secret).dataKeyId,
+          dataKeyId: readEnvelopeHeader(secret).dataKeyId,
           dueAt,
-        ],
+        },
         {
           tenantId: row.tenant_id,
           action: 'connection.refreshed',
@@ -452,14 +384,7 @@ export class TokenRefresher {
   /** Marks the row `needs_reauth` if it is still at the version read; false when it was written meanwhile. */
   private async needsReauth(row: LeasedRow, reason: string): Promise<boolean> {
     const marked = await this.db.transaction(async (m) => {
-      const updated = returned<{ id: string }>(
-        await m.query(
-          `UPDATE connections SET status = 'needs_reauth', version = version + 1, updated_at = now(),
-             refresh_lease_until = NULL, refresh_lease_owner = NULL WHERE id = $1 AND version = $2 RETURNING id`,
-          [row.id, row.version],
-        ),
-      );
-      if (updated.length === 0) return false;
+      if (!(await this.rows.markNeedsReauth(m, row.id, row.version))) return false;
       await this.audit.record(
         {
           tenantId: row.tenant_id,

@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuditModule } from '../audit/audit.module.js';
 import { RootKeyring } from '../common/root-keyring.js';
 import { DataKeyService } from './data-key.service.js';
@@ -6,10 +7,12 @@ import { KeyBackendService } from './key-backend.service.js';
 import { KeyBackends, MANAGED_KEY_BACKEND } from './key-backends.js';
 import { KeyCacheBus } from './key-cache-bus.js';
 import { ManagedKeyBackend } from './managed-key-backend.js';
+import { TenantKeyBackend } from './tenant-key-backend.entity.js';
+import { DataKey } from './data-key.entity.js';
 
 /** Envelope encryption: tenants' data keys, their key backends (managed, AWS KMS, Vault Transit), rotation. */
 @Module({
-  imports: [AuditModule],
+  imports: [TypeOrmModule.forFeature([DataKey, TenantKeyBackend]), AuditModule],
   providers: [
     {
       provide: MANAGED_KEY_BACKEND,

@@ -34,7 +34,7 @@ export class KeyBackendController {
   @HttpCode(200)
   @Access('tenant_admin')
   rotate(@Req() req: AuthedRequest, @Param('tenantId', UuidParam) tenantId: string) {
-    return this.keys.rotate(adminActor(req.principal!), tenantId);
+    return this.keys.rotateTenantKey(adminActor(req.principal!), tenantId);
   }
 
   @Post('flush')

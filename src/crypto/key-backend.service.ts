@@ -548,7 +548,7 @@ export class KeyBackendService {
    * rewrapped under its newest key version (Vault: the transit key is rotated first; KMS: ReEncrypt under the
    * key's current material; managed: the newest root key version). No credential is decrypted.
    */
-  async rotate(
+  async rotateTenantKey(
     actor: Actor,
     tenantId: string,
   ): Promise<{ epoch: number; rewrapped: number; keyVersion?: number }> {

@@ -49,6 +49,7 @@ class CustosDataSource extends DataSource {
     options: DataSourceOptions,
     private readonly clients: Set<pg.Client>,
     private readonly closeGraceMs: number,
+    private readonly afterDestroy?: () => Promise<unknown>,
   ) {
     super(options);
   }
@@ -77,6 +78,7 @@ class CustosDataSource extends DataSource {
       await super.destroy();
     } finally {
       clearTimeout(force);
+      await this.afterDestroy?.();
     }
   }
 }
@@ -86,6 +88,8 @@ export function createDataSource(
   entities: NonNullable<DataSourceOptions['entities']>,
   poolSize = 10,
   limits: Partial<DatabaseLimits> = {},
+  /** Runs once the data source is closed: stops the embedded server it was the client of. */
+  afterDestroy?: () => Promise<unknown>,
 ): DataSource {
   const { connectTimeoutMs, statementTimeoutMs } = { ...defaultDatabaseLimits, ...limits };
   const clients = new Set<pg.Client>();
@@ -123,6 +127,7 @@ export function createDataSource(
     },
     clients,
     connectTimeoutMs,
+    afterDestroy,
   );
 }
 

@@ -3,8 +3,8 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import fs from 'node:fs';
 import path from 'node:path';
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
-import { AuditService, type Actor } from '../audit/audit.service.js';
+import { DataSource, type EntityManager } from 'typeorm';
+import { AuditService, systemActor, type Actor } from '../audit/audit.service.js';
 import type { AdminPrincipal, AdminRole } from '../common/admin-access.js';
 import { CustosException } from '../common/errors.js';
 
@@ -123,20 +123,21 @@ export class AdminKeysService {
     });
   }
 
-  private async insertBootstrap(
-    m: { query: (sql: string, params?: unknown[]) => Promise<unknown> },
-    digest: Buffer,
-    source: string,
-  ): Promise<void> {
+  private async insertBootstrap(m: EntityManager, digest: Buffer, source: string): Promise<void> {
     const id = randomUUID();
     await m.query(
       `INSERT INTO admin_keys (id, tenant_id, name, role, key_hash) VALUES ($1, NULL, $2, 'platform_admin', $3)`,
       [id, BOOTSTRAP_NAME, digest],
     );
-    await m.query(
-      `INSERT INTO audit_events (tenant_id, action, outcome, actor_type, details)
-       VALUES (NULL, 'admin_key.bootstrap', 'allowed', 'system', $1)`,
-      [JSON.stringify({ adminKeyId: id, source })],
+    await this.audit.record(
+      {
+        tenantId: null,
+        action: 'admin_key.bootstrap',
+        outcome: 'allowed',
+        actor: systemActor,
+        details: { adminKeyId: id, source },
+      },
+      m,
     );
   }
 }

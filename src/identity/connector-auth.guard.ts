@@ -1,22 +1,21 @@
 /**
- * Lets a connector call a tenant API with its own client credentials instead of an admin key: HTTP Basic
- * (client_secret_basic) or `Authorization: Bearer <client assertion JWT>` (private_key_jwt, RFC 7523, with
- * the same audience and single-use rules as at the token endpoint). Anything else is handed to the admin
- * key guard. A connector reaches only its own tenant (another tenant's path is 404), and its registration
- * is read fresh from the database, so a disabled connector is refused at once. Failed authentications are
- * throttled per claimed client id and source address like the token endpoint's (see DenialThrottle).
+ * Lets a connector call a tenant API (a route with @AcceptsConnectors) with its own client credentials
+ * instead of an admin key: HTTP Basic (client_secret_basic) or `Authorization: Bearer <client assertion JWT>`
+ * (private_key_jwt, RFC 7523, with the same audience and single-use rules as at the token endpoint). AccessGuard
+ * sends a request here only when it presents such credentials (`presentsConnectorCredentials`); anything else,
+ * an admin key included, goes the admin key's way. A connector reaches only its own tenant (another tenant's
+ * path is 404), and its registration is read fresh from the database, so a disabled connector is refused at
+ * once. Failed authentications are throttled per claimed client id and source address like the token
+ * endpoint's (see DenialThrottle).
  */
 import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common';
-import type { Logger } from 'pino';
-import { DataSource } from 'typeorm';
-import { AuditService } from '../audit/audit.service.js';
+import type { IncomingHttpHeaders } from 'node:http';
+import { UsedAssertionsRepository } from './used-assertions.repository.js';
 import type { AuthedRequest } from '../common/admin-access.js';
 import { DenialThrottle } from '../audit/denial-throttle.js';
 import { CustosException, RateLimitedException } from '../common/errors.js';
-import { LOGGER } from '../common/logger.js';
 import { addressKey, clientKey, type LimitKey } from '../common/rate-limit.js';
-import { uuidSchema } from '../common/validation.js';
-import { AdminAuthGuard } from './admin-auth.guard.js';
+import { AccessDenials, pathTenantId, routeOf } from './access-denials.js';
 import {
   CLIENT_ASSERTION_TYPE,
   ClientAuthenticator,
@@ -30,26 +29,38 @@ export interface ConnectorOrAdminRequest extends AuthedRequest {
 }
 
 const JWT = /^Bearer (ey[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
+const BASIC = /^Basic /i;
+
+function authorizationOf(headers: IncomingHttpHeaders): string {
+  return typeof headers.authorization === 'string' ? headers.authorization : '';
+}
+
+/** Whether a request presents a connector's credentials (Basic, or a client assertion as a Bearer token). */
+export function presentsConnectorCredentials(headers: IncomingHttpHeaders): boolean {
+  const header = authorizationOf(headers);
+  return BASIC.test(header) || JWT.test(header);
+}
 
 @Injectable()
-export class ConnectorOrAdminGuard implements CanActivate {
+export class ConnectorAuthGuard implements CanActivate {
   constructor(
-    @Inject(AdminAuthGuard) private readonly admin: AdminAuthGuard,
     @Inject(ClientAuthenticator) private readonly clients: ClientAuthenticator,
-    @Inject(DataSource) private readonly db: DataSource,
-    @Inject(AuditService) private readonly audit: AuditService,
-    @Inject(LOGGER) private readonly log: Logger,
+    @Inject(UsedAssertionsRepository) private readonly usedAssertions: UsedAssertionsRepository,
+    @Inject(AccessDenials) private readonly denials: AccessDenials,
     @Inject(DenialThrottle) private readonly throttle: DenialThrottle,
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const req = context.switchToHttp().getRequest<ConnectorOrAdminRequest>();
-    const header = typeof req.headers.authorization === 'string' ? req.headers.authorization : '';
-    const basic = /^Basic /i.test(header);
+    const header = authorizationOf(req.headers);
+    const basic = BASIC.test(header);
     const jwt = JWT.exec(header)?.[1];
-    if (!basic && jwt === undefined) return this.admin.canActivate(context);
+    if (!basic && jwt === undefined) {
+      // Only reachable by calling this guard for a request without connector credentials: refuse.
+      throw new CustosException('unauthenticated', 'Client authentication failed');
+    }
 
-    const route = `${req.method} ${req.routeOptions?.url ?? ''}`;
+    const route = routeOf(req);
     const claimed = this.forgetClaimed(header, jwt);
     const keys: LimitKey[] =
       claimed === undefined ? [addressKey(req.ip)] : [clientKey(claimed), addressKey(req.ip)];
@@ -80,20 +91,17 @@ export class ConnectorOrAdminGuard implements CanActivate {
     }
     const c = client.connector;
     if (client.assertion) {
-      const fresh: unknown[] = await this.db.query(
-        `INSERT INTO client_assertions_used (connector_id, jti_hash, expires_at) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING RETURNING 1`,
-        [c.connectorId, client.assertion.jtiHash, client.assertion.expiresAt],
+      const fresh = await this.usedAssertions.recordFresh(
+        c.connectorId,
+        client.assertion.jtiHash,
+        client.assertion.expiresAt,
       );
-      if (fresh.length === 0) {
+      if (!fresh) {
         await this.failed(keys, c.tenantId, c.connectorId, route, 'assertion_replayed');
         throw new CustosException('unauthenticated', 'Client authentication failed');
       }
     }
-    const tenantId = (req.params as Record<string, string | undefined>).tenantId;
-    if (tenantId !== undefined && !uuidSchema.safeParse(tenantId).success) {
-      throw new CustosException('malformed_id', 'Malformed tenant id in path');
-    }
+    const tenantId = pathTenantId(req);
     if (tenantId !== undefined && tenantId.toLowerCase() !== c.tenantId) {
       await this.deny(c.tenantId, c.connectorId, route, 'other_tenant');
       throw new CustosException('not_found', 'Not found');
@@ -147,17 +155,7 @@ export class ConnectorOrAdminGuard implements CanActivate {
     }
   }
 
-  private async deny(tenantId: string | null, connectorId: string | null, route: string, reason: string) {
-    try {
-      await this.audit.record({
-        tenantId,
-        action: 'access.denied',
-        outcome: 'denied',
-        actor: { type: 'connector', id: connectorId },
-        details: { reason, route },
-      });
-    } catch (err) {
-      this.log.error({ err: { name: (err as Error).name } }, 'could not write a denial audit event');
-    }
+  private deny(tenantId: string | null, connectorId: string | null, route: string, reason: string) {
+    return this.denials.record({ tenantId, actor: { type: 'connector', id: connectorId }, reason, route });
   }
 }

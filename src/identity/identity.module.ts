@@ -1,32 +1,49 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { APP_GUARD } from '@nestjs/core';
 import { AuditModule } from '../audit/audit.module.js';
 import { ProvidersModule } from '../providers/providers.module.js';
+import { AccessDenials } from './access-denials.js';
 import { AccessGuard } from './access.guard.js';
-import { AdminAuthGuard } from './admin-auth.guard.js';
+import { AdminAccessGuard } from './admin-access.guard.js';
+import { AdminKeyAuthGuard } from './admin-auth.guard.js';
+import { AdminKeyStrategy } from './admin-key.strategy.js';
 import { AdminKeysService } from './admin-keys.service.js';
 import { ClientAuthenticator } from './client-auth.js';
-import { ConnectorOrAdminGuard } from './connector-auth.guard.js';
+import { ConnectorAuthGuard } from './connector-auth.guard.js';
 import { ConnectorsService } from './connectors.service.js';
 import { IdentityProvidersService } from './identity-providers.service.js';
 import { JwksResolver } from './jwks-resolver.js';
 import { SubjectTokenVerifier } from './subject-token.js';
+import { UsedAssertionsRepository } from './used-assertions.repository.js';
+import { IdentityProvider } from './identity-provider.entity.js';
+import { Connector } from './connector.entity.js';
+import { AdminKey } from './admin-key.entity.js';
+import { UsedAssertion } from './used-assertion.entity.js';
 
 /**
  * Who is calling: admin keys, connectors and their client authentication, tenants' identity providers and the
  * user tokens they issue. Registers the one global guard that enforces every route's @Access.
  */
 @Module({
-  imports: [AuditModule, ProvidersModule],
+  imports: [
+    TypeOrmModule.forFeature([AdminKey, Connector, IdentityProvider, UsedAssertion]),
+    AuditModule,
+    ProvidersModule,
+  ],
   providers: [
     AdminKeysService,
-    AdminAuthGuard,
+    AdminKeyStrategy,
+    AdminKeyAuthGuard,
+    AdminAccessGuard,
+    AccessDenials,
     ConnectorsService,
     IdentityProvidersService,
     JwksResolver,
     SubjectTokenVerifier,
     ClientAuthenticator,
-    ConnectorOrAdminGuard,
+    ConnectorAuthGuard,
+    UsedAssertionsRepository,
     { provide: APP_GUARD, useClass: AccessGuard },
   ],
   exports: [
@@ -36,6 +53,7 @@ import { SubjectTokenVerifier } from './subject-token.js';
     JwksResolver,
     SubjectTokenVerifier,
     ClientAuthenticator,
+    UsedAssertionsRepository,
   ],
 })
 export class IdentityModule {}

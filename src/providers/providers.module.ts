@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuditModule } from '../audit/audit.module.js';
 import { CryptoModule } from '../crypto/crypto.module.js';
 import { ProviderOAuthClient } from './oauth-client.js';
@@ -6,10 +7,12 @@ import { ProviderAppsService } from './provider-apps.service.js';
 import { ProviderCatalog } from './provider-catalog.js';
 import { ProviderRegistry } from './provider-registry.js';
 import { TenantProvidersService } from './tenant-providers.service.js';
+import { TenantProvider } from './tenant-provider.entity.js';
+import { ProviderApp } from './provider-app.entity.js';
 
 /** Providers: the shipped catalog, tenants' custom providers and OAuth apps, and the provider OAuth client. */
 @Module({
-  imports: [AuditModule, CryptoModule],
+  imports: [TypeOrmModule.forFeature([ProviderApp, TenantProvider]), AuditModule, CryptoModule],
   providers: [
     { provide: ProviderCatalog, useFactory: () => ProviderCatalog.load() },
     ProviderRegistry,

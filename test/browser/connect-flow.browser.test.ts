@@ -12,7 +12,16 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
+import { startTestApp, type TestApp } from '../support/app.js';
+import {
+  basicAuth,
+  createConnector,
+  createTenant,
+  saveCustomProvider,
+  saveProviderApp,
+  type SecretConnector,
+  type TenantFixture,
+} from '../support/factories.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -42,7 +51,7 @@ describeBrowser('hosted connect pages in Chromium', () => {
   let browser: Browser;
   let t: TenantFixture;
   let publicUrl: string;
-  let connector: { clientId: string; clientSecret: string };
+  let connector: SecretConnector;
 
   /** Runs a step; on failure keeps a screenshot of the page and says where. */
   async function step(page: Page, name: string, run: () => Promise<void>) {
@@ -65,8 +74,7 @@ describeBrowser('hosted connect pages in Chromium', () => {
       }).toString(),
       headers: {
         'content-type': 'application/x-www-form-urlencoded',
-        authorization:
-          'Basic ' + Buffer.from(`${connector.clientId}:${connector.clientSecret}`).toString('base64'),
+        authorization: basicAuth(connector),
       },
     });
 
@@ -91,8 +99,7 @@ describeBrowser('hosted connect pages in Chromium', () => {
     });
     await app.custos.app.listen({ port, host: '127.0.0.1' });
     t = await createTenant(app);
-    const put = (url: string, body: unknown) => app.request('PUT', url, { key: t.adminKey, body });
-    await put(`/v1/tenants/${t.tenantId}/providers/inhouse`, {
+    await saveCustomProvider(app, t, {
       key: 'inhouse',
       name: 'In-house Git',
       authMode: 'oauth2',
@@ -104,26 +111,17 @@ describeBrowser('hosted connect pages in Chromium', () => {
         scopes: ['openid', 'offline_access', 'repo'],
       },
     });
-    await put(`/v1/tenants/${t.tenantId}/providers/inhouse-keys`, {
+    await saveCustomProvider(app, t, {
       key: 'inhouse-keys',
       name: 'In-house API',
       authMode: 'api_key',
       apiKey: { verify: { url: `http://${keyHost}/me` } },
     });
-    await put(`/v1/tenants/${t.tenantId}/providers/inhouse/app`, {
-      clientId: client.client_id,
-      clientSecret: client.client_secret,
+    await saveProviderApp(app, t, 'inhouse', client);
+    connector = await createConnector(app, t, {
+      name: 'browser test',
+      allowedProviders: ['inhouse', 'inhouse-keys'],
     });
-    const c = await app.request('POST', `/v1/tenants/${t.tenantId}/connectors`, {
-      key: t.adminKey,
-      body: {
-        name: 'browser test',
-        allowedProviders: ['inhouse', 'inhouse-keys'],
-        delegation: 'trusted',
-        auth: { method: 'client_secret_basic' },
-      },
-    });
-    connector = c.body;
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], headless: true });
   }, 60_000);
 

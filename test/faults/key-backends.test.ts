@@ -10,7 +10,8 @@
  * Custos runs with its default key-backend limits (CUSTOS_KEY_BACKEND_TIMEOUT_MS 5000, breaker 5 s).
  */
 import { randomBytes } from 'node:crypto';
-import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
+import { startTestApp, type TestApp } from '../support/app.js';
+import { createTenant, type TenantFixture } from '../support/factories.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 import { startKmsEmulator, type KmsEmulator, type KmsEmulatorState } from '../emulators/kms-emulator.js';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/vault-emulator.js';

@@ -18,7 +18,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DataKeyService } from '../../src/crypto/data-key.service.js';
-import { createTenant, startTestApp, type TenantFixture, type TestApp } from '../support/app.js';
+import { startTestApp, type TestApp } from '../support/app.js';
+import { createTenant, type TenantFixture } from '../support/factories.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 import {
   freePort,

@@ -1,4 +1,7 @@
-/** Starts a real Custos (real PostgreSQL, real crypto) for a test file, with captured logs and an HTTP helper. */
+/**
+ * Starts a real Custos (real PostgreSQL, real crypto) for a test file, with captured logs and an HTTP helper.
+ * The test data it holds is made with the factories (factories.ts).
+ */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
@@ -53,7 +56,7 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
     // Each app has its own BullMQ keys unless a test shares them on purpose.
     CUSTOS_QUEUE_PREFIX: `custos-test-${randomUUID()}`,
     // Every test request comes from one address and many are refused on purpose: no throttling or folding
-    // unless a test asks for it (test/integration/rate-limit.test.ts does).
+    // unless a test asks for it (test/integration/audit/rate-limit.test.ts does).
     CUSTOS_RATE_LIMIT_CREDENTIAL_FAILURES: '1000000',
     CUSTOS_RATE_LIMIT_ADDRESS_FAILURES: '1000000',
     CUSTOS_AUDIT_DENIALS_PER_WINDOW: '1000000',
@@ -90,32 +93,3 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
     },
   };
 }
-
-export interface TenantFixture {
-  tenantId: string;
-  adminKey: string;
-  adminKeyId: string;
-  auditorKey: string;
-}
-
-/** A fresh tenant with an admin key and an auditor key, made through the API. */
-export async function createTenant(
-  app: TestApp,
-  name = `t-${Math.random().toString(36).slice(2)}`,
-): Promise<TenantFixture> {
-  const t = await app.request('POST', '/v1/tenants', { key: app.bootstrapKey, body: { name } });
-  if (t.status !== 201) throw new Error(`tenant create failed: ${t.raw}`);
-  const a = await app.request('POST', `/v1/tenants/${t.body.id}/admin-keys`, {
-    key: app.bootstrapKey,
-    body: { name: 'admin', role: 'admin' },
-  });
-  const b = await app.request('POST', `/v1/tenants/${t.body.id}/admin-keys`, {
-    key: a.body.key,
-    body: { name: 'auditor', role: 'auditor' },
-  });
-  if (a.status !== 201 || b.status !== 201) throw new Error(`key create failed: ${a.raw} ${b.raw}`);
-  return { tenantId: t.body.id, adminKey: a.body.key, adminKeyId: a.body.id, auditorKey: b.body.key };
-}
-
-export const uniqueSecret = (label: string) =>
-  `${label}-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;

@@ -4,7 +4,17 @@
  * token exchange (in-process through fastify inject, or over HTTP to a Custos process).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createTenant, type Reply, type TenantFixture, type TestApp } from './app.js';
+import type { Reply, TestApp } from './app.js';
+import {
+  basicAuth,
+  createConnector,
+  createTenant,
+  importConnection,
+  saveCustomProvider,
+  saveProviderApp,
+  type SecretConnector,
+  type TenantFixture,
+} from './factories.js';
 import type { TestOAuthProvider } from './oauth-provider.js';
 
 export const PUBLIC_URL = 'https://custos.example.test';
@@ -12,7 +22,7 @@ export const REDIRECT = `${PUBLIC_URL}/connect/callback/inhouse`;
 
 export interface RefreshFixture {
   t: TenantFixture;
-  connector: { clientId: string; clientSecret: string };
+  connector: SecretConnector;
   client: { client_id: string; client_secret: string };
   /** A real token set for `account`, straight from the provider (authorization code + PKCE). */
   tokensFor(account: string): Promise<{ access_token: string; refresh_token: string }>;
@@ -37,13 +47,9 @@ export async function setUpRefreshTenant(
   extraProviders: Record<string, string> = {},
 ): Promise<RefreshFixture> {
   const t = await createTenant(app);
-  const put = async (url: string, body: unknown) => {
-    const res = await app.request('PUT', url, { key: t.adminKey, body });
-    if (res.status >= 300) throw new Error(`PUT ${url}: ${res.status} ${res.raw}`);
-  };
   const providers: Record<string, string> = { inhouse: op.endpoints.token, ...extraProviders };
   for (const [key, tokenUrl] of Object.entries(providers)) {
-    await put(`/v1/tenants/${t.tenantId}/providers/${key}`, {
+    await saveCustomProvider(app, t, {
       key,
       name: `Provider ${key}`,
       authMode: 'oauth2',
@@ -55,21 +61,12 @@ export async function setUpRefreshTenant(
         rotatesRefreshToken: true,
       },
     });
-    await put(`/v1/tenants/${t.tenantId}/providers/${key}/app`, {
-      clientId: client.client_id,
-      clientSecret: client.client_secret,
-    });
+    await saveProviderApp(app, t, key, client);
   }
-  const c = await app.request('POST', `/v1/tenants/${t.tenantId}/connectors`, {
-    key: t.adminKey,
-    body: {
-      name: 'refresh test',
-      allowedProviders: Object.keys(providers),
-      delegation: 'trusted',
-      auth: { method: 'client_secret_basic' },
-    },
+  const connector = await createConnector(app, t, {
+    name: 'refresh test',
+    allowedProviders: Object.keys(providers),
   });
-  const connector = c.body as { clientId: string; clientSecret: string };
 
   const tokensFor = async (account: string) => {
     const verifier = randomBytes(32).toString('base64url');
@@ -92,18 +89,14 @@ export async function setUpRefreshTenant(
 
   const connect = async (user: string, expiresInSeconds: number, provider = 'inhouse') => {
     const tokens = await tokensFor(user);
-    const res = await app.request('PUT', `/v1/tenants/${t.tenantId}/users/${user}/connections/${provider}`, {
-      key: t.adminKey,
-      body: {
-        type: 'oauth2',
-        accessToken: tokens.access_token,
-        refreshToken: tokens.refresh_token,
-        scopes: ['repo'],
-        expiresAt: new Date(Date.now() + expiresInSeconds * 1000).toISOString(),
-      },
+    const { id } = await importConnection(app, t, user, provider, {
+      type: 'oauth2',
+      accessToken: tokens.access_token,
+      refreshToken: tokens.refresh_token,
+      scopes: ['repo'],
+      expiresAt: new Date(Date.now() + expiresInSeconds * 1000).toISOString(),
     });
-    if (res.status !== 200 && res.status !== 201) throw new Error(`import failed: ${res.raw}`);
-    return { ...tokens, connectionId: res.body.id as string };
+    return { ...tokens, connectionId: id };
   };
 
   const exchange = async (user: string, on: TestApp | string = app, audience = 'inhouse') => {
@@ -115,8 +108,7 @@ export async function setUpRefreshTenant(
     }).toString();
     const headers = {
       'content-type': 'application/x-www-form-urlencoded',
-      authorization:
-        'Basic ' + Buffer.from(`${connector.clientId}:${connector.clientSecret}`).toString('base64'),
+      authorization: basicAuth(connector),
     };
     if (typeof on !== 'string') return on.request('POST', '/oauth/token', { payload, headers });
     const res = await fetch(`${on}/oauth/token`, { method: 'POST', headers, body: payload });

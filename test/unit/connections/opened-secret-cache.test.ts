@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { AuditService } from '../../../src/audit/audit.service.js';
 import type { Config } from '../../../src/config/config.js';
 import { ConnectionsService } from '../../../src/connections/connections.service.js';
+import type { ConnectionsRepository } from '../../../src/connections/connections.repository.js';
 import type { DataKeyService } from '../../../src/crypto/data-key.service.js';
 import { sealField } from '../../../src/crypto/envelope.js';
 import type { RefreshJobs } from '../../../src/jobs/refresh-jobs.js';
@@ -45,6 +46,7 @@ function service(dataKeyCacheTtlSeconds = 300): ConnectionsService {
   } as unknown as DataKeyService;
   return new ConnectionsService(
     {} as DataSource,
+    {} as ConnectionsRepository,
     {} as AuditService,
     dataKeys,
     {} as ProviderRegistry,
