@@ -36,11 +36,11 @@ export class AccessGuard implements CanActivate {
     ) {
       return this.connectors.canActivate(context);
     }
-    return this.adminKey(context);
+    return this.adminKey(context, level);
   }
 
-  private async adminKey(context: ExecutionContext): Promise<boolean> {
+  private async adminKey(context: ExecutionContext, level: AccessLevel): Promise<boolean> {
     await this.authenticate.canActivate(context);
-    return this.authorize.canActivate(context);
+    return this.authorize.authorize(context, level);
   }
 }

@@ -37,12 +37,16 @@ export class AdminAccessGuard implements CanActivate {
     @Inject(AccessDenials) private readonly denials: AccessDenials,
   ) {}
 
-  async canActivate(context: ExecutionContext): Promise<boolean> {
+  canActivate(context: ExecutionContext): Promise<boolean> {
     const level = this.reflector.getAllAndOverride<AccessLevel | undefined>(ACCESS, [
       context.getHandler(),
       context.getClass(),
     ]);
-    if (!level) return true;
+    return level ? this.authorize(context, level) : Promise.resolve(true);
+  }
+
+  /** Checks the request's admin key against `level` (AccessGuard has read it from the route already). */
+  async authorize(context: ExecutionContext, level: AccessLevel): Promise<boolean> {
     const req = context.switchToHttp().getRequest<AuthedRequest>();
     const principal = req.principal;
     // Only reachable by wiring this guard without AdminKeyAuthGuard in front of it: refuse.

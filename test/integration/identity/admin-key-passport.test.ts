@@ -183,11 +183,12 @@ describe('open routes', () => {
   });
 
   it('are let through by the access guard synchronously, from metadata alone', () => {
-    const never = (name: string) => ({
-      canActivate: () => {
+    const never = (name: string) => {
+      const fail = () => {
         throw new Error(`${name} called for an open route`);
-      },
-    });
+      };
+      return { canActivate: fail, authorize: fail };
+    };
     const guard = new AccessGuard(
       new Reflector(),
       never('authentication') as unknown as AdminKeyAuthGuard,
