@@ -60,6 +60,49 @@ export default tseslint.config(
     },
   },
   {
+    // One error model: services throw their domain's exception (its code from the domain's enum), and only
+    // src/http/ turns codes into HTTP statuses. Nest's HttpException family would choose a status in a
+    // service, and the base CustosException would take a code from no enum.
+    files: ['src/**/*.ts'],
+    ignores: ['src/config/**', 'src/http/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            ...['process', 'node:process'].map((name) => ({
+              name,
+              importNames: ['env'],
+              message: 'Read settings from the Config object (src/config/).',
+            })),
+            {
+              name: '@nestjs/common',
+              importNames: [
+                'HttpException',
+                'HttpStatus',
+                'BadRequestException',
+                'UnauthorizedException',
+                'ForbiddenException',
+                'NotFoundException',
+                'ConflictException',
+                'InternalServerErrorException',
+                'ServiceUnavailableException',
+              ],
+              message: "Throw the domain's exception (src/<domain>/<domain>.errors.ts or CommonException).",
+            },
+          ],
+        },
+      ],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "NewExpression[callee.name='CustosException']",
+          message: "Throw the domain's exception (CommonException, CryptoException, ...), whose code is from its enum.",
+        },
+      ],
+    },
+  },
+  {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {
       'no-console': 'off',

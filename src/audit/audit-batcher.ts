@@ -17,12 +17,10 @@
  */
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { preparedQuery } from '../database/sql.js';
 import {
   isDataError,
   sqlState,
@@ -30,7 +28,8 @@ import {
   storableText,
   unstorableText,
 } from '../database/statement-batcher.js';
-import { auditRow, type AuditRecord, type AuditRowValues } from './audit.service.js';
+import { AuditRepository, type AuditRowValues } from './audit.repository.js';
+import { auditRow, type AuditRecord } from './audit.service.js';
 
 /** The event's columns, in the INSERT's order; details as JSON text. */
 type Row = AuditRowValues;
@@ -57,12 +56,6 @@ export class AuditEventRejected extends CustosException {
 }
 
 const MAX_BATCH = 500;
-
-// unnest() keeps the statement text constant whatever the batch size, so PostgreSQL plans it once.
-const insertSql = `INSERT INTO audit_events
-  (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
-                       $8::text[], $9::text[], $10::jsonb[])`;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const INVALID = { invalid: true };
@@ -131,7 +124,7 @@ export class AuditBatcher {
   readonly stats = { batches: 0, events: 0, rejected: 0 };
 
   constructor(
-    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AuditRepository) private readonly repository: AuditRepository,
     @Inject(Metrics) private readonly metrics: Metrics,
     @Inject(CONFIG) config: Config,
     @Inject(LOGGER) private readonly log: Logger,
@@ -192,7 +185,7 @@ export class AuditBatcher {
       rows++;
       row.forEach((v, i) => columns[i].push(v));
     }
-    await preparedQuery(this.db, 'custos_audit_batch_v1', insertSql, columns, signal);
+    await this.repository.insertBatch(columns, signal);
     if (rows > 0) {
       this.stats.batches++;
       this.stats.events += rows;

@@ -3,11 +3,11 @@
  * transaction's EntityManager. Events carry ids, names and outcomes, never a secret value.
  */
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource, type EntityManager } from 'typeorm';
+import type { EntityManager } from 'typeorm';
 import { requestContext } from '../common/logger.js';
-import { CustosException } from '../common/errors.js';
-import { returned } from '../database/sql.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import type { ActorType, AuditOutcome } from './audit-event.entity.js';
+import { AuditRepository, type AuditRowValues } from './audit.repository.js';
 
 export interface Actor {
   type: ActorType;
@@ -47,26 +47,8 @@ export interface AuditQuery {
   userId?: string;
 }
 
-interface AuditRow {
-  id: string;
-  occurred_at: Date;
-  action: string;
-  outcome: AuditOutcome;
-  actor_type: ActorType;
-  actor_id: string | null;
-  subject_user_id: string | null;
-  connection_id: string | null;
-  provider: string | null;
-  request_id: string | null;
-  details: Record<string, unknown>;
-}
-
-const insertSql = `INSERT INTO audit_events
-  (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
-
 /**
- * An event as the values of the audit_events columns, in the order every INSERT of this module lists them
+ * An event as the values of the audit_events columns, in the order every INSERT of AuditRepository lists them
  * (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id,
  * details), with the current request's id.
  */
@@ -85,22 +67,9 @@ export function auditRow(event: AuditRecord): AuditRowValues {
   ];
 }
 
-export type AuditRowValues = [
-  tenantId: string | null,
-  action: string,
-  outcome: AuditOutcome,
-  actorType: ActorType,
-  actorId: string | null,
-  subjectUserId: string | null,
-  connectionId: string | null,
-  provider: string | null,
-  requestId: string | null,
-  details: string,
-];
-
 /** The audit trail could not be written: the answer is 503, and the database's reason stays in the log. */
 export function auditUnwritableError(err: unknown): CustosException {
-  const e = new CustosException('temporarily_unavailable', 'The audit trail cannot be written; retry later');
+  const e = new CommonException('temporarily_unavailable', 'The audit trail cannot be written; retry later');
   e.cause = err;
   return e;
 }
@@ -116,13 +85,13 @@ export function encodeCursor(id: string): string {
 export function decodeCursor(cursor: string): string {
   const raw = Buffer.from(cursor, 'base64url').toString('utf8');
   const m = /^a:(\d{1,19})$/.exec(raw);
-  if (!m) throw new CustosException('validation_failed', 'Malformed cursor');
+  if (!m) throw new CommonException('validation_failed', 'Malformed cursor');
   return m[1];
 }
 
 @Injectable()
 export class AuditService {
-  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+  constructor(@Inject(AuditRepository) private readonly rows: AuditRepository) {}
 
   /**
    * Writes an event inside the caller's transaction (or on its own when no manager is given). When the event
@@ -130,7 +99,7 @@ export class AuditService {
    * unwritable is never the client's fault (nor a 500).
    */
   async record(event: AuditRecord, manager?: EntityManager): Promise<void> {
-    await (manager ?? this.db.manager).query(insertSql, auditRow(event)).catch(auditUnwritable);
+    await this.rows.insert(auditRow(event), manager).catch(auditUnwritable);
   }
 
   /**
@@ -140,48 +109,17 @@ export class AuditService {
    * Returns whether the row was written.
    */
   async recordWithUpdate(update: string, params: unknown[], event: AuditRecord): Promise<boolean> {
-    const n = params.length;
-    const p = (i: number, type: string) => `$${n + i}::${type}`;
-    const rows = returned<{ id: string }>(
-      await this.db
-        .query(
-          `WITH written AS (${update})
-         INSERT INTO audit_events
-           (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
-         SELECT ${p(1, 'uuid')}, ${p(2, 'text')}, ${p(3, 'text')}, ${p(4, 'text')}, ${p(5, 'text')}, ${p(6, 'text')},
-                ${p(7, 'uuid')}, ${p(8, 'text')}, ${p(9, 'text')}, ${p(10, 'jsonb')}
-           FROM written RETURNING id`,
-          [...params, ...auditRow(event)],
-        )
-        .catch(auditUnwritable),
-    );
-    return rows.length > 0;
+    return this.rows.insertWithUpdate(update, params, auditRow(event)).catch(auditUnwritable);
   }
 
   async list(
     tenantId: string,
     q: AuditQuery,
   ): Promise<{ items: AuditEventView[]; nextCursor: string | null }> {
-    const params: unknown[] = [tenantId];
-    let where = 'tenant_id = $1';
-    if (q.cursor) {
-      params.push(decodeCursor(q.cursor));
-      where += ` AND id < $${params.length}`;
-    }
-    if (q.action) {
-      params.push(q.action);
-      where += ` AND action = $${params.length}`;
-    }
-    if (q.userId) {
-      params.push(q.userId);
-      where += ` AND subject_user_id = $${params.length}`;
-    }
-    params.push(q.limit + 1);
-    const rows: AuditRow[] = await this.db.query(
-      `SELECT id, occurred_at, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider,
-              request_id, details
-         FROM audit_events WHERE ${where} ORDER BY id DESC LIMIT $${params.length}`,
-      params,
+    const rows = await this.rows.page(
+      tenantId,
+      { beforeId: q.cursor ? decodeCursor(q.cursor) : undefined, action: q.action, userId: q.userId },
+      q.limit + 1,
     );
     const page = rows.slice(0, q.limit);
     return {

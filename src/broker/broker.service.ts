@@ -28,7 +28,7 @@ import {
   type AuditRecord,
 } from '../audit/audit.service.js';
 import { DenialThrottle, type DenialVerdict } from '../audit/denial-throttle.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { isInfrastructureError } from '../common/infrastructure-error.js';
@@ -53,7 +53,7 @@ import {
 } from '../identity/client-auth.js';
 import { DecisionBatcher } from './decision-batcher.js';
 import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from '../identity/subject-token.js';
-import { ASSERTION_DECISION_SQL, type DecisionRow } from './decision-query.js';
+import { ASSERTION_DECISION_SQL, type DecisionRow } from '../connections/decision-query.js';
 import type { OAuthRefusalCode, TokenOutcome } from './token-outcome.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -242,7 +242,7 @@ export class BrokerService {
           deadline,
         ).catch((err: unknown) => {
           if (!deadline.aborted) throw err;
-          const e = new CustosException('temporarily_unavailable', 'The database did not answer in time');
+          const e = new CommonException('temporarily_unavailable', 'The database did not answer in time');
           e.cause = err;
           throw e;
         });
@@ -266,7 +266,7 @@ export class BrokerService {
         subject.kind === 'jwt' &&
         (!row?.idp_updated_at || row.idp_updated_at.getTime() !== subject.verified.identityProviderVersion);
       if (!connectorStale && !idpStale) break;
-      if (attempt >= 2) throw new CustosException('temporarily_unavailable', 'Registration kept changing');
+      if (attempt >= 2) throw new CommonException('temporarily_unavailable', 'Registration kept changing');
       if (connectorStale) {
         // A disabled, deleted or changed connector: authenticate again against the database.
         this.clients.forget(client.connector.clientId);
@@ -367,7 +367,7 @@ export class BrokerService {
       }
       if (err.unavailable) {
         event.details.reason = err.reason;
-        throw new CustosException('temporarily_unavailable', 'The connector’s signing keys are unavailable');
+        throw new CommonException('temporarily_unavailable', 'The connector’s signing keys are unavailable');
       }
       if (err.malformed) {
         const what =
@@ -441,7 +441,7 @@ export class BrokerService {
       if (!(err instanceof SubjectTokenError)) throw err;
       if (err.unavailable) {
         event.details.reason = err.reason;
-        throw new CustosException('temporarily_unavailable', 'The identity provider’s keys are unavailable');
+        throw new CommonException('temporarily_unavailable', 'The identity provider’s keys are unavailable');
       }
       throw new Refusal('invalid_grant', err.message, `subject_token_${err.reason}`);
     }

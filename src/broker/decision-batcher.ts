@@ -11,12 +11,12 @@
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { Metrics } from '../common/metrics.js';
 import { preparedQuery } from '../database/sql.js';
 import { StatementBatcher, unstorableText } from '../database/statement-batcher.js';
-import { BATCH_DECISION_SQL, type DecisionRow } from './decision-query.js';
+import { BATCH_DECISION_SQL, type DecisionRow } from '../connections/decision-query.js';
 
 export type { DecisionRow };
 
@@ -70,7 +70,7 @@ export class DecisionBatcher {
       (issuer !== null && unstorableText(issuer))
     ) {
       return Promise.reject(
-        new CustosException('invalid_request', 'The lookup holds characters that cannot be stored'),
+        new CommonException('invalid_request', 'The lookup holds characters that cannot be stored'),
       );
     }
     return this.batcher.submit(key);

@@ -1,8 +1,13 @@
 /**
- * Domain errors. Services throw these (never HttpException); one exception filter maps each code to an
- * HTTP status with an exhaustive switch, so a new code cannot be forgotten.
+ * Domain errors. Each domain throws its own exception type with its own code list (crypto/crypto.errors.ts,
+ * providers/providers.errors.ts, connect/connect.errors.ts; the codes every domain shares are here). Services
+ * never choose an HTTP status or build a response body: http/error-codes.ts maps every code, exhaustively,
+ * to a status, and the one exception filter turns that into the admin API's body, RFC 6749's error at the
+ * token endpoint or a page on the hosted connect flow.
  */
-export const ERROR_CODES = [
+
+/** The codes every domain may throw: the request's shape, access, lookups, outbound calls, outages. */
+export const COMMON_ERROR_CODES = [
   'invalid_request',
   'validation_failed',
   'unknown_field',
@@ -17,29 +22,23 @@ export const ERROR_CODES = [
   'conflict',
   /** Too many failed authentications for the address or credential: 429 with Retry-After. */
   'rate_limited',
-  'unknown_provider',
-  'credential_type_mismatch',
-  'return_url_not_allowed',
   'outbound_url_refused',
   /** At save time, a tenant-given URL whose host does not resolve: the tenant's input, not an outage. */
   'outbound_url_unresolvable',
   'outbound_request_failed',
-  'key_backend_unreachable',
-  'key_backend_denied',
-  'key_backend_invalid',
-  'key_unavailable',
-  'key_invalid',
-  'decryption_failed',
   'temporarily_unavailable',
   'internal_error',
 ] as const;
+export type CommonErrorCode = (typeof COMMON_ERROR_CODES)[number];
 
-/** Every code the admin API can answer with; stable, documented in README's error table. */
-export type ErrorCode = (typeof ERROR_CODES)[number];
-
+/**
+ * The base of every domain exception: a stable code from the domain's list, a message for the caller and
+ * optional details (shown on 4xx only). Never constructed directly (ESLint refuses `new CustosException` in
+ * src/): throw the domain's own type, so that the code comes from the list of the domain that owns it.
+ */
 export class CustosException extends Error {
   constructor(
-    readonly code: ErrorCode,
+    readonly code: string,
     message: string,
     readonly details?: Record<string, unknown>,
   ) {
@@ -48,8 +47,17 @@ export class CustosException extends Error {
   }
 }
 
+/** An error with one of the shared codes. */
+export class CommonException extends CustosException {
+  declare readonly code: CommonErrorCode;
+
+  constructor(code: CommonErrorCode, message: string, details?: Record<string, unknown>) {
+    super(code, message, details);
+  }
+}
+
 /** Too many failed authentications from this address or with this credential: 429 with Retry-After. */
-export class RateLimitedException extends CustosException {
+export class RateLimitedException extends CommonException {
   constructor(
     message: string,
     readonly retryAfterSeconds: number,

@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
-import { CustosException } from './errors.js';
+import { CommonException, CustosException } from './errors.js';
 
 export interface OutboundHttpOptions {
   /** `host` or `host:port` (IPv6 as `[::1]` or `[::1]:8080`): exempt from the address checks, may use http. */
@@ -185,11 +185,11 @@ function unresolved(target: Target, notFound: boolean, cause?: unknown): CustosE
 }
 
 function refused(reason: OutboundRefusalReason, message: string): CustosException {
-  return new CustosException('outbound_url_refused', message, { reason });
+  return new CommonException('outbound_url_refused', message, { reason });
 }
 
 function failed(reason: OutboundFailureReason, message: string, cause?: unknown): CustosException {
-  const error = new CustosException('outbound_request_failed', message, { reason });
+  const error = new CommonException('outbound_request_failed', message, { reason });
   // Kept for server-side logs only; never part of the message or details.
   if (cause !== undefined) error.cause = cause;
   return error;
@@ -283,7 +283,7 @@ export class OutboundHttpClient {
       await this.checkAddresses(target, controller.signal);
     } catch (err) {
       if (err instanceof CustosException && nameNotFound.has(err)) {
-        throw new CustosException(
+        throw new CommonException(
           'outbound_url_unresolvable',
           `Could not resolve ${target.label}: no such host`,
           {

@@ -6,7 +6,7 @@
 import { type PipeTransform } from '@nestjs/common';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { CustosException } from './errors.js';
+import { CommonException } from './errors.js';
 
 export const uuidSchema = z.uuid();
 
@@ -95,13 +95,13 @@ export function jsonProblem(value: unknown, maxDepth = MAX_JSON_DEPTH): JsonProb
 
 function refuseJson(problem: JsonProblem, where: string): never {
   if (problem.kind === 'too_deep') {
-    throw new CustosException(
+    throw new CommonException(
       'json_too_deep',
       `The request ${where} is nested more than ${MAX_JSON_DEPTH} levels deep`,
     );
   }
   const path = problem.path ? `${where}.${problem.path}` : where;
-  throw new CustosException('validation_failed', `Invalid request ${where} at ${path}: ${problem.message}`, {
+  throw new CommonException('validation_failed', `Invalid request ${where} at ${path}: ${problem.message}`, {
     issues: [{ path: problem.path || where, message: problem.message }],
   });
 }
@@ -122,7 +122,7 @@ export function guardRequestInput(req: Pick<FastifyRequest, 'params' | 'query' |
   // A path parameter is an id of some kind: refused as UuidParam and UserIdParam refuse theirs.
   const params = req.params && typeof req.params === 'object' ? jsonProblem(req.params, 1) : null;
   if (params) {
-    throw new CustosException(
+    throw new CommonException(
       'malformed_id',
       params.kind === 'text'
         ? `Malformed path parameter ${params.path}: ${params.message}`
@@ -160,10 +160,10 @@ export function parseWith<T extends z.ZodType>(schema: T, input: unknown): z.out
   }));
   const unknown = result.error.issues.find((i) => i.code === 'unrecognized_keys');
   if (unknown && unknown.code === 'unrecognized_keys') {
-    throw new CustosException('unknown_field', `Unknown field(s): ${unknown.keys.join(', ')}`, { issues });
+    throw new CommonException('unknown_field', `Unknown field(s): ${unknown.keys.join(', ')}`, { issues });
   }
   const first = issues[0];
-  throw new CustosException(
+  throw new CommonException(
     'validation_failed',
     `Invalid request body${first?.path ? ` at ${first.path}` : ''}: ${first?.message ?? 'bad value'}`,
     { issues },
@@ -175,7 +175,7 @@ export class ZodBody<T extends z.ZodType> implements PipeTransform<unknown, z.ou
   constructor(private readonly schema: T) {}
   transform(value: unknown): z.output<T> {
     if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw new CustosException('invalid_request', 'A JSON object body is required');
+      throw new CommonException('invalid_request', 'A JSON object body is required');
     }
     return parseWith(this.schema, value);
   }
@@ -192,7 +192,7 @@ export class ZodQuery<T extends z.ZodType> implements PipeTransform<unknown, z.o
 export class UuidParam implements PipeTransform<string, string> {
   transform(value: string): string {
     if (!uuidSchema.safeParse(value).success)
-      throw new CustosException('malformed_id', 'Malformed id in path');
+      throw new CommonException('malformed_id', 'Malformed id in path');
     return value.toLowerCase();
   }
 }
@@ -200,7 +200,7 @@ export class UuidParam implements PipeTransform<string, string> {
 export class UserIdParam implements PipeTransform<string, string> {
   transform(value: string): string {
     if (!userIdSchema.safeParse(value).success)
-      throw new CustosException('malformed_id', 'Malformed user id in path');
+      throw new CommonException('malformed_id', 'Malformed user id in path');
     return value;
   }
 }

@@ -27,48 +27,31 @@ import { CONFIG, type Config } from '../config/config.js';
 import { ConnectionsRepository } from '../connections/connections.repository.js';
 import { ConnectionsService } from '../connections/connections.service.js';
 import { DataKeyService, type RecordField } from '../crypto/data-key.service.js';
-import { returned } from '../database/sql.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { WebhooksService } from '../tenants/webhooks.service.js';
 import { ProviderOAuthClient } from '../providers/oauth-client.js';
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
+import { ConnectSessionsRepository, type FlowSessionRow } from './connect-sessions.repository.js';
 import { IdTokenRejected, verifyProviderIdToken } from './provider-id-token.js';
 
 const TOKEN = /^cst_[A-Za-z0-9_-]{43}$/;
 export const FLOW_COOKIE = '__Host-custos_flow';
 export const CSRF_COOKIE = '__Host-custos_csrf';
 
-export interface SessionRow {
-  id: string;
-  tenant_id: string;
-  tenant_name: string;
-  user_id: string;
-  provider: string;
-  scopes: string[];
-  return_to: string | null;
-  status: 'pending' | 'completed' | 'failed';
-  expires_at: Date;
-  opened_at: Date | null;
-  browser_hash: Buffer | null;
-  flow_secrets: Buffer | null;
-  /** The tenant requires sign-in at its identity provider first (connectLogin). */
-  login_required: boolean;
-  verified_browser_hash: Buffer | null;
-}
-
 const flowField = (sessionId: string): RecordField => ({
   scope: 'connect_session',
   recordId: sessionId,
   field: 'flow',
 });
-const linkActor = (s: SessionRow): Actor => ({ type: 'user', id: s.user_id });
+const linkActor = (s: FlowSessionRow): Actor => ({ type: 'user', id: s.user_id });
 
 @Injectable()
 export class ConnectFlowService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConnectSessionsRepository) private readonly sessions: ConnectSessionsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(ProviderAppsService) private readonly apps: ProviderAppsService,
@@ -84,17 +67,8 @@ export class ConnectFlowService {
   ) {}
 
   /** The pending session behind a link, or a page saying why there is none. */
-  async session(token: string): Promise<{ session: SessionRow; definition: ProviderDefinition }> {
-    const rows: SessionRow[] = TOKEN.test(token)
-      ? await this.db.query(
-          `SELECT s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
-                  s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets,
-                  (t.connect_login IS NOT NULL) AS login_required, s.verified_browser_hash
-             FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id WHERE s.token_hash = $1`,
-          [sha256(token)],
-        )
-      : [];
-    const session = rows[0];
+  async session(token: string): Promise<{ session: FlowSessionRow; definition: ProviderDefinition }> {
+    const session = TOKEN.test(token) ? await this.sessions.findByTokenHash(sha256(token)) : undefined;
     if (!session) throw new FlowPageError(404, 'Link not found', 'This connect link is not valid.');
     if (session.status === 'completed') {
       throw new FlowPageError(
@@ -112,28 +86,26 @@ export class ConnectFlowService {
   }
 
   /** The page behind the link; records the first opening. */
-  async open(token: string): Promise<{ session: SessionRow; definition: ProviderDefinition; csrf: string }> {
+  async open(
+    token: string,
+  ): Promise<{ session: FlowSessionRow; definition: ProviderDefinition; csrf: string }> {
     const { session, definition } = await this.session(token);
     if (!session.opened_at) {
       await this.db.transaction(async (m) => {
-        const first = returned<{ id: string }>(
-          await m.query(
-            'UPDATE connect_sessions SET opened_at = now() WHERE id = $1 AND opened_at IS NULL RETURNING id',
-            [session.id],
-          ),
-        );
-        if (first.length > 0) await this.event(session, 'connect_session.opened', 'allowed', {}, m);
+        if (await this.sessions.markOpened(m, session.id)) {
+          await this.event(session, 'connect_session.opened', 'allowed', {}, m);
+        }
       });
     }
     return { session, definition, csrf: randomBytes(24).toString('base64url') };
   }
 
   /** Whether this browser may connect: always, unless the tenant requires sign-in and it has not happened. */
-  signedIn(session: SessionRow, loginCookie: string | undefined): boolean {
+  signedIn(session: FlowSessionRow, loginCookie: string | undefined): boolean {
     return !session.login_required || sameHash(session.verified_browser_hash, loginCookie);
   }
 
-  private requireSignIn(session: SessionRow, loginCookie: string | undefined): void {
+  private requireSignIn(session: FlowSessionRow, loginCookie: string | undefined): void {
     if (!this.signedIn(session, loginCookie)) {
       throw new FlowPageError(403, 'Sign in first', 'Open your link again and sign in before connecting.');
     }
@@ -167,11 +139,7 @@ export class ConnectFlowService {
       JSON.stringify({ codeVerifier: request.codeVerifier, nonce: request.nonce, scopes }),
     );
     await this.db.transaction(async (m) => {
-      await m.query(
-        `UPDATE connect_sessions SET state_hash = $2, browser_hash = $3, flow_secrets = $4
-          WHERE id = $1 AND status = 'pending'`,
-        [session.id, sha256(request.state), sha256(browser), secrets],
-      );
+      await this.sessions.startFlow(m, session.id, sha256(request.state), sha256(browser), secrets);
       await this.event(
         session,
         'connect_session.started',
@@ -194,15 +162,7 @@ export class ConnectFlowService {
     const state = query.state;
     if (!state || state.length > 512)
       throw new FlowPageError(400, 'Sign-in not recognised', 'The sign-in response has no valid state.');
-    const rows: SessionRow[] = await this.db.query(
-      `SELECT s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
-              s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets,
-              (t.connect_login IS NOT NULL) AS login_required, s.verified_browser_hash
-         FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id
-        WHERE s.state_hash = $1 AND s.provider = $2`,
-      [sha256(state), provider],
-    );
-    const session = rows[0];
+    const session = await this.sessions.findByStateHash(sha256(state), provider);
     if (!session || session.status !== 'pending' || session.expires_at.getTime() <= Date.now()) {
       throw new FlowPageError(
         400,
@@ -220,14 +180,8 @@ export class ConnectFlowService {
       );
     }
     // Single use: whoever clears the state first owns this response.
-    const taken = returned<{ flow_secrets: Buffer | null }>(
-      await this.db.query(
-        `UPDATE connect_sessions SET state_hash = NULL, flow_secrets = NULL
-          WHERE id = $1 AND state_hash = $2 AND status = 'pending' RETURNING $3::bytea AS flow_secrets`,
-        [session.id, sha256(state), session.flow_secrets],
-      ),
-    );
-    if (taken.length === 0 || !taken[0].flow_secrets) {
+    const envelope = await this.sessions.takeState(session.id, sha256(state), session.flow_secrets);
+    if (!envelope) {
       throw new FlowPageError(400, 'Sign-in not recognised', 'This sign-in response has already been used.');
     }
     const definition = await this.providers.get(session.tenant_id, provider);
@@ -245,7 +199,6 @@ export class ConnectFlowService {
           : `${definition.name} reported an error (${reason}). You can use the same link to try again while it is valid.`,
       );
     }
-    const envelope = taken[0].flow_secrets;
     const secrets = JSON.parse(
       await this.dataKeys.open(session.tenant_id, flowField(session.id), envelope),
     ) as {
@@ -315,7 +268,7 @@ export class ConnectFlowService {
    * fails a check ends the flow here, before anything is stored, with an audited failure.
    */
   private async verifiedAccountId(
-    session: SessionRow,
+    session: FlowSessionRow,
     definition: ProviderDefinition,
     clientId: string,
     received: { idToken: string | null; nonce: string | null },
@@ -412,7 +365,7 @@ export class ConnectFlowService {
   }
 
   private async complete(
-    session: SessionRow,
+    session: FlowSessionRow,
     connectionId: string,
     details: Record<string, unknown> & { externalAccountId?: string | null },
   ): Promise<void> {
@@ -424,11 +377,7 @@ export class ConnectFlowService {
           details.externalAccountId.slice(0, 255),
         );
       }
-      await m.query(
-        `UPDATE connect_sessions SET status = 'completed', completed_at = now(), connection_id = $2,
-           state_hash = NULL, browser_hash = NULL, flow_secrets = NULL, last_error = NULL WHERE id = $1`,
-        [session.id, connectionId],
-      );
+      await this.sessions.markCompleted(m, session.id, connectionId);
       await this.event(session, 'connect_session.completed', 'allowed', { connectionId, ...details }, m);
     });
     this.webhooks.notify(session.tenant_id, 'connection.created', {
@@ -440,18 +389,18 @@ export class ConnectFlowService {
   }
 
   private async fail(
-    session: SessionRow,
+    session: FlowSessionRow,
     reason: string,
     details: Record<string, unknown> = {},
   ): Promise<void> {
     await this.db.transaction(async (m) => {
-      await m.query('UPDATE connect_sessions SET last_error = $2 WHERE id = $1', [session.id, reason]);
+      await this.sessions.setLastError(m, session.id, reason);
       await this.event(session, 'connect_session.failed', 'failed', { reason, ...details }, m);
     });
   }
 
   private async event(
-    session: SessionRow,
+    session: FlowSessionRow,
     action: string,
     outcome: 'allowed' | 'denied' | 'failed',
     details: Record<string, unknown>,

@@ -15,7 +15,6 @@ import { AuditService } from '../audit/audit.service.js';
 import { JwksResolver } from '../identity/jwks-resolver.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
-import { returned } from '../database/sql.js';
 import {
   IdentityProvidersService,
   type IdentityProviderView,
@@ -23,6 +22,8 @@ import {
 import { IdpTokenError, inspectIdpToken, verifyIdpToken } from '../identity/idp-token-verifier.js';
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
 import { ProviderOAuthClient } from '../providers/oauth-client.js';
+import { TenantsRepository } from '../tenants/tenants.repository.js';
+import { ConnectSessionsRepository } from './connect-sessions.repository.js';
 
 export const LOGIN_FLOW_COOKIE = '__Host-custos_login_flow';
 export const LOGIN_COOKIE = '__Host-custos_login';
@@ -46,6 +47,8 @@ const loginField = (sessionId: string) => ({ scope: 'connect_session', recordId:
 export class ConnectLoginService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConnectSessionsRepository) private readonly sessions: ConnectSessionsRepository,
+    @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(IdentityProvidersService) private readonly identityProviders: IdentityProvidersService,
     @Inject(JwksResolver) private readonly jwks: JwksResolver,
@@ -60,14 +63,9 @@ export class ConnectLoginService {
 
   /** The tenant's connectLogin settings with its identity provider, or null when it has none. */
   async settings(tenantId: string): Promise<LoginSettings | null> {
-    const rows: {
-      connect_login: { identityProvider: string; clientId: string } | null;
-      connect_login_secret: Buffer | null;
-    }[] = await this.db.query('SELECT connect_login, connect_login_secret FROM tenants WHERE id = $1', [
-      tenantId,
-    ]);
-    const login = rows[0]?.connect_login;
-    const sealed = rows[0]?.connect_login_secret;
+    const row = await this.tenants.connectLogin(tenantId);
+    const login = row?.connect_login;
+    const sealed = row?.connect_login_secret;
     if (!login || !sealed) return null;
     const idp = await this.identityProviders
       .getIdentityProvider(tenantId, login.identityProvider)
@@ -110,10 +108,7 @@ export class ConnectLoginService {
       loginField(session.id),
       JSON.stringify(secrets),
     );
-    await this.db.query(
-      `UPDATE connect_sessions SET login_state_hash = $2, login_secrets = $3 WHERE id = $1 AND status = 'pending'`,
-      [session.id, sha256(state), sealed],
-    );
+    await this.sessions.startLogin(session.id, sha256(state), sealed);
     const url = oidc.buildAuthorizationUrl(cfg, {
       redirect_uri: this.redirectUri,
       response_type: 'code',
@@ -140,20 +135,7 @@ export class ConnectLoginService {
         'This sign-in response is unknown, used or expired. Start again from your link.',
       );
     if (!state || state.length > 512) throw unknown();
-    const rows: {
-      id: string;
-      tenant_id: string;
-      user_id: string;
-      provider: string;
-      status: string;
-      expires_at: Date;
-      login_secrets: Buffer | null;
-    }[] = await this.db.query(
-      `SELECT id, tenant_id, user_id, provider, status, expires_at, login_secrets FROM connect_sessions
-          WHERE login_state_hash = $1`,
-      [sha256(state)],
-    );
-    const session = rows[0];
+    const session = await this.sessions.findByLoginStateHash(sha256(state));
     if (!session?.login_secrets || session.status !== 'pending' || session.expires_at.getTime() <= Date.now())
       throw unknown();
     const secrets = JSON.parse(
@@ -170,14 +152,7 @@ export class ConnectLoginService {
         'This sign-in was started in another browser. Start again from your link.',
       );
     }
-    const taken = returned<{ id: string }>(
-      await this.db.query(
-        `UPDATE connect_sessions SET login_state_hash = NULL, login_secrets = NULL
-          WHERE id = $1 AND login_state_hash = $2 RETURNING id`,
-        [session.id, sha256(state)],
-      ),
-    );
-    if (taken.length === 0) throw unknown();
+    if (!(await this.sessions.takeLoginState(session.id, sha256(state)))) throw unknown();
     const settings = await this.settings(session.tenant_id);
     if (!settings) throw new FlowPageError(400, 'Not needed', 'This organisation does not require sign-in.');
     let user: unknown;
@@ -222,10 +197,7 @@ export class ConnectLoginService {
     }
     const verified = randomBytes(32).toString('base64url');
     await this.db.transaction(async (m) => {
-      await m.query('UPDATE connect_sessions SET verified_browser_hash = $2 WHERE id = $1', [
-        session.id,
-        sha256(verified),
-      ]);
+      await this.sessions.setVerifiedBrowser(m, session.id, sha256(verified));
       await this.event(
         session,
         'connect_session.user_verified',

@@ -3,7 +3,7 @@ import { ApiBasicAuth, ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
 import type { Actor } from '../audit/audit.service.js';
 import { AcceptsConnectors, Access, adminActor } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
 import type { ConnectorOrAdminRequest } from '../identity/connector-auth.guard.js';
 import { createConnectSessionSchema, type CreateConnectSessionInput } from './connect-sessions.dto.js';
@@ -34,11 +34,11 @@ export class ConnectSessionsController {
     const connector = req.connector?.connector;
     if (connector) {
       if (!connector.allowedProviders.includes(body.provider)) {
-        throw new CustosException('forbidden', 'This connector may not use that provider');
+        throw new CommonException('forbidden', 'This connector may not use that provider');
       }
       const allowed = connector.allowedScopes[body.provider];
       if (allowed && (body.scopes ?? []).some((s) => !allowed.includes(s))) {
-        throw new CustosException('forbidden', 'Scope outside what this connector is allowed');
+        throw new CommonException('forbidden', 'Scope outside what this connector is allowed');
       }
     }
     return this.sessions.createSession(actorOf(req), tenantId, body);

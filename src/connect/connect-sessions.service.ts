@@ -7,11 +7,15 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor, type AuditRecord } from '../audit/audit.service.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { hashKey } from '../identity/admin-keys.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
+import { TenantsRepository } from '../tenants/tenants.repository.js';
 import type { ConnectSessionStatus } from './connect-session.entity.js';
 import type { CreateConnectSessionInput } from './connect-sessions.dto.js';
+import { ConnectSessionsRepository, type ConnectSessionRow } from './connect-sessions.repository.js';
+import { ProviderException } from '../providers/providers.errors.js';
+import { ConnectException } from './connect.errors.js';
 
 export interface ConnectSessionView {
   id: string;
@@ -27,17 +31,7 @@ export interface ConnectSessionView {
 const RETENTION_AFTER_EXPIRY_S = 3600;
 const PRUNE_BATCH = 10_000;
 
-interface SessionRow {
-  id: string;
-  user_id: string;
-  provider: string;
-  scopes: string[];
-  status: ConnectSessionStatus;
-  created_at: Date;
-  expires_at: Date;
-}
-
-const view = (r: SessionRow): ConnectSessionView => ({
+const view = (r: ConnectSessionRow): ConnectSessionView => ({
   id: r.id,
   userId: r.user_id,
   provider: r.provider,
@@ -51,6 +45,8 @@ const view = (r: SessionRow): ConnectSessionView => ({
 export class ConnectSessionsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConnectSessionsRepository) private readonly sessions: ConnectSessionsRepository,
+    @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(CONFIG) private readonly config: Config,
@@ -67,16 +63,12 @@ export class ConnectSessionsService {
     alsoAudit: AuditRecord[] = [],
   ): Promise<ConnectSessionView & { url: string }> {
     if (!(await this.providers.get(tenantId, input.provider))) {
-      throw new CustosException('unknown_provider', `Unknown provider "${input.provider}"`);
+      throw new ProviderException('unknown_provider', `Unknown provider "${input.provider}"`);
     }
     if (input.returnTo !== undefined) {
       // Exact, byte-for-byte match with the tenant's allow-list: no prefixes, no normalisation.
-      const rows: { allowed: boolean }[] = await this.db.query(
-        'SELECT $2 = ANY(allowed_return_urls) AS allowed FROM tenants WHERE id = $1',
-        [tenantId, input.returnTo],
-      );
-      if (!rows[0]?.allowed) {
-        throw new CustosException(
+      if (!(await this.tenants.allowsReturnUrl(tenantId, input.returnTo))) {
+        throw new ConnectException(
           'return_url_not_allowed',
           'returnTo is not on the tenant’s allowed return URLs',
         );
@@ -86,24 +78,17 @@ export class ConnectSessionsService {
     const id = randomUUID();
     const scopes = [...new Set(input.scopes ?? [])];
     const row = await this.db.transaction(async (m) => {
-      const rows: SessionRow[] = await m.query(
-        `INSERT INTO connect_sessions (id, tenant_id, token_hash, user_id, provider, scopes, return_to, status,
-           created_by_type, created_by_id, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $10, 'pending', $7, $8, now() + make_interval(secs => $9))
-         RETURNING id, user_id, provider, scopes, status, created_at, expires_at`,
-        [
-          id,
-          tenantId,
-          hashKey(token),
-          input.userId,
-          input.provider,
-          scopes,
-          actor.type,
-          actor.id,
-          this.config.connectSessionTtlSeconds,
-          input.returnTo ?? null,
-        ],
-      );
+      const created = await this.sessions.insert(m, {
+        id,
+        tenantId,
+        tokenHash: hashKey(token),
+        userId: input.userId,
+        provider: input.provider,
+        scopes,
+        returnTo: input.returnTo ?? null,
+        createdBy: actor,
+        ttlSeconds: this.config.connectSessionTtlSeconds,
+      });
       await this.audit.record(
         {
           tenantId,
@@ -119,21 +104,16 @@ export class ConnectSessionsService {
       for (const event of alsoAudit) {
         await this.audit.record({ ...event, details: { ...event.details, connectSessionId: id } }, m);
       }
-      return rows[0];
+      return created;
     });
     return { ...view(row), url: `${this.config.publicUrl}/connect/${token}` };
   }
 
   /** A session of the tenant; with `createdBy`, only if that actor created it (others are not found). */
   async getSession(tenantId: string, id: string, createdBy?: Actor): Promise<ConnectSessionView> {
-    const rows: SessionRow[] = await this.db.query(
-      `SELECT id, user_id, provider, scopes, status, created_at, expires_at FROM connect_sessions
-        WHERE id = $1 AND tenant_id = $2
-          AND ($3::text IS NULL OR (created_by_type = $3 AND created_by_id = $4))`,
-      [id, tenantId, createdBy?.type ?? null, createdBy?.id ?? null],
-    );
-    if (rows.length === 0) throw new CustosException('not_found', 'Connect session not found');
-    return view(rows[0]);
+    const row = await this.sessions.find(tenantId, id, createdBy);
+    if (!row) throw new CommonException('not_found', 'Connect session not found');
+    return view(row);
   }
 
   /**
@@ -144,12 +124,7 @@ export class ConnectSessionsService {
   async pruneExpired(): Promise<number> {
     let deleted = 0;
     for (let round = 0; round < 100; round++) {
-      const res: unknown = await this.db.query(
-        `DELETE FROM connect_sessions WHERE id IN (
-           SELECT id FROM connect_sessions WHERE expires_at < now() - make_interval(secs => $1) LIMIT $2)`,
-        [RETENTION_AFTER_EXPIRY_S, PRUNE_BATCH],
-      );
-      const n = (res as [unknown, number])[1];
+      const n = await this.sessions.deleteExpired(RETENTION_AFTER_EXPIRY_S, PRUNE_BATCH);
       deleted += n;
       if (n < PRUNE_BATCH) break;
     }

@@ -8,6 +8,8 @@ import { ProvidersModule } from '../providers/providers.module.js';
 import { TenantsModule } from '../tenants/tenants.module.js';
 import { ConnectFlowService } from './connect-flow.service.js';
 import { ConnectLoginService } from './connect-login.service.js';
+import { SessionProviderUsage } from './session-provider-usage.js';
+import { ConnectSessionsRepository } from './connect-sessions.repository.js';
 import { ConnectSessionsService } from './connect-sessions.service.js';
 import { ConnectSession } from './connect-session.entity.js';
 
@@ -22,7 +24,13 @@ import { ConnectSession } from './connect-session.entity.js';
     IdentityModule,
     ConnectionsModule,
   ],
-  providers: [ConnectSessionsService, ConnectFlowService, ConnectLoginService],
+  providers: [
+    ConnectSessionsRepository,
+    ConnectSessionsService,
+    ConnectFlowService,
+    ConnectLoginService,
+    SessionProviderUsage,
+  ],
   exports: [ConnectSessionsService, ConnectFlowService, ConnectLoginService],
 })
 export class ConnectModule {}

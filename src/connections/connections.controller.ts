@@ -3,7 +3,7 @@ import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { UserIdParam, UuidParam, ZodBody, ZodQuery } from '../common/validation.js';
 import {
   importCredentialSchema,
@@ -35,7 +35,7 @@ export class ConnectionsController {
     @Body(new ZodBody(importCredentialSchema)) body: ImportCredentialInput,
   ) {
     if (!PROVIDER_KEY_PATTERN.test(provider))
-      throw new CustosException('malformed_id', 'Malformed provider key in path');
+      throw new CommonException('malformed_id', 'Malformed provider key in path');
     const { connection, created } = await this.connections.importCredential(
       adminActor(req.principal!),
       tenantId,

@@ -1,9 +1,9 @@
 /**
- * Every statement on the connections table outside the token endpoint's decision read (broker/decision-query.ts,
- * one statement over several tables) and a custom provider's in-use count (providers/ sits below connections/):
- * imports, lists, revocation, expiry, and the refresh path (the due list, the lease, the refresh commit, a
- * failure's backoff and the needs_reauth mark). Hot statements stay raw SQL (one round trip each); the refresh
- * commit and its audit event are one statement, through AuditService (the only writer of audit_events).
+ * Every statement on the connections table outside the token endpoint's decision read (decision-query.ts in this
+ * folder, one statement over several tables): imports, lists, revocation, expiry, a custom provider's in-use count, and the
+ * refresh path (the due list, the lease, the refresh commit, a failure's backoff and the needs_reauth mark).
+ * Hot statements stay raw SQL (one round trip each); the refresh commit and its audit event are one
+ * statement, through AuditService (the only writer of audit_events).
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -155,6 +155,15 @@ export class ConnectionsRepository {
           ),
     );
     return rows[0];
+  }
+
+  /** How many live (non-revoked) connections of the tenant use the provider. */
+  async countLive(m: EntityManager, tenantId: string, provider: string): Promise<number> {
+    const rows: { n: number }[] = await m.query(
+      `SELECT count(*)::int AS n FROM connections WHERE tenant_id = $1 AND provider = $2 AND revoked_at IS NULL`,
+      [tenantId, provider],
+    );
+    return rows[0]?.n ?? 0;
   }
 
   /** A user's connections, by provider (revoked tombstones too when asked). */

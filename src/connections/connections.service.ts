@@ -9,7 +9,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import { LOGGER } from '../common/logger.js';
 import { CONFIG, type Config } from '../config/config.js';
@@ -22,6 +22,8 @@ import { ProviderRegistry } from '../providers/provider-registry.js';
 import type { ConnectionStatus, ConnectionType } from './connection.types.js';
 import type { ImportCredentialInput } from './connections.dto.js';
 import { ConnectionsRepository, type ConnectionRow } from './connections.repository.js';
+import { PendingRevocationsRepository } from './pending-revocations.repository.js';
+import { ProviderException } from '../providers/providers.errors.js';
 
 export interface ConnectionView {
   id: string;
@@ -105,6 +107,7 @@ export class ConnectionsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(ConnectionsRepository) private readonly rows: ConnectionsRepository,
+    @Inject(PendingRevocationsRepository) private readonly pending: PendingRevocationsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
@@ -127,10 +130,10 @@ export class ConnectionsService {
     input: ImportCredentialInput,
   ): Promise<{ connection: ConnectionView; created: boolean }> {
     const checkProvider = (provider: ProviderDefinition | undefined): void => {
-      if (!provider) throw new CustosException('unknown_provider', `Unknown provider "${providerKey}"`);
+      if (!provider) throw new ProviderException('unknown_provider', `Unknown provider "${providerKey}"`);
       const expected: ConnectionType = provider.authMode === 'oauth2' ? 'oauth2' : 'api_key';
       if (input.type !== expected) {
-        throw new CustosException(
+        throw new ProviderException(
           'credential_type_mismatch',
           `Provider "${providerKey}" takes credentials of type "${expected}", not "${input.type}"`,
         );
@@ -263,7 +266,7 @@ export class ConnectionsService {
     this.opened.delete(connectionId);
     return this.db.transaction(async (m) => {
       const before = await this.rows.lockLiveById(m, tenantId, connectionId);
-      if (!before) throw new CustosException('not_found', 'Connection not found');
+      if (!before) throw new CommonException('not_found', 'Connection not found');
       const definition = await this.providers.get(tenantId, before.provider);
       const queue =
         before.type === 'oauth2' && definition?.oauth2?.revocationUrl
@@ -273,11 +276,14 @@ export class ConnectionsService {
             ].filter((x): x is [string, Buffer] => x[1] !== null)
           : [];
       for (const [i, [tokenType, envelope]] of queue.entries()) {
-        await m.query(
-          `INSERT INTO pending_revocations (id, tenant_id, connection_id, provider, token_type, token, position)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-          [randomUUID(), tenantId, connectionId, before.provider, tokenType, envelope, i],
-        );
+        await this.pending.enqueue(m, {
+          tenantId,
+          connectionId,
+          provider: before.provider,
+          tokenType,
+          token: envelope,
+          position: i,
+        });
       }
       const row = await this.rows.markRevoked(m, tenantId, connectionId);
       await this.audit.record(
@@ -304,7 +310,7 @@ export class ConnectionsService {
     manager?: EntityManager,
   ): Promise<OpenedCredential> {
     const row = await this.rows.withSecrets(manager ?? this.db.manager, tenantId, connectionId);
-    if (!row || !row.secret) throw new CustosException('not_found', 'Connection not found or revoked');
+    if (!row || !row.secret) throw new CommonException('not_found', 'Connection not found or revoked');
     const open = async (field: string, envelope: Buffer) => {
       const { dataKeyId } = readEnvelopeHeader(envelope);
       const key = await this.dataKeys.keyById(tenantId, dataKeyId);

@@ -13,23 +13,15 @@ import { DataKeyService } from '../crypto/data-key.service.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { ProviderOAuthClient } from '../providers/oauth-client.js';
+import { PendingRevocationsRepository, type PendingRevocationRow } from './pending-revocations.repository.js';
 
 const MAX_ATTEMPTS = 10;
-
-interface Row {
-  id: string;
-  tenant_id: string;
-  connection_id: string;
-  provider: string;
-  token_type: 'refresh_token' | 'access_token';
-  token: Buffer;
-  attempts: number;
-}
 
 @Injectable()
 export class ProviderRevocationService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(PendingRevocationsRepository) private readonly pending: PendingRevocationsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderAppsService) private readonly apps: ProviderAppsService,
@@ -44,26 +36,14 @@ export class ProviderRevocationService {
     for (let i = 0; i < limit; i++) {
       const done = await this.db.transaction(async (m) => {
         // The earliest token of a connection first: its refresh token before its access token.
-        const rows: Row[] = await m.query(
-          `SELECT id, tenant_id, connection_id, provider, token_type, token, attempts FROM pending_revocations p
-            WHERE next_attempt_at <= now() AND ($1::uuid IS NULL OR connection_id = $1)
-              AND NOT EXISTS (SELECT 1 FROM pending_revocations q
-                               WHERE q.connection_id = p.connection_id AND q.position < p.position)
-            ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
-          [connectionId ?? null],
-        );
-        const row = rows[0];
+        const row = await this.pending.claimDue(m, connectionId ?? null);
         if (!row) return null;
         const outcome = await this.revokeOne(row);
         if (outcome === 'revoked') {
-          await m.query('DELETE FROM pending_revocations WHERE id = $1', [row.id]);
+          await this.pending.delete(m, row.id);
         } else {
           const delay = Math.min(3600, 30 * 2 ** row.attempts);
-          await m.query(
-            `UPDATE pending_revocations SET attempts = attempts + 1, last_error = $2,
-               next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1`,
-            [row.id, outcome.error, delay],
-          );
+          await this.pending.recordFailure(m, row.id, outcome.error, delay);
         }
         if (outcome !== 'revoked' && row.attempts + 1 < MAX_ATTEMPTS) return 'retry';
         await this.audit.record(
@@ -87,7 +67,7 @@ export class ProviderRevocationService {
         );
         if (outcome !== 'revoked') {
           // Out of attempts: erase the token, the give-up is on record.
-          await m.query('DELETE FROM pending_revocations WHERE id = $1', [row.id]);
+          await this.pending.delete(m, row.id);
         }
         return outcome === 'revoked' ? 'revoked' : 'retry';
       });
@@ -98,7 +78,7 @@ export class ProviderRevocationService {
     return revoked;
   }
 
-  private async revokeOne(row: Row): Promise<'revoked' | { error: string }> {
+  private async revokeOne(row: PendingRevocationRow): Promise<'revoked' | { error: string }> {
     try {
       const definition = await this.providers.get(row.tenant_id, row.provider);
       const app = await this.apps.open(row.tenant_id, row.provider);

@@ -22,7 +22,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AuditService, systemActor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { LOGGER } from '../common/logger.js';
@@ -192,7 +192,7 @@ export class TokenRefresher {
           if (!(err instanceof RefreshSuperseded)) throw err;
           // Written meanwhile: read the row again (the new credential is served, or refreshed if due).
           if (++superseded >= MAX_SUPERSEDED) {
-            throw new CustosException(
+            throw new CommonException(
               'temporarily_unavailable',
               'The connection keeps changing; retry shortly',
             );
@@ -204,7 +204,7 @@ export class TokenRefresher {
       const current = await this.current(tenantId, connectionId);
       if (current) return current;
       if (waited > (this.leaseSeconds + 5) * 1000) {
-        throw new CustosException('temporarily_unavailable', 'A refresh of this connection is stuck');
+        throw new CommonException('temporarily_unavailable', 'A refresh of this connection is stuck');
       }
       await new Promise((r) => setTimeout(r, WAIT_STEP_MS));
     }
@@ -218,9 +218,9 @@ export class TokenRefresher {
   /** The stored token when it is fresh and nobody is refreshing it. */
   private async current(tenantId: string, connectionId: string): Promise<FreshToken | null> {
     const r = await this.rows.storedToken(tenantId, connectionId);
-    if (!r) throw new CustosException('not_found', 'Connection not found');
+    if (!r) throw new CommonException('not_found', 'Connection not found');
     if (r.status === 'needs_reauth')
-      throw new CustosException('conflict', 'The connection needs re-authorization');
+      throw new CommonException('conflict', 'The connection needs re-authorization');
     if (r.leased || !r.secret || refreshDueOnRead(r.expires_at, r.refresh_due_at)) return null;
     return {
       accessToken: await this.dataKeys.open(tenantId, field(connectionId, 'access_token'), r.secret),
@@ -237,7 +237,7 @@ export class TokenRefresher {
     const release = () => this.release(row.id);
     try {
       if (row.status !== 'active' || !row.secret) {
-        throw new CustosException('conflict', 'The connection is not active');
+        throw new CommonException('conflict', 'The connection is not active');
       }
       // Neither due nor close to expiry: someone refreshed while we waited for the lease.
       if (!isDue(row)) {
@@ -248,10 +248,10 @@ export class TokenRefresher {
           scopes: row.scopes,
         };
       }
-      if (!row.refresh_token) throw new CustosException('conflict', 'The connection has no refresh token');
+      if (!row.refresh_token) throw new CommonException('conflict', 'The connection has no refresh token');
       // Backing off after a failure (or as the provider asked): no provider call before the retry time.
       if (row.refresh_retry_at && row.refresh_retry_at.getTime() > Date.now()) {
-        throw new CustosException(
+        throw new CommonException(
           'temporarily_unavailable',
           'Refresh is backing off after a provider failure',
           {
@@ -262,7 +262,7 @@ export class TokenRefresher {
       const definition = await this.providers.get(row.tenant_id, row.provider);
       const app = await this.apps.open(row.tenant_id, row.provider);
       if (!definition?.oauth2 || !app) {
-        throw new CustosException('temporarily_unavailable', 'No OAuth app is configured for this provider');
+        throw new CommonException('temporarily_unavailable', 'No OAuth app is configured for this provider');
       }
       const refreshToken = await this.dataKeys.open(
         row.tenant_id,
@@ -288,7 +288,7 @@ export class TokenRefresher {
             throw new RefreshSuperseded(row.id);
           }
           this.metrics.refreshes.inc({ outcome: 'needs_reauth' });
-          throw new CustosException('conflict', 'The connection needs re-authorization');
+          throw new CommonException('conflict', 'The connection needs re-authorization');
         }
         const reason =
           (err as { error?: string; code?: string }).error ??
@@ -308,7 +308,7 @@ export class TokenRefresher {
             dueAt: new Date(Date.now() + delay),
           },
         ]);
-        throw new CustosException('temporarily_unavailable', 'The provider could not refresh the token', {
+        throw new CommonException('temporarily_unavailable', 'The provider could not refresh the token', {
           reason,
         });
       }

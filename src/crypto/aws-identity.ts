@@ -16,6 +16,7 @@ import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smit
 import { CustosException } from '../common/errors.js';
 import type { OutboundHttpClient } from '../common/outbound-http.js';
 import { GuardedHttpHandler, KeyBackendTransportError } from './guarded-http-handler.js';
+import { CryptoException } from './crypto.errors.js';
 
 export type AwsIdentityKind = 'static' | 'assume-role' | 'ambient';
 
@@ -196,7 +197,7 @@ export async function assumeRoleIdentity(opts: AssumeRoleOptions): Promise<AwsCr
 
 /** A loaded configuration that breaks the rules (saved before they existed, or the allow-list changed since). */
 export function refusedOnLoad(refusal: AwsIdentityRefusal): CustosException {
-  return new CustosException('key_unavailable', refusal.message, {
+  return new CryptoException('key_unavailable', refusal.message, {
     backend: 'aws-kms',
     reason: 'misconfigured',
     refusal: refusal.reason,

@@ -29,7 +29,7 @@ import {
   type KeyState,
 } from '@aws-sdk/client-kms';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import type { OutboundHttpClient } from '../common/outbound-http.js';
 import { AwsIdentityError } from './aws-identity.js';
 import { bindingStringProblem } from './envelope.js';
@@ -41,6 +41,7 @@ import type {
   KeyBackendType,
   WrappedDataKey,
 } from './key-backend.js';
+import { CryptoException } from './crypto.errors.js';
 
 export interface AwsKmsKeyBackendOptions {
   /** Key id, key ARN, alias name ("alias/custos") or alias ARN. */
@@ -185,7 +186,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (options.credentials === undefined) {
       // Defence in depth: without them the SDK would use Custos's own identity.
-      throw new CustosException('internal_error', 'aws-kms key backend: credentials are required');
+      throw new CommonException('internal_error', 'aws-kms key backend: credentials are required');
     }
     this.#client = new KMSClient({
       region: options.region,
@@ -209,7 +210,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
       ),
     );
     if (!output.Plaintext || !output.CiphertextBlob || !output.KeyId) {
-      throw new CustosException('key_unavailable', 'AWS KMS returned an incomplete data key', {
+      throw new CryptoException('key_unavailable', 'AWS KMS returned an incomplete data key', {
         backend: this.type,
         reason: 'unreachable',
       });
@@ -218,7 +219,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
     output.Plaintext.fill(0);
     if (plaintext.length !== DATA_KEY_BYTES) {
       plaintext.fill(0);
-      throw new CustosException('key_unavailable', 'AWS KMS returned a data key of the wrong size', {
+      throw new CryptoException('key_unavailable', 'AWS KMS returned a data key of the wrong size', {
         backend: this.type,
         reason: 'misconfigured',
       });
@@ -252,7 +253,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
   /** Wraps an existing data key with Encrypt under the same encryption context (moving keys to this backend). */
   async wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey> {
     if (!Buffer.isBuffer(plaintext) || plaintext.length !== DATA_KEY_BYTES) {
-      throw new CustosException('internal_error', 'aws-kms key backend: a data key is 32 bytes');
+      throw new CommonException('internal_error', 'aws-kms key backend: a data key is 32 bytes');
     }
     const encryptionContext = toEncryptionContext(ctx, 'internal_error');
     const output = await this.call((client, options) =>
@@ -262,7 +263,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
       ),
     );
     if (!output.CiphertextBlob || !output.KeyId) {
-      throw new CustosException('key_unavailable', 'AWS KMS returned an incomplete ciphertext', {
+      throw new CryptoException('key_unavailable', 'AWS KMS returned an incomplete ciphertext', {
         backend: this.type,
         reason: 'unreachable',
       });
@@ -304,7 +305,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
     const unwrapped = await this.unwrapDataKey(generated.wrapped, PROBE_CONTEXT);
     try {
       if (!crypto.timingSafeEqual(generated.plaintext, unwrapped)) {
-        throw new CustosException('key_unavailable', 'the AWS KMS key failed its round trip check', {
+        throw new CryptoException('key_unavailable', 'the AWS KMS key failed its round trip check', {
           backend: this.type,
           reason: 'misconfigured',
         });
@@ -367,7 +368,7 @@ export class AwsKmsKeyBackend implements KeyBackend {
         error instanceof KeyBackendTransportError || error instanceof AwsIdentityError
           ? error.message
           : MESSAGES[reason];
-      throw new CustosException(code, message, {
+      throw new CryptoException(code, message, {
         backend: this.type,
         reason,
         error: errorName(error),
@@ -381,14 +382,17 @@ function toEncryptionContext(
   onInvalid: 'internal_error' | 'key_invalid',
 ): Record<string, string> {
   if (typeof ctx !== 'object' || ctx === null) {
-    throw new CustosException(onInvalid, 'aws-kms key backend: context must be an object');
+    const message = 'aws-kms key backend: context must be an object';
+    throw onInvalid === 'key_invalid'
+      ? new CryptoException(onInvalid, message)
+      : new CommonException(onInvalid, message);
   }
   for (const name of ['tenantId', 'dataKeyId'] as const) {
     const problem = bindingStringProblem(ctx[name]);
     if (problem) {
       throw onInvalid === 'key_invalid'
         ? keyInvalid('invalid_ciphertext')
-        : new CustosException('internal_error', `aws-kms key backend: context.${name} ${problem}`);
+        : new CommonException('internal_error', `aws-kms key backend: context.${name} ${problem}`);
     }
   }
   return {
@@ -399,11 +403,11 @@ function toEncryptionContext(
 }
 
 function keyInvalid(reason: 'invalid_ciphertext' | 'wrong_key'): CustosException {
-  return new CustosException('key_invalid', MESSAGES[reason], { backend: 'aws-kms', reason });
+  return new CryptoException('key_invalid', MESSAGES[reason], { backend: 'aws-kms', reason });
 }
 
 function unavailable(reason: KmsFailureReason): CustosException {
-  return new CustosException('key_unavailable', MESSAGES[reason], { backend: 'aws-kms', reason });
+  return new CryptoException('key_unavailable', MESSAGES[reason], { backend: 'aws-kms', reason });
 }
 
 function errorName(error: unknown): string {

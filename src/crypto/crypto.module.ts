@@ -3,8 +3,10 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuditModule } from '../audit/audit.module.js';
 import { RootKeyring } from '../common/root-keyring.js';
 import { DataKeyService } from './data-key.service.js';
+import { DataKeysRepository } from './data-keys.repository.js';
 import { KeyBackendService } from './key-backend.service.js';
 import { KeyBackends, MANAGED_KEY_BACKEND } from './key-backends.js';
+import { KeyBackendsRepository } from './key-backends.repository.js';
 import { KeyCacheBus } from './key-cache-bus.js';
 import { ManagedKeyBackend } from './managed-key-backend.js';
 import { TenantKeyBackend } from './tenant-key-backend.entity.js';
@@ -19,6 +21,8 @@ import { DataKey } from './data-key.entity.js';
       useFactory: (k: RootKeyring) => new ManagedKeyBackend(k),
       inject: [RootKeyring],
     },
+    DataKeysRepository,
+    KeyBackendsRepository,
     KeyBackends,
     DataKeyService,
     KeyCacheBus,

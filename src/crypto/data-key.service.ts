@@ -8,10 +8,12 @@ import { Inject, Injectable } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
 import { DataSource } from 'typeorm';
 import { CONFIG, type Config } from '../config/config.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { Metrics } from '../common/metrics.js';
 import { openField, readEnvelopeHeader, sealField, type FieldBinding } from './envelope.js';
+import { DataKeysRepository, type DataKeyRow } from './data-keys.repository.js';
 import { KeyBackends } from './key-backends.js';
+import { CryptoException } from './crypto.errors.js';
 
 /** Which record and field a sealed secret belongs to (the tenant and data key are added by the service). */
 export type RecordField = Pick<FieldBinding, 'scope' | 'recordId' | 'field'>;
@@ -26,17 +28,6 @@ interface CurrentKey {
   createdAt: number;
   expiresAt: number;
 }
-
-interface DataKeyRow {
-  id: string;
-  tenant_id: string;
-  epoch: number;
-  backend_id: string | null;
-  wrapped: Buffer;
-  created_at: Date;
-}
-
-const rowColumns = 'id, tenant_id, epoch, backend_id, wrapped, created_at';
 
 const DAY_MS = 86_400_000;
 
@@ -55,6 +46,7 @@ export class DataKeyService {
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(DataKeysRepository) private readonly rows: DataKeysRepository,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(KeyBackends) private readonly backends: KeyBackends,
     @Inject(Metrics) private readonly metrics: Metrics,
@@ -77,7 +69,7 @@ export class DataKeyService {
     if (cur && cur.expiresAt > now && now - cur.createdAt < maxAge) {
       return { dataKeyId: cur.dataKeyId, key: await this.keyById(tenantId, cur.dataKeyId) };
     }
-    let row = await this.latest(tenantId);
+    let row = await this.rows.latest(tenantId);
     if (!row || now - row.created_at.getTime() >= maxAge)
       row = await this.createEpoch(tenantId, row?.epoch ?? 0);
     this.current.set(tenantId, {
@@ -109,15 +101,12 @@ export class DataKeyService {
     const hit = this.keys.get(dataKeyId);
     if (hit) {
       if (hit.tenantId !== tenantId)
-        throw new CustosException('decryption_failed', 'Data key does not belong to tenant');
+        throw new CryptoException('decryption_failed', 'Data key does not belong to tenant');
       return hit.key;
     }
-    const rows: DataKeyRow[] = await this.db.query(
-      `SELECT ${rowColumns} FROM data_keys WHERE id = $1 AND tenant_id = $2`,
-      [dataKeyId, tenantId],
-    );
-    if (rows.length === 0) throw new CustosException('decryption_failed', 'Unknown data key');
-    return this.unwrapCached(rows[0]);
+    const row = await this.rows.byId(tenantId, dataKeyId);
+    if (!row) throw new CryptoException('decryption_failed', 'Unknown data key');
+    return this.unwrapCached(row);
   }
 
   /** Whether this tenant's data key is unwrapped in the cache right now (not expired, not flushed). */
@@ -155,18 +144,9 @@ export class DataKeyService {
     return this.current.size;
   }
 
-  private async latest(tenantId: string): Promise<DataKeyRow | undefined> {
-    const rows: DataKeyRow[] = await this.db.query(
-      `SELECT ${rowColumns} FROM data_keys
-        WHERE tenant_id = $1 AND retired_at IS NULL ORDER BY epoch DESC LIMIT 1`,
-      [tenantId],
-    );
-    return rows[0];
-  }
-
   /** Starts a new epoch now (key rotation): new secrets are sealed under a fresh data key. */
   async startEpoch(tenantId: string): Promise<{ dataKeyId: string; epoch: number }> {
-    const latest = await this.latest(tenantId);
+    const latest = await this.rows.latest(tenantId);
     const row = await this.createEpoch(tenantId, latest?.epoch ?? 0);
     this.current.set(tenantId, {
       dataKeyId: row.id,
@@ -187,28 +167,26 @@ export class DataKeyService {
     const generated = await backend.generateDataKey({ tenantId, dataKeyId: id });
     const epoch = previousEpoch + 1;
     // Replicas racing to create the same epoch: one insert wins, the others read the winner.
-    const inserted: DataKeyRow[] = await this.db.transaction(async (m) => {
-      const rows: DataKeyRow[] = await m.query(
-        `INSERT INTO data_keys (id, tenant_id, epoch, backend_type, backend_id, key_ref, wrapped)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (tenant_id, epoch) DO NOTHING RETURNING ${rowColumns}`,
-        [id, tenantId, epoch, backend.type, backendId, generated.keyRef, generated.wrapped],
-      );
-      if (rows.length > 0) {
-        await m.query(
-          'UPDATE data_keys SET retired_at = now() WHERE tenant_id = $1 AND epoch < $2 AND retired_at IS NULL',
-          [tenantId, epoch],
-        );
-      }
-      return rows;
+    const inserted = await this.db.transaction(async (m) => {
+      const row = await this.rows.insertEpoch(m, {
+        id,
+        tenantId,
+        epoch,
+        backendType: backend.type,
+        backendId,
+        keyRef: generated.keyRef,
+        wrapped: generated.wrapped,
+      });
+      if (row) await this.rows.retireBefore(m, tenantId, epoch);
+      return row;
     });
-    if (inserted.length > 0) {
+    if (inserted) {
       this.store(tenantId, id, generated.plaintext);
-      return inserted[0];
+      return inserted;
     }
     generated.plaintext.fill(0);
-    const winner = await this.latest(tenantId);
-    if (!winner) throw new CustosException('internal_error', 'Data key epoch vanished');
+    const winner = await this.rows.latest(tenantId);
+    if (!winner) throw new CommonException('internal_error', 'Data key epoch vanished');
     return winner;
   }
 

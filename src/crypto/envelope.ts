@@ -37,7 +37,8 @@
  * key id, does not decrypt.
  */
 import crypto from 'node:crypto';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
+import { CryptoException } from './crypto.errors.js';
 
 export const ENVELOPE_VERSION = 1;
 
@@ -167,9 +168,9 @@ export function bindingStringProblem(value: unknown, maxBytes = MAX_BINDING_PART
 /** The canonical, unambiguous encoding of a binding; see the layout at the top of this file. */
 export function canonicalAad(binding: FieldBinding, version: number): Buffer {
   const problem = bindingProblem(binding);
-  if (problem) throw new CustosException('internal_error', `canonicalAad: ${problem}`);
+  if (problem) throw new CommonException('internal_error', `canonicalAad: ${problem}`);
   if (!Number.isInteger(version) || version < 1 || version > 0xff) {
-    throw new CustosException('internal_error', 'canonicalAad: version must be an integer in 1..255');
+    throw new CommonException('internal_error', 'canonicalAad: version must be an integer in 1..255');
   }
   return Buffer.concat([
     AAD_PREFIX,
@@ -181,12 +182,12 @@ export function canonicalAad(binding: FieldBinding, version: number): Buffer {
 /** Seals `plaintext` under `dataKey` for the place named by `binding`. */
 export function sealField(dataKey: Buffer, binding: FieldBinding, plaintext: Buffer): Buffer {
   if (!Buffer.isBuffer(dataKey) || dataKey.length !== AES_256_GCM_KEY_BYTES) {
-    throw new CustosException('internal_error', 'sealField: the data key must be 32 bytes');
+    throw new CommonException('internal_error', 'sealField: the data key must be 32 bytes');
   }
   const problem = bindingProblem(binding);
-  if (problem) throw new CustosException('internal_error', `sealField: ${problem}`);
+  if (problem) throw new CommonException('internal_error', `sealField: ${problem}`);
   if (!Buffer.isBuffer(plaintext))
-    throw new CustosException('internal_error', 'sealField: plaintext must be a Buffer');
+    throw new CommonException('internal_error', 'sealField: plaintext must be a Buffer');
 
   const header = Buffer.alloc(HEADER_BYTES);
   MAGIC.copy(header, 0);
@@ -285,5 +286,5 @@ function bytesToUuid(bytes: Buffer): string {
 }
 
 function decryptionFailed(): CustosException {
-  return new CustosException('decryption_failed', DECRYPTION_FAILED_MESSAGE);
+  return new CryptoException('decryption_failed', DECRYPTION_FAILED_MESSAGE);
 }

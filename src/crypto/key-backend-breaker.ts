@@ -6,7 +6,7 @@
  * only "unreachable" opens the circuit. One breaker per configuration, so a dead key costs only its own tenant.
  * Closed (the healthy case), a call costs one comparison.
  */
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import type {
   DataKeyContext,
   GeneratedDataKey,
@@ -14,6 +14,7 @@ import type {
   KeyBackendType,
   WrappedDataKey,
 } from './key-backend.js';
+import { CryptoException } from './crypto.errors.js';
 
 export interface BreakerOptions {
   /** How long the circuit stays open before a probe; 0 turns the breaker off. */
@@ -76,7 +77,7 @@ export class CircuitBreakerKeyBackend implements KeyBackend {
   rotateKey(): Promise<unknown> {
     const rotate = this.inner.rotateKey?.bind(this.inner);
     if (!rotate)
-      return Promise.reject(new CustosException('internal_error', 'This key backend does not rotate'));
+      return Promise.reject(new CommonException('internal_error', 'This key backend does not rotate'));
     return this.guard(rotate);
   }
 
@@ -110,7 +111,7 @@ export class CircuitBreakerKeyBackend implements KeyBackend {
 
   private fastFailure(): CustosException {
     this.options.onFastFail?.(this.type);
-    return new CustosException(
+    return new CryptoException(
       'key_unavailable',
       'The key backend was unreachable moments ago; retry shortly',
       {

@@ -17,17 +17,17 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { Gauge } from 'prom-client';
-import { DataSource, type EntityManager } from 'typeorm';
+import { DataSource } from 'typeorm';
 import { AuditService, systemActor, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import { failpoint } from '../common/failpoint.js';
 import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { CONFIG, type Config } from '../config/config.js';
-import { returned } from '../database/sql.js';
 import { awsExternalIdFor } from './aws-identity.js';
 import { DataKeyService } from './data-key.service.js';
+import { DataKeysRepository } from './data-keys.repository.js';
 import type { DataKeyContext, KeyBackend, KeyBackendType } from './key-backend.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
 import {
@@ -37,6 +37,7 @@ import {
   verificationFailure,
   type KeyBackendSettings,
 } from './key-backends.js';
+import { KeyBackendsRepository, type MigrationSide } from './key-backends.repository.js';
 import { KeyCacheBus } from './key-cache-bus.js';
 
 export type KeyBackendStatus = 'active' | 'migrating' | 'migration_failed';
@@ -45,7 +46,7 @@ export type KeyBackendStatus = 'active' | 'migrating' | 'migration_failed';
 export interface MigrationFailure {
   code: string;
   reason: string;
-  side: 'source' | 'target';
+  side: MigrationSide;
   message: string;
 }
 
@@ -72,14 +73,6 @@ export interface KeyBackendView {
   awsExternalId: string;
 }
 
-interface KeyRow {
-  id: string;
-  tenant_id: string;
-  epoch: number;
-  backend_id: string | null;
-  wrapped: Buffer;
-}
-
 export interface MigrationOptions {
   /** Stop after this many keys (tests: a crash between two keys). */
   limit?: number;
@@ -95,18 +88,6 @@ const ctxOf = (k: { tenant_id: string; id: string }): DataKeyContext => ({
 /** Backoff of the background retries of a failing migration: 30 s, doubling, at most 30 min. */
 const RETRY_BASE_SECONDS = 30;
 const RETRY_MAX_SECONDS = 1800;
-
-interface MigrationRow {
-  started_at: Date | null;
-  attempts: number | null;
-  failing_since: Date | null;
-  last_attempt_at: Date | null;
-  next_attempt_at: Date | null;
-  last_error_code: string | null;
-  last_error_reason: string | null;
-  last_error_side: 'source' | 'target' | null;
-  last_error_message: string | null;
-}
 
 /** A backend's verdict that stops a migration (recorded, retried); anything else is a crash and propagates. */
 function asMigrationFailure(err: unknown, side: MigrationFailure['side']): MigrationFailure | null {
@@ -130,6 +111,8 @@ export class KeyBackendService {
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(KeyBackendsRepository) private readonly configs: KeyBackendsRepository,
+    @Inject(DataKeysRepository) private readonly keyRows: DataKeysRepository,
     @Inject(KeyBackends) private readonly backends: KeyBackends,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(KeyCacheBus) private readonly bus: KeyCacheBus,
@@ -146,10 +129,7 @@ export class KeyBackendService {
       registers: [metrics.registry],
       collect: async () => {
         try {
-          const rows: { n: number }[] = await this.db.query(
-            'SELECT count(*)::int AS n FROM tenant_key_migrations WHERE failing_since IS NOT NULL',
-          );
-          failing.set(rows[0]?.n ?? 0);
+          failing.set(await this.configs.countFailingMigrations());
         } catch {
           // The database is down: keep the last value; /readyz says the rest.
         }
@@ -158,26 +138,8 @@ export class KeyBackendService {
   }
 
   async view(tenantId: string): Promise<KeyBackendView> {
-    const rows: (MigrationRow & {
-      key_backend_type: KeyBackendType;
-      settings: KeyBackendSettings | null;
-      created_at: Date | null;
-      total: number;
-      current: number;
-    })[] = await this.db.query(
-      `SELECT t.key_backend_type, b.settings, b.created_at,
-              (SELECT count(*)::int FROM data_keys d WHERE d.tenant_id = t.id) AS total,
-              (SELECT count(*)::int FROM data_keys d WHERE d.tenant_id = t.id
-                  AND d.backend_id IS NOT DISTINCT FROM t.key_backend_id) AS current,
-              m.started_at, m.attempts, m.failing_since, m.last_attempt_at, m.next_attempt_at,
-              m.last_error_code, m.last_error_reason, m.last_error_side, m.last_error_message
-         FROM tenants t LEFT JOIN tenant_key_backends b ON b.id = t.key_backend_id
-              LEFT JOIN tenant_key_migrations m ON m.tenant_id = t.id
-        WHERE t.id = $1`,
-      [tenantId],
-    );
-    const r = rows[0];
-    if (!r) throw new CustosException('not_found', 'Tenant not found');
+    const r = await this.configs.view(tenantId);
+    if (!r) throw new CommonException('not_found', 'Tenant not found');
     const pending = r.current !== r.total;
     const failing = pending && r.failing_since !== null;
     return {
@@ -234,31 +196,20 @@ export class KeyBackendService {
         ? await this.backends.sealSecrets(tenantId, backendId, split.secrets)
         : null;
     await this.db.transaction(async (m) => {
-      const before: { key_backend_type: KeyBackendType }[] = await m.query(
-        'SELECT key_backend_type FROM tenants WHERE id = $1 FOR UPDATE',
-        [tenantId],
-      );
-      if (before.length === 0) throw new CustosException('not_found', 'Tenant not found');
+      const previousType = await this.configs.lockBackendType(m, tenantId);
+      if (previousType === undefined) throw new CommonException('not_found', 'Tenant not found');
       if (split && backendId) {
-        await m.query(
-          `INSERT INTO tenant_key_backends (id, tenant_id, type, settings, secret_wrapped_key, secret)
-           VALUES ($1, $2, $3, $4, $5, $6)`,
-          [
-            backendId,
-            tenantId,
-            split.type,
-            JSON.stringify(split.settings),
-            sealed?.wrappedKey ?? null,
-            sealed?.envelope ?? null,
-          ],
-        );
+        await this.configs.insertConfiguration(m, {
+          id: backendId,
+          tenantId,
+          type: split.type,
+          settings: split.settings,
+          secretWrappedKey: sealed?.wrappedKey ?? null,
+          secret: sealed?.envelope ?? null,
+        });
       }
-      await m.query('UPDATE tenants SET key_backend_type = $2, key_backend_id = $3 WHERE id = $1', [
-        tenantId,
-        input.type,
-        backendId,
-      ]);
-      await this.resetMigration(m, tenantId, backendId);
+      await this.configs.setPointer(m, tenantId, input.type, backendId);
+      await this.configs.resetMigration(m, tenantId, backendId);
       await this.audit.record(
         {
           tenantId,
@@ -267,7 +218,7 @@ export class KeyBackendService {
           actor,
           details: {
             type: input.type,
-            previousType: before[0].key_backend_type,
+            previousType,
             settings: split?.settings ?? {},
             ...(backendId ? { configurationId: backendId } : {}),
           },
@@ -286,11 +237,8 @@ export class KeyBackendService {
    * migration) keeps serving writes.
    */
   private async sealUnder(tenantId: string, backendId: string | null): Promise<void> {
-    const latest: { backend_id: string | null }[] = await this.db.query(
-      `SELECT backend_id FROM data_keys WHERE tenant_id = $1 AND retired_at IS NULL ORDER BY epoch DESC LIMIT 1`,
-      [tenantId],
-    );
-    if (latest.length > 0 && latest[0].backend_id !== backendId) {
+    const latest = await this.keyRows.latestBackend(tenantId);
+    if (latest && latest.backend_id !== backendId) {
       try {
         await this.dataKeys.startEpoch(tenantId);
       } catch (err) {
@@ -342,14 +290,7 @@ export class KeyBackendService {
     const skip = new Set<string>();
     for (;;) {
       if (opts.limit !== undefined && migrated >= opts.limit) break;
-      const pending: (KeyRow & { target: string | null })[] = await this.db.query(
-        `SELECT d.id, d.tenant_id, d.epoch, d.backend_id, d.wrapped, t.key_backend_id AS target
-           FROM data_keys d JOIN tenants t ON t.id = d.tenant_id
-          WHERE d.tenant_id = $1 AND d.backend_id IS DISTINCT FROM t.key_backend_id AND NOT (d.id = ANY($2::uuid[]))
-          ORDER BY d.epoch LIMIT 1`,
-        [tenantId, [...skip]],
-      );
-      const key = pending[0];
+      const key = await this.keyRows.nextToMigrate(tenantId, [...skip]);
       if (!key) break;
       let plaintext: Buffer;
       try {
@@ -379,59 +320,40 @@ export class KeyBackendService {
         tenantId,
         dataKeyId: key.id,
       });
-      const done = returned<{ id: string }>(
-        await this.db.query(
-          `UPDATE data_keys SET wrapped = $3, key_ref = $4, backend_type = $5, backend_id = $6
-            WHERE id = $1 AND tenant_id = $2 AND wrapped = $7 RETURNING id`,
-          [key.id, tenantId, rewrapped.wrapped, rewrapped.keyRef, to.type, key.target, key.wrapped],
-        ),
-      );
+      const done = await this.keyRows.moveWrap(tenantId, key, rewrapped, to.type, key.target);
       // Someone else moved (or rotated) it meanwhile: look at it again next round.
-      if (done.length === 0) {
+      if (!done) {
         skip.add(key.id);
         continue;
       }
       migrated++;
     }
-    const remaining = await this.pendingCount(tenantId);
+    const remaining = await this.keyRows.pendingCount(tenantId);
     if (failure) {
       await this.recordFailure(tenantId, failure, failedConfiguration, { migrated, remaining });
       return { migrated, remaining, failure };
     }
     if (remaining === 0) {
       if (migrated > 0) await this.finishMigration(tenantId, migrated);
-      await this.db.query('DELETE FROM tenant_key_migrations WHERE tenant_id = $1', [tenantId]);
+      await this.configs.deleteMigration(tenantId);
     } else if (migrated > 0) {
-      await this.recordProgress(tenantId);
+      await this.configs.recordProgress(tenantId);
     }
     return { migrated, remaining };
   }
 
   /** Tenants with data keys still on a previous backend and not waiting out a backoff (for the background job). */
-  async tenantsMigrating(limit = 100): Promise<string[]> {
-    const rows: { tenant_id: string }[] = await this.db.query(
-      `SELECT DISTINCT d.tenant_id FROM data_keys d JOIN tenants t ON t.id = d.tenant_id
-              LEFT JOIN tenant_key_migrations m ON m.tenant_id = d.tenant_id
-        WHERE d.backend_id IS DISTINCT FROM t.key_backend_id
-          AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
-        LIMIT $1`,
-      [limit],
-    );
-    return rows.map((r) => r.tenant_id);
+  tenantsMigrating(limit = 100): Promise<string[]> {
+    return this.keyRows.tenantsMigrating(limit);
   }
 
   /** An admin retries a migration now (a new failure episode begins: its failure is audited again). */
   async resumeMigration(actor: Actor, tenantId: string): Promise<KeyBackendView> {
     const before = await this.view(tenantId);
-    if (before.status === 'active') throw new CustosException('conflict', 'No key migration to resume');
-    const sources = await this.pendingSources(tenantId);
+    if (before.status === 'active') throw new CommonException('conflict', 'No key migration to resume');
+    const sources = await this.keyRows.pendingSources(tenantId);
     await this.db.transaction(async (m) => {
-      await m.query(
-        `INSERT INTO tenant_key_migrations (tenant_id, target_backend_id)
-         VALUES ($1, (SELECT key_backend_id FROM tenants WHERE id = $1))
-         ON CONFLICT (tenant_id) DO UPDATE SET attempts = 0, failing_since = NULL, next_attempt_at = NULL`,
-        [tenantId],
-      );
+      await this.configs.restartMigration(m, tenantId);
       await this.audit.record(
         {
           tenantId,
@@ -455,7 +377,7 @@ export class KeyBackendService {
     });
     // Fresh clients: an admin resumes because something was fixed (credentials, a key restored), and a
     // breaker opened by the last failure must not answer for it.
-    for (const id of [...sources.map((r) => r.backend_id), await this.currentBackendId(tenantId)]) {
+    for (const id of [...sources.map((r) => r.backend_id), await this.configs.currentBackendId(tenantId)]) {
       if (id !== null) this.backends.evict(id);
     }
     await this.running.get(tenantId);
@@ -469,21 +391,18 @@ export class KeyBackendService {
    * Keys already moved to the abandoned configuration are moved back by the background migration.
    */
   async cancelMigration(actor: Actor, tenantId: string): Promise<KeyBackendView> {
-    const sources = await this.pendingSources(tenantId);
-    if (sources.length === 0) throw new CustosException('conflict', 'No key migration to cancel');
+    const sources = await this.keyRows.pendingSources(tenantId);
+    if (sources.length === 0) throw new CommonException('conflict', 'No key migration to cancel');
     const back = sources[0].backend_id;
     let backType: KeyBackendType = 'managed';
     if (back !== null) {
-      const rows: { type: KeyBackendType; retired_at: Date | null }[] = await this.db.query(
-        'SELECT type, retired_at FROM tenant_key_backends WHERE id = $1 AND tenant_id = $2',
-        [back, tenantId],
-      );
-      if (!rows[0] || rows[0].retired_at !== null) {
-        throw new CustosException('conflict', 'The previous key-backend configuration is retired', {
+      const config = await this.configs.configurationState(tenantId, back);
+      if (!config || config.retired_at !== null) {
+        throw new CommonException('conflict', 'The previous key-backend configuration is retired', {
           reason: 'previous_configuration_retired',
         });
       }
-      backType = rows[0].type;
+      backType = config.type;
       this.backends.evict(back);
     }
     const backend = await this.backends.byId(tenantId, back);
@@ -494,29 +413,14 @@ export class KeyBackendService {
       throw await verificationFailure(backType as Exclude<KeyBackendType, 'managed'>, err);
     }
     const abandoned = await this.db.transaction(async (m) => {
-      const rows: { key_backend_id: string | null; key_backend_type: KeyBackendType }[] = await m.query(
-        'SELECT key_backend_id, key_backend_type FROM tenants WHERE id = $1 FOR UPDATE',
-        [tenantId],
-      );
-      const current = rows[0];
-      if (!current) throw new CustosException('not_found', 'Tenant not found');
-      const still: { n: number }[] = await m.query(
-        `SELECT count(*)::int AS n FROM data_keys
-          WHERE tenant_id = $1 AND backend_id IS NOT DISTINCT FROM $2 AND backend_id IS DISTINCT FROM $3`,
-        [tenantId, back, current.key_backend_id],
-      );
-      if (still[0].n === 0)
-        throw new CustosException('conflict', 'The key migration changed meanwhile; look again');
-      await m.query('UPDATE tenants SET key_backend_type = $2, key_backend_id = $3 WHERE id = $1', [
-        tenantId,
-        backType,
-        back,
-      ]);
-      await this.resetMigration(m, tenantId, back);
-      const moved: { n: number }[] = await m.query(
-        'SELECT count(*)::int AS n FROM data_keys WHERE tenant_id = $1 AND backend_id IS NOT DISTINCT FROM $2',
-        [tenantId, current.key_backend_id],
-      );
+      const current = await this.configs.lockPointer(m, tenantId);
+      if (!current) throw new CommonException('not_found', 'Tenant not found');
+      const still = await this.keyRows.countOnBackendUnless(m, tenantId, back, current.key_backend_id);
+      if (still === 0)
+        throw new CommonException('conflict', 'The key migration changed meanwhile; look again');
+      await this.configs.setPointer(m, tenantId, backType, back);
+      await this.configs.resetMigration(m, tenantId, back);
+      const moved = await this.keyRows.countOnBackend(m, tenantId, current.key_backend_id);
       await this.audit.record(
         {
           tenantId,
@@ -529,7 +433,7 @@ export class KeyBackendService {
             ...(back ? { configurationId: back } : {}),
             ...(current.key_backend_id ? { cancelledConfigurationId: current.key_backend_id } : {}),
             // Keys that had already moved: they follow back once the abandoned configuration answers.
-            keysOnCancelledConfiguration: moved[0].n,
+            keysOnCancelledConfiguration: moved,
           },
         },
         m,
@@ -560,22 +464,11 @@ export class KeyBackendService {
       const version = await backend.rotateKey?.();
       if (typeof version === 'number') keyVersion = version;
     }
-    const keys: KeyRow[] = await this.db.query(
-      `SELECT id, tenant_id, epoch, backend_id, wrapped FROM data_keys
-        WHERE tenant_id = $1 AND backend_id IS NOT DISTINCT FROM $2 ORDER BY epoch`,
-      [tenantId, backendId],
-    );
+    const keys = await this.keyRows.onBackend(tenantId, backendId);
     let rewrapped = 0;
     for (const key of keys) {
       const next = await backend.rewrapDataKey(key.wrapped, ctxOf(key));
-      const done = returned<{ id: string }>(
-        await this.db.query(
-          `UPDATE data_keys SET wrapped = $3, key_ref = $4 WHERE id = $1 AND tenant_id = $2 AND wrapped = $5
-           RETURNING id`,
-          [key.id, tenantId, next.wrapped, next.keyRef, key.wrapped],
-        ),
-      );
-      rewrapped += done.length;
+      if (await this.keyRows.rewrap(tenantId, key, next)) rewrapped++;
     }
     const { epoch } = await this.dataKeys.startEpoch(tenantId);
     await this.bus.publish(tenantId, 'epoch').catch(() => undefined);
@@ -602,44 +495,6 @@ export class KeyBackendService {
     return { flushed: true, replicasNotified };
   }
 
-  private async pendingCount(tenantId: string): Promise<number> {
-    const rows: { n: number }[] = await this.db.query(
-      `SELECT count(*)::int AS n FROM data_keys d JOIN tenants t ON t.id = d.tenant_id
-        WHERE d.tenant_id = $1 AND d.backend_id IS DISTINCT FROM t.key_backend_id`,
-      [tenantId],
-    );
-    return rows[0].n;
-  }
-
-  private async currentBackendId(tenantId: string): Promise<string | null> {
-    const rows: { key_backend_id: string | null }[] = await this.db.query(
-      'SELECT key_backend_id FROM tenants WHERE id = $1',
-      [tenantId],
-    );
-    return rows[0]?.key_backend_id ?? null;
-  }
-
-  /** The configurations still wrapping keys to move, the one with the newest such key first. */
-  private async pendingSources(tenantId: string): Promise<{ backend_id: string | null; n: number }[]> {
-    return this.db.query(
-      `SELECT d.backend_id, count(*)::int AS n FROM data_keys d JOIN tenants t ON t.id = d.tenant_id
-        WHERE d.tenant_id = $1 AND d.backend_id IS DISTINCT FROM t.key_backend_id
-        GROUP BY d.backend_id ORDER BY max(d.epoch) DESC`,
-      [tenantId],
-    );
-  }
-
-  /** A fresh migration state toward `target` (a new configuration, or back after a cancel). */
-  private async resetMigration(m: EntityManager, tenantId: string, target: string | null): Promise<void> {
-    await m.query(
-      `INSERT INTO tenant_key_migrations AS k (tenant_id, target_backend_id) VALUES ($1, $2)
-       ON CONFLICT (tenant_id) DO UPDATE SET target_backend_id = $2, started_at = now(), attempts = 0,
-         failing_since = NULL, last_attempt_at = NULL, next_attempt_at = NULL, last_error_code = NULL,
-         last_error_reason = NULL, last_error_side = NULL, last_error_message = NULL`,
-      [tenantId, target],
-    );
-  }
-
   /**
    * Records a failed attempt and when to try again; the first failure of an episode is audited with it, in
    * the same transaction, so a retry never repeats the event.
@@ -651,30 +506,13 @@ export class KeyBackendService {
     progress: { migrated: number; remaining: number },
   ): Promise<void> {
     await this.db.transaction(async (m) => {
-      const rows: { attempts: number; new_episode: boolean }[] = await m.query(
-        `INSERT INTO tenant_key_migrations AS k
-           (tenant_id, target_backend_id, attempts, failing_since, last_attempt_at, next_attempt_at,
-            last_error_code, last_error_reason, last_error_side, last_error_message)
-         VALUES ($1, (SELECT key_backend_id FROM tenants WHERE id = $1), 1, now(), now(),
-                 now() + make_interval(secs => $6), $2, $3, $4, $5)
-         ON CONFLICT (tenant_id) DO UPDATE SET
-           attempts = k.attempts + 1,
-           failing_since = COALESCE(k.failing_since, now()),
-           last_attempt_at = now(),
-           next_attempt_at = now() + make_interval(secs => LEAST($7::float8, $6 * power(2, LEAST(k.attempts, 16)))),
-           last_error_code = $2, last_error_reason = $3, last_error_side = $4, last_error_message = $5
-         RETURNING k.attempts, k.failing_since = now() AS new_episode`,
-        [
-          tenantId,
-          failure.code,
-          failure.reason,
-          failure.side,
-          failure.message,
-          RETRY_BASE_SECONDS,
-          RETRY_MAX_SECONDS,
-        ],
+      const row = await this.configs.recordFailure(
+        m,
+        tenantId,
+        failure,
+        RETRY_BASE_SECONDS,
+        RETRY_MAX_SECONDS,
       );
-      const row = rows[0];
       if (!row?.new_episode) return;
       await this.audit.record(
         {
@@ -701,31 +539,11 @@ export class KeyBackendService {
     );
   }
 
-  /** A run moved keys: whatever failed before has passed. */
-  private async recordProgress(tenantId: string): Promise<void> {
-    await this.db.query(
-      `UPDATE tenant_key_migrations SET attempts = 0, failing_since = NULL, next_attempt_at = NULL,
-              last_attempt_at = now(), last_error_code = NULL, last_error_reason = NULL, last_error_side = NULL,
-              last_error_message = NULL
-        WHERE tenant_id = $1`,
-      [tenantId],
-    );
-  }
-
   /** Retires configurations no data key uses any more, erasing their credentials. */
   private async retireUnused(tenantId: string): Promise<string[]> {
-    const retired = returned<{ id: string }>(
-      await this.db.query(
-        `UPDATE tenant_key_backends b SET retired_at = now(), secret = NULL, secret_wrapped_key = NULL
-          WHERE b.tenant_id = $1 AND b.retired_at IS NULL
-            AND b.id IS DISTINCT FROM (SELECT key_backend_id FROM tenants WHERE id = $1)
-            AND NOT EXISTS (SELECT 1 FROM data_keys d WHERE d.backend_id = b.id)
-          RETURNING b.id`,
-        [tenantId],
-      ),
-    );
-    for (const r of retired) this.backends.evict(r.id);
-    return retired.map((r) => r.id);
+    const retired = await this.configs.retireUnused(tenantId);
+    for (const id of retired) this.backends.evict(id);
+    return retired;
   }
 
   private async finishMigration(tenantId: string, migrated: number): Promise<void> {

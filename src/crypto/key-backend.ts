@@ -4,6 +4,12 @@
  */
 export type KeyBackendType = 'managed' | 'aws-kms' | 'vault-transit';
 
+/** The backends a tenant brings (a configuration row each). */
+export type ExternalType = Exclude<KeyBackendType, 'managed'>;
+
+/** What may be shown of a configuration: everything but credentials. */
+export type KeyBackendSettings = Record<string, string>;
+
 /** What a wrapped data key is bound to (KMS encryption context / Vault associated data / managed AAD). */
 export interface DataKeyContext {
   tenantId: string;

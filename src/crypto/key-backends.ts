@@ -12,7 +12,6 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { Counter } from 'prom-client';
-import { DataSource } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { Metrics } from '../common/metrics.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
@@ -29,32 +28,21 @@ import {
   type AwsOperatorSettings,
 } from './aws-identity.js';
 import { openField, sealField, type FieldBinding } from './envelope.js';
-import type { KeyBackend, KeyBackendType } from './key-backend.js';
+import type { ExternalType, KeyBackend, KeyBackendSettings } from './key-backend.js';
 import { CircuitBreakerKeyBackend } from './key-backend-breaker.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
+import { KeyBackendsRepository } from './key-backends.repository.js';
+import { CryptoException } from './crypto.errors.js';
 
 export const MANAGED_KEY_BACKEND = Symbol('MANAGED_KEY_BACKEND');
 
-export type ExternalType = Exclude<KeyBackendType, 'managed'>;
-
-/** What may be shown: everything but credentials. */
-export type KeyBackendSettings = Record<string, string>;
+export type { ExternalType, KeyBackendSettings };
 
 interface Secrets {
   secretAccessKey?: string;
   sessionToken?: string;
   token?: string;
   secretId?: string;
-}
-
-interface ConfigRow {
-  id: string;
-  tenant_id: string;
-  type: ExternalType;
-  settings: KeyBackendSettings;
-  secret_wrapped_key: Buffer | null;
-  secret: Buffer | null;
-  retired_at: Date | null;
 }
 
 /** A configuration split into what is stored in the clear and what is sealed. */
@@ -117,7 +105,7 @@ export function assertAwsIdentityAllowed(
   operator: Pick<AwsOperatorSettings, 'ambientKeyArns'>,
 ): void {
   const refusal = awsIdentityRefusal(awsIdentityOf(s), { keyId: s.keyId, endpoint: s.endpoint }, operator);
-  if (refusal) throw new CustosException('key_backend_invalid', refusal.message, { reason: refusal.reason });
+  if (refusal) throw new CryptoException('key_backend_invalid', refusal.message, { reason: refusal.reason });
 }
 
 /** What building a client needs besides the configuration. */
@@ -148,7 +136,7 @@ export async function buildBackend(
     let credentials: AwsKmsKeyBackendOptions['credentials'];
     if (identity === 'static') {
       if (!s.accessKeyId || !secrets?.secretAccessKey) {
-        throw new CustosException('key_unavailable', 'The AWS KMS configuration has no credentials', {
+        throw new CryptoException('key_unavailable', 'The AWS KMS configuration has no credentials', {
           backend: 'aws-kms',
           reason: 'misconfigured',
         });
@@ -204,7 +192,7 @@ export async function buildBackend(
 }
 
 /** The 400 code for a configuration that failed its round trip, from the adapter's classification. */
-export async function verificationFailure(type: ExternalType, err: unknown): Promise<CustosException> {
+export async function verificationFailure(type: ExternalType, err: unknown): Promise<CryptoException> {
   // The adapters have already classified their failures; raw errors are classified here.
   const given = err instanceof CustosException ? err.details?.reason : undefined;
   const reason =
@@ -224,7 +212,7 @@ export async function verificationFailure(type: ExternalType, err: unknown): Pro
     key_backend_denied: 'The key backend refused these credentials or this key',
     key_backend_invalid: 'The key backend rejected this configuration',
   }[code];
-  return new CustosException(code, `${what} (${reason})`, { reason });
+  return new CryptoException(code, `${what} (${reason})`, { reason });
 }
 
 const secretsBinding = (tenantId: string, configId: string): FieldBinding => ({
@@ -243,7 +231,7 @@ export class KeyBackends implements OnModuleDestroy {
 
   constructor(
     @Inject(MANAGED_KEY_BACKEND) private readonly managed: KeyBackend,
-    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(KeyBackendsRepository) private readonly configs: KeyBackendsRepository,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(OutboundHttpClient) private readonly http: OutboundHttpClient,
     @Inject(Metrics) metrics: Metrics,
@@ -280,11 +268,7 @@ export class KeyBackends implements OnModuleDestroy {
 
   /** The backend new data keys of this tenant are wrapped by, and its configuration id (null: managed). */
   async current(tenantId: string): Promise<{ backend: KeyBackend; backendId: string | null }> {
-    const rows: { key_backend_id: string | null }[] = await this.db.query(
-      'SELECT key_backend_id FROM tenants WHERE id = $1',
-      [tenantId],
-    );
-    const backendId = rows[0]?.key_backend_id ?? null;
+    const backendId = await this.configs.currentBackendId(tenantId);
     return { backend: await this.byId(tenantId, backendId), backendId };
   }
 
@@ -347,13 +331,8 @@ export class KeyBackends implements OnModuleDestroy {
   }
 
   private async load(tenantId: string, backendId: string): Promise<KeyBackend> {
-    const rows: ConfigRow[] = await this.db.query(
-      `SELECT id, tenant_id, type, settings, secret_wrapped_key, secret, retired_at
-         FROM tenant_key_backends WHERE id = $1 AND tenant_id = $2`,
-      [backendId, tenantId],
-    );
-    const row = rows[0];
-    if (!row) throw new CustosException('key_unavailable', 'Unknown key-backend configuration');
+    const row = await this.configs.configuration(tenantId, backendId);
+    if (!row) throw new CryptoException('key_unavailable', 'Unknown key-backend configuration');
     let secrets: Secrets | null = null;
     if (row.secret && row.secret_wrapped_key) {
       const key = await this.managed.unwrapDataKey(row.secret_wrapped_key, { tenantId, dataKeyId: row.id });

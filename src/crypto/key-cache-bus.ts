@@ -8,7 +8,7 @@ import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@ne
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { CONFIG, type Config } from '../config/config.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { closeRedis, connectRedis, settlesWithin, START_WAIT_MS, whenReady } from '../common/redis.js';
 import { DataKeyService } from './data-key.service.js';
@@ -98,7 +98,7 @@ export class KeyCacheBus implements OnModuleInit, OnModuleDestroy {
     try {
       await this.pub.publish(CHANNEL, JSON.stringify(message));
     } catch (err) {
-      const e = new CustosException(
+      const e = new CommonException(
         'temporarily_unavailable',
         'The other Custos processes could not be told; retry shortly',
       );

@@ -24,7 +24,7 @@
  * wraps (NIST SP 800-38D); data keys are per tenant and epoch, so a root version never comes near that.
  */
 import crypto from 'node:crypto';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import type {
   DataKeyContext,
   GeneratedDataKey,
@@ -43,6 +43,7 @@ import {
   lengthPrefixed,
 } from './envelope.js';
 import type { RootKeyring } from '../common/root-keyring.js';
+import { CryptoException } from './crypto.errors.js';
 
 const MAGIC = Buffer.from('CMK', 'ascii');
 const FORMAT_VERSION = 1;
@@ -84,7 +85,7 @@ export class ManagedKeyBackend implements KeyBackend {
 
   async wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey> {
     if (!Buffer.isBuffer(plaintext) || plaintext.length !== DATA_KEY_BYTES) {
-      throw new CustosException('internal_error', 'managed key backend: a data key is 32 bytes');
+      throw new CommonException('internal_error', 'managed key backend: a data key is 32 bytes');
     }
     return this.wrap(plaintext, ctx);
   }
@@ -108,7 +109,7 @@ export class ManagedKeyBackend implements KeyBackend {
     const unwrapped = await this.unwrapDataKey(generated.wrapped, PROBE_CONTEXT);
     try {
       if (!crypto.timingSafeEqual(generated.plaintext, unwrapped)) {
-        throw new CustosException('key_unavailable', 'the managed key backend failed its round trip check');
+        throw new CryptoException('key_unavailable', 'the managed key backend failed its round trip check');
       }
     } finally {
       generated.plaintext.fill(0);
@@ -122,7 +123,7 @@ export class ManagedKeyBackend implements KeyBackend {
 
   private wrap(plaintext: Buffer, ctx: DataKeyContext): WrappedDataKey {
     const problem = contextProblem(ctx);
-    if (problem) throw new CustosException('internal_error', `managed key backend: ${problem}`);
+    if (problem) throw new CommonException('internal_error', `managed key backend: ${problem}`);
     const rootVersion = this.keyring.currentVersion;
     const versionBytes = Buffer.from(rootVersion, 'ascii');
     const header = Buffer.concat([MAGIC, Buffer.of(FORMAT_VERSION, versionBytes.length), versionBytes]);
@@ -140,7 +141,7 @@ export class ManagedKeyBackend implements KeyBackend {
     if (contextProblem(ctx)) throw keyInvalid();
     const parsed = parseWrapped(wrapped);
     if (!this.keyring.versions().includes(parsed.rootVersion)) {
-      throw new CustosException(
+      throw new CryptoException(
         'key_unavailable',
         `root key version ${parsed.rootVersion} is not in the keyring`,
       );
@@ -163,7 +164,7 @@ export class ManagedKeyBackend implements KeyBackend {
     if (wrapKey === undefined) {
       const rootKey = this.keyring.key(rootVersion);
       if (rootKey === undefined) {
-        throw new CustosException('key_unavailable', `root key version ${rootVersion} is not in the keyring`);
+        throw new CryptoException('key_unavailable', `root key version ${rootVersion} is not in the keyring`);
       }
       try {
         wrapKey = hkdfSha256(rootKey, Buffer.alloc(0), WRAP_KEY_INFO, AES_256_GCM_KEY_BYTES);
@@ -225,5 +226,5 @@ function contextProblem(ctx: DataKeyContext): string | undefined {
 }
 
 function keyInvalid(): CustosException {
-  return new CustosException('key_invalid', KEY_INVALID_MESSAGE);
+  return new CryptoException('key_invalid', KEY_INVALID_MESSAGE);
 }

@@ -27,7 +27,7 @@
  */
 import crypto from 'node:crypto';
 import NodeVault from 'node-vault';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import { trimChar } from '../common/validation.js';
 import type { OutboundHttpClient } from '../common/outbound-http.js';
 import { bindingStringProblem, lengthPrefixed } from './envelope.js';
@@ -39,6 +39,7 @@ import type {
   KeyBackendType,
   WrappedDataKey,
 } from './key-backend.js';
+import { CryptoException } from './crypto.errors.js';
 
 export interface VaultTransitKeyBackendOptions {
   /** e.g. https://vault.example.com:8200 */
@@ -154,10 +155,10 @@ export class VaultTransitKeyBackend implements KeyBackend {
     this.mount = trimChar(options.mount ?? 'transit', '/');
     this.keyName = options.keyName;
     if (!PATH_SEGMENT.test(this.mount) || !/^[\w\-.@]+$/.test(this.keyName)) {
-      throw new CustosException('internal_error', 'vault-transit key backend: invalid mount or key name');
+      throw new CommonException('internal_error', 'vault-transit key backend: invalid mount or key name');
     }
     if ((options.token === undefined) === (options.appRole === undefined)) {
-      throw new CustosException(
+      throw new CommonException(
         'internal_error',
         'vault-transit key backend: give exactly one of token and appRole',
       );
@@ -194,7 +195,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
 
   async wrapDataKey(plaintext: Buffer, ctx: DataKeyContext): Promise<WrappedDataKey> {
     if (!Buffer.isBuffer(plaintext) || plaintext.length !== DATA_KEY_BYTES) {
-      throw new CustosException('internal_error', 'vault-transit key backend: a data key is 32 bytes');
+      throw new CommonException('internal_error', 'vault-transit key backend: a data key is 32 bytes');
     }
     return this.wrap(plaintext, bindingData(ctx, 'internal_error'));
   }
@@ -250,7 +251,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
     const unwrapped = await this.unwrapDataKey(generated.wrapped, PROBE_CONTEXT);
     try {
       if (!crypto.timingSafeEqual(generated.plaintext, unwrapped)) {
-        throw new CustosException('key_unavailable', 'the Vault transit key failed its round trip check', {
+        throw new CryptoException('key_unavailable', 'the Vault transit key failed its round trip check', {
           backend: this.type,
           reason: 'misconfigured',
         });
@@ -273,7 +274,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
   /** Refuses decryption of versions below `version` (POST keys/:name/config); for retiring old versions. */
   async setMinDecryptionVersion(version: number): Promise<void> {
     if (!Number.isInteger(version) || version < 1) {
-      throw new CustosException(
+      throw new CommonException(
         'internal_error',
         'vault-transit key backend: version must be a positive integer',
       );
@@ -295,7 +296,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
     );
     const latest = response.data?.latest_version;
     if (typeof latest !== 'number') {
-      throw new CustosException('key_unavailable', MESSAGES.misconfigured, {
+      throw new CryptoException('key_unavailable', MESSAGES.misconfigured, {
         backend: this.type,
         reason: 'misconfigured',
       });
@@ -319,7 +320,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
     const ciphertext = response.data?.ciphertext;
     const version = typeof ciphertext === 'string' ? CIPHERTEXT_PATTERN.exec(ciphertext)?.[1] : undefined;
     if (typeof ciphertext !== 'string' || version === undefined) {
-      throw new CustosException('key_unavailable', 'Vault returned an unexpected ciphertext', {
+      throw new CryptoException('key_unavailable', 'Vault returned an unexpected ciphertext', {
         backend: this.type,
         reason: 'misconfigured',
       });
@@ -356,7 +357,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
       const { code, reason } = classifyVaultError(error);
       // A transport failure says which (redirect, refused address, timeout) and names at most the origin.
       const message = error instanceof KeyBackendTransportError ? error.message : MESSAGES[reason];
-      throw new CustosException(code, message, {
+      throw new CryptoException(code, message, {
         backend: this.type,
         reason,
         ...(vaultStatus(error) === undefined ? {} : { status: vaultStatus(error) }),
@@ -384,7 +385,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
     const token = response.auth?.client_token;
     const lease = response.auth?.lease_duration;
     if (typeof token !== 'string' || token === '') {
-      throw new CustosException('key_unavailable', MESSAGES.unauthenticated, {
+      throw new CryptoException('key_unavailable', MESSAGES.unauthenticated, {
         backend: this.type,
         reason: 'unauthenticated',
       });
@@ -403,14 +404,14 @@ function bindingData(ctx: DataKeyContext, onInvalid: 'internal_error' | 'key_inv
   if (typeof ctx !== 'object' || ctx === null) {
     throw onInvalid === 'key_invalid'
       ? keyInvalid()
-      : new CustosException('internal_error', 'vault-transit key backend: context must be an object');
+      : new CommonException('internal_error', 'vault-transit key backend: context must be an object');
   }
   for (const name of ['tenantId', 'dataKeyId'] as const) {
     const problem = bindingStringProblem(ctx[name]);
     if (problem) {
       throw onInvalid === 'key_invalid'
         ? keyInvalid()
-        : new CustosException('internal_error', `vault-transit key backend: context.${name} ${problem}`);
+        : new CommonException('internal_error', `vault-transit key backend: context.${name} ${problem}`);
     }
   }
   return lengthPrefixed([AAD_PURPOSE, ctx.tenantId, ctx.dataKeyId]).toString('base64');
@@ -424,7 +425,7 @@ function parseWrapped(wrapped: Buffer): string {
 }
 
 function keyInvalid(): CustosException {
-  return new CustosException('key_invalid', MESSAGES.invalid_ciphertext, {
+  return new CryptoException('key_invalid', MESSAGES.invalid_ciphertext, {
     backend: 'vault-transit',
     reason: 'invalid_ciphertext',
   });

@@ -9,7 +9,7 @@
  *   classes 22 and 23) is split in halves and retried until the offending requests are alone, and only they fail.
  *   Connection and server failures fail the whole statement at once: retrying them row by row would only add load.
  */
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 
 export interface StatementBatcherOptions<I, R> {
   maxBatch: number;
@@ -67,7 +67,7 @@ export function storableText(value: string): string {
 }
 
 function unavailable(cause?: unknown): CustosException {
-  const e = new CustosException('temporarily_unavailable', 'The database did not answer in time');
+  const e = new CommonException('temporarily_unavailable', 'The database did not answer in time');
   if (cause !== undefined) e.cause = cause;
   return e;
 }

@@ -6,7 +6,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { uuidSchema } from '../common/validation.js';
 
@@ -19,7 +19,7 @@ export function routeOf(req: FastifyRequest): string {
 export function pathTenantId(req: FastifyRequest): string | undefined {
   const tenantId = ((req.params ?? {}) as Record<string, string | undefined>).tenantId;
   if (tenantId !== undefined && !uuidSchema.safeParse(tenantId).success) {
-    throw new CustosException('malformed_id', 'Malformed tenant id in path');
+    throw new CommonException('malformed_id', 'Malformed tenant id in path');
   }
   return tenantId;
 }

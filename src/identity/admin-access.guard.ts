@@ -12,7 +12,7 @@ import {
   type AdminRole,
   type AuthedRequest,
 } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { AccessDenials, pathTenantId, routeOf } from './access-denials.js';
 
 function allowedRoles(level: AccessLevel): AdminRole[] {
@@ -68,11 +68,11 @@ export class AdminAccessGuard implements CanActivate {
       principal.tenantId !== tenantId.toLowerCase()
     ) {
       await deny('other_tenant');
-      throw new CustosException('not_found', 'Not found');
+      throw new CommonException('not_found', 'Not found');
     }
     if (!allowedRoles(level).includes(principal.role)) {
       await deny('role');
-      throw new CustosException('forbidden', `This key's role (${principal.role}) may not do this`);
+      throw new CommonException('forbidden', `This key's role (${principal.role}) may not do this`);
     }
     return true;
   }

@@ -9,7 +9,7 @@ import { type ExecutionContext, Inject, Injectable } from '@nestjs/common';
 import { AuthGuard } from '@nestjs/passport';
 import { DenialThrottle } from '../audit/denial-throttle.js';
 import type { AdminPrincipal, AuthedRequest } from '../common/admin-access.js';
-import { CustosException, RateLimitedException } from '../common/errors.js';
+import { CommonException, RateLimitedException } from '../common/errors.js';
 import { addressKey, adminKeyKey, sourceAddress, type LimitKey } from '../common/rate-limit.js';
 import { AccessDenials, routeOf } from './access-denials.js';
 import {
@@ -60,7 +60,7 @@ export class AdminKeyAuthGuard extends AuthGuard(ADMIN_KEY_STRATEGY) {
         sourceAddress: sourceAddress(req.ip)?.address,
       });
     }
-    throw new CustosException(
+    throw new CommonException(
       'unauthenticated',
       'A valid admin API key is required (Authorization: Bearer <key>)',
     );

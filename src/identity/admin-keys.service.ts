@@ -6,7 +6,9 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, systemActor, type Actor } from '../audit/audit.service.js';
 import type { AdminPrincipal, AdminRole } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
+import { AdminKeysRepository } from './admin-keys.repository.js';
+import { TenantsRepository } from '../tenants/tenants.repository.js';
 
 export interface IssuedAdminKey {
   id: string;
@@ -27,31 +29,20 @@ export function generateAdminKey(): string {
   return KEY_PREFIX + randomBytes(32).toString('base64url');
 }
 
-interface KeyRow {
-  id: string;
-  tenant_id: string | null;
-  role: AdminRole;
-  name: string;
-  key_hash: Buffer;
-}
-
 @Injectable()
 export class AdminKeysService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(AdminKeysRepository) private readonly keys: AdminKeysRepository,
     @Inject(AuditService) private readonly audit: AuditService,
+    @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
   ) {}
 
   /** The principal behind a presented key, or null. */
   async authenticate(presented: string): Promise<AdminPrincipal | null> {
     if (presented.length < 16 || presented.length > 512) return null;
     const digest = hashKey(presented);
-    const rows: KeyRow[] = await this.db.query(
-      `SELECT k.id, k.tenant_id, k.role, k.name, k.key_hash FROM admin_keys k
-        WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
-      [digest],
-    );
-    const row = rows[0];
+    const row = await this.keys.findLiveByHash(digest);
     if (!row || !timingSafeEqual(row.key_hash, digest)) return null;
     return { keyId: row.id, tenantId: row.tenant_id, role: row.role, name: row.name };
   }
@@ -65,12 +56,9 @@ export class AdminKeysService {
     const key = generateAdminKey();
     const id = randomUUID();
     const createdAt = await this.db.transaction(async (m) => {
-      const t: unknown[] = await m.query('SELECT 1 FROM tenants WHERE id = $1', [tenantId]);
-      if (t.length === 0) throw new CustosException('not_found', 'Tenant not found');
-      const rows: { created_at: Date }[] = await m.query(
-        'INSERT INTO admin_keys (id, tenant_id, name, role, key_hash) VALUES ($1, $2, $3, $4, $5) RETURNING created_at',
-        [id, tenantId, name, role, hashKey(key)],
-      );
+      if (!(await this.tenants.exists(tenantId, m)))
+        throw new CommonException('not_found', 'Tenant not found');
+      const created = await this.keys.insertTenantKey(m, { id, tenantId, name, role, keyHash: hashKey(key) });
       await this.audit.record(
         {
           tenantId,
@@ -81,7 +69,7 @@ export class AdminKeysService {
         },
         m,
       );
-      return rows[0].created_at;
+      return created;
     });
     return { id, name, role, key, createdAt: createdAt.toISOString() };
   }
@@ -96,19 +84,13 @@ export class AdminKeysService {
     dataDir: string,
   ): Promise<{ generatedAt?: string }> {
     return this.db.transaction(async (m) => {
-      await m.query('SELECT pg_advisory_xact_lock(727274002)');
-      const rows: KeyRow[] = await m.query(
-        `SELECT id, tenant_id, role, name, key_hash FROM admin_keys
-          WHERE tenant_id IS NULL AND role = 'platform_admin' AND revoked_at IS NULL`,
-      );
+      await this.keys.lockBootstrap(m);
+      const rows = await this.keys.livePlatformKeys(m);
       if (configured) {
         const digest = hashKey(configured);
         if (rows.some((r) => timingSafeEqual(r.key_hash, digest))) return {};
         // The configured key replaces an earlier bootstrap key.
-        await m.query(
-          `UPDATE admin_keys SET revoked_at = now() WHERE tenant_id IS NULL AND name = $1 AND revoked_at IS NULL`,
-          [BOOTSTRAP_NAME],
-        );
+        await this.keys.revokePlatformKeysNamed(m, BOOTSTRAP_NAME);
         await this.insertBootstrap(m, digest, 'configured');
         return {};
       }
@@ -125,10 +107,7 @@ export class AdminKeysService {
 
   private async insertBootstrap(m: EntityManager, digest: Buffer, source: string): Promise<void> {
     const id = randomUUID();
-    await m.query(
-      `INSERT INTO admin_keys (id, tenant_id, name, role, key_hash) VALUES ($1, NULL, $2, 'platform_admin', $3)`,
-      [id, BOOTSTRAP_NAME, digest],
-    );
+    await this.keys.insertPlatformKey(m, id, BOOTSTRAP_NAME, digest);
     await this.audit.record(
       {
         tenantId: null,

@@ -13,7 +13,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { UsedAssertionsRepository } from './used-assertions.repository.js';
 import type { AuthedRequest } from '../common/admin-access.js';
 import { DenialThrottle } from '../audit/denial-throttle.js';
-import { CustosException, RateLimitedException } from '../common/errors.js';
+import { CommonException, RateLimitedException } from '../common/errors.js';
 import { addressKey, clientKey, type LimitKey } from '../common/rate-limit.js';
 import { AccessDenials, pathTenantId, routeOf } from './access-denials.js';
 import {
@@ -57,7 +57,7 @@ export class ConnectorAuthGuard implements CanActivate {
     const jwt = JWT.exec(header)?.[1];
     if (!basic && jwt === undefined) {
       // Only reachable by calling this guard for a request without connector credentials: refuse.
-      throw new CustosException('unauthenticated', 'Client authentication failed');
+      throw new CommonException('unauthenticated', 'Client authentication failed');
     }
 
     const route = routeOf(req);
@@ -79,7 +79,7 @@ export class ConnectorAuthGuard implements CanActivate {
       });
     } catch (err) {
       if (!(err instanceof ClientAuthError)) throw err;
-      if (err.unavailable) throw new CustosException('temporarily_unavailable', 'Signing keys unavailable');
+      if (err.unavailable) throw new CommonException('temporarily_unavailable', 'Signing keys unavailable');
       await this.failed(
         keys,
         err.connector?.tenantId ?? null,
@@ -87,7 +87,7 @@ export class ConnectorAuthGuard implements CanActivate {
         route,
         err.reason,
       );
-      throw new CustosException('unauthenticated', 'Client authentication failed');
+      throw new CommonException('unauthenticated', 'Client authentication failed');
     }
     const c = client.connector;
     if (client.assertion) {
@@ -98,13 +98,13 @@ export class ConnectorAuthGuard implements CanActivate {
       );
       if (!fresh) {
         await this.failed(keys, c.tenantId, c.connectorId, route, 'assertion_replayed');
-        throw new CustosException('unauthenticated', 'Client authentication failed');
+        throw new CommonException('unauthenticated', 'Client authentication failed');
       }
     }
     const tenantId = pathTenantId(req);
     if (tenantId !== undefined && tenantId.toLowerCase() !== c.tenantId) {
       await this.deny(c.tenantId, c.connectorId, route, 'other_tenant');
-      throw new CustosException('not_found', 'Not found');
+      throw new CommonException('not_found', 'Not found');
     }
     req.connector = client;
     return true;

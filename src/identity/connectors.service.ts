@@ -7,13 +7,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
-import { returned } from '../database/sql.js';
 import type { ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { hashKey } from './admin-keys.service.js';
 import type { ConnectorAuthMethod, ConnectorDelegation } from './connector.entity.js';
+import { ConnectorsRepository, type ConnectorRow } from './connectors.repository.js';
 import type { CreateConnectorInput, UpdateConnectorInput } from './connectors.dto.js';
 import { jwksSummary, type PublicJwks } from './jwk.js';
 
@@ -58,27 +58,6 @@ export interface ConnectorView {
   createdAt: string;
   updatedAt: string;
 }
-
-interface ConnectorRow {
-  id: string;
-  tenant_id: string;
-  client_id: string;
-  name: string;
-  owner: string | null;
-  delegation: ConnectorDelegation;
-  auth_method: ConnectorAuthMethod;
-  jwks: PublicJwks | null;
-  jwks_uri: string | null;
-  allowed_providers: string[];
-  allowed_scopes: Record<string, string[]>;
-  version: number;
-  disabled_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-const columns = `id, tenant_id, client_id, name, owner, delegation, auth_method, jwks, jwks_uri, allowed_providers,
-  allowed_scopes, version, disabled_at, created_at, updated_at`;
 
 const CLIENT_ID_PREFIX = 'cus_ci_';
 const CLIENT_SECRET_PREFIX = 'cus_cs_';
@@ -144,6 +123,7 @@ const unique = (xs: string[]) => [...new Set(xs)];
 export class ConnectorsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConnectorsRepository) private readonly connectors: ConnectorsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
@@ -159,26 +139,20 @@ export class ConnectorsService {
     const clientId = generateClientId();
     const clientSecret = auth.method === 'client_secret_basic' ? generateClientSecret() : undefined;
     return this.db.transaction(async (m) => {
-      const rows: ConnectorRow[] = await m.query(
-        `INSERT INTO connectors (id, tenant_id, client_id, name, owner, delegation, auth_method, secret_hash, jwks,
-           jwks_uri, allowed_providers, allowed_scopes, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) RETURNING ${columns}`,
-        [
-          id,
-          tenantId,
-          clientId,
-          input.name,
-          input.owner ?? null,
-          input.delegation,
-          auth.method,
-          clientSecret === undefined ? null : hashKey(clientSecret),
-          jwks === null ? null : JSON.stringify(jwks),
-          jwksUri,
-          policy.allowedProviders,
-          JSON.stringify(policy.allowedScopes),
-        ],
-      );
-      const row = rows[0];
+      const row = await this.connectors.insert(m, {
+        id,
+        tenantId,
+        clientId,
+        name: input.name,
+        owner: input.owner ?? null,
+        delegation: input.delegation,
+        authMethod: auth.method,
+        secretHash: clientSecret === undefined ? null : hashKey(clientSecret),
+        jwks,
+        jwksUri,
+        allowedProviders: policy.allowedProviders,
+        allowedScopes: policy.allowedScopes,
+      });
       await this.audit.record(
         {
           tenantId,
@@ -204,20 +178,14 @@ export class ConnectorsService {
   }
 
   async listConnectors(tenantId: string): Promise<ConnectorView[]> {
-    const rows: ConnectorRow[] = await this.db.query(
-      `SELECT ${columns} FROM connectors WHERE tenant_id = $1 ORDER BY created_at, id`,
-      [tenantId],
-    );
+    const rows = await this.connectors.listForTenant(tenantId);
     return rows.map(view);
   }
 
   async getConnector(tenantId: string, connectorId: string): Promise<ConnectorView> {
-    const rows: ConnectorRow[] = await this.db.query(
-      `SELECT ${columns} FROM connectors WHERE id = $1 AND tenant_id = $2`,
-      [connectorId, tenantId],
-    );
-    if (rows.length === 0) throw new CustosException('not_found', 'Connector not found');
-    return view(rows[0]);
+    const row = await this.connectors.find(tenantId, connectorId);
+    if (!row) throw new CommonException('not_found', 'Connector not found');
+    return view(row);
   }
 
   /** Changes a connector's name, owner, policy or state; `disabled: true` stops it at once. */
@@ -228,12 +196,8 @@ export class ConnectorsService {
     patch: UpdateConnectorInput,
   ): Promise<ConnectorView> {
     return this.db.transaction(async (m) => {
-      const current: ConnectorRow[] = await m.query(
-        `SELECT ${columns} FROM connectors WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
-        [connectorId, tenantId],
-      );
-      const before = current[0];
-      if (!before) throw new CustosException('not_found', 'Connector not found');
+      const before = await this.connectors.lock(m, tenantId, connectorId);
+      if (!before) throw new CommonException('not_found', 'Connector not found');
       const policy =
         patch.allowedProviders !== undefined || patch.allowedScopes !== undefined
           ? await this.checkPolicy(
@@ -243,26 +207,14 @@ export class ConnectorsService {
               m,
             )
           : { allowedProviders: before.allowed_providers, allowedScopes: before.allowed_scopes };
-      const rows = returned<ConnectorRow>(
-        await m.query(
-          `UPDATE connectors SET name = $3, owner = $4, delegation = $5, allowed_providers = $6, allowed_scopes = $7,
-             disabled_at = CASE WHEN $8::boolean IS NULL THEN disabled_at
-                                WHEN $8::boolean THEN COALESCE(disabled_at, now()) ELSE NULL END,
-             version = version + 1, updated_at = now()
-           WHERE id = $1 AND tenant_id = $2 RETURNING ${columns}`,
-          [
-            connectorId,
-            tenantId,
-            patch.name ?? before.name,
-            patch.owner === undefined ? before.owner : patch.owner,
-            patch.delegation ?? before.delegation,
-            policy.allowedProviders,
-            JSON.stringify(policy.allowedScopes),
-            patch.disabled ?? null,
-          ],
-        ),
-      );
-      const after = rows[0];
+      const after = await this.connectors.update(m, tenantId, connectorId, {
+        name: patch.name ?? before.name,
+        owner: patch.owner === undefined ? before.owner : patch.owner,
+        delegation: patch.delegation ?? before.delegation,
+        allowedProviders: policy.allowedProviders,
+        allowedScopes: policy.allowedScopes,
+        disabled: patch.disabled ?? null,
+      });
       const disabling = before.disabled_at === null && after.disabled_at !== null;
       await this.audit.record(
         {
@@ -287,14 +239,8 @@ export class ConnectorsService {
   /** Removes a connector for good; its audit trail stays. */
   async deleteConnector(actor: Actor, tenantId: string, connectorId: string): Promise<void> {
     await this.db.transaction(async (m) => {
-      const rows = returned<ConnectorRow>(
-        await m.query(`DELETE FROM connectors WHERE id = $1 AND tenant_id = $2 RETURNING ${columns}`, [
-          connectorId,
-          tenantId,
-        ]),
-      );
-      const row = rows[0];
-      if (!row) throw new CustosException('not_found', 'Connector not found');
+      const row = await this.connectors.delete(m, tenantId, connectorId);
+      if (!row) throw new CommonException('not_found', 'Connector not found');
       await this.audit.record(
         {
           tenantId,
@@ -316,23 +262,15 @@ export class ConnectorsService {
   ): Promise<{ clientSecret: string }> {
     const clientSecret = generateClientSecret();
     await this.db.transaction(async (m) => {
-      const current: ConnectorRow[] = await m.query(
-        `SELECT ${columns} FROM connectors WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
-        [connectorId, tenantId],
-      );
-      const row = current[0];
-      if (!row) throw new CustosException('not_found', 'Connector not found');
+      const row = await this.connectors.lock(m, tenantId, connectorId);
+      if (!row) throw new CommonException('not_found', 'Connector not found');
       if (row.auth_method !== 'client_secret_basic') {
-        throw new CustosException(
+        throw new CommonException(
           'invalid_request',
           `This connector authenticates with ${row.auth_method}; it has no client secret`,
         );
       }
-      await m.query(
-        `UPDATE connectors SET secret_hash = $3, version = version + 1, updated_at = now()
-          WHERE id = $1 AND tenant_id = $2`,
-        [connectorId, tenantId, hashKey(clientSecret)],
-      );
+      await this.connectors.setSecretHash(m, tenantId, connectorId, hashKey(clientSecret));
       await this.audit.record(
         {
           tenantId,
@@ -350,11 +288,7 @@ export class ConnectorsService {
   /** A connector by client_id, disabled or not, with its secret hash and version; null when unknown. */
   async credentialsByClientId(clientId: string): Promise<ConnectorCredentials | null> {
     if (!CLIENT_ID.test(clientId)) return null;
-    const rows: (ConnectorRow & { secret_hash: Buffer | null })[] = await this.db.query(
-      `SELECT ${columns}, secret_hash FROM connectors WHERE client_id = $1`,
-      [clientId],
-    );
-    const row = rows[0];
+    const row = await this.connectors.findByClientId(clientId);
     if (!row) return null;
     return {
       ...principal(row),
@@ -382,7 +316,7 @@ export class ConnectorsService {
       // Fresh: a provider saved a moment ago through another Custos process must count.
       const definition = await this.providers.get(tenantId, key, { fresh: true, manager });
       if (!definition)
-        throw new CustosException('validation_failed', `allowedProviders names unknown provider "${key}"`, {
+        throw new CommonException('validation_failed', `allowedProviders names unknown provider "${key}"`, {
           provider: key,
         });
       definitions.set(key, definition);
@@ -390,14 +324,14 @@ export class ConnectorsService {
     const allowedScopes: Record<string, string[]> = {};
     for (const [key, list] of Object.entries(scopes)) {
       if (!allowedProviders.includes(key)) {
-        throw new CustosException(
+        throw new CommonException(
           'validation_failed',
           `allowedScopes names provider "${key}", which is not in allowedProviders`,
           { provider: key },
         );
       }
       if (definitions.get(key)?.authMode !== 'oauth2') {
-        throw new CustosException(
+        throw new CommonException(
           'validation_failed',
           `allowedScopes names provider "${key}", which does not use OAuth scopes`,
           { provider: key },

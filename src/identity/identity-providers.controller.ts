@@ -15,7 +15,7 @@ import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
 import {
   IDENTITY_PROVIDER_NAME,
@@ -27,7 +27,7 @@ import { IdentityProvidersService } from './identity-providers.service.js';
 class IdentityProviderNameParam implements PipeTransform<string, string> {
   transform(value: string): string {
     if (!IDENTITY_PROVIDER_NAME.test(value))
-      throw new CustosException('malformed_id', 'Malformed identity provider name in path');
+      throw new CommonException('malformed_id', 'Malformed identity provider name in path');
     return value;
   }
 }

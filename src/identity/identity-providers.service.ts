@@ -3,15 +3,17 @@
  * audiences, the claim naming the user and the algorithms accepted. One provider per issuer per tenant.
  */
 import { randomUUID } from 'node:crypto';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
-import { returned } from '../database/sql.js';
 import type { SaveIdentityProviderInput } from './connectors.dto.js';
 import type { SigningAlgorithm } from '../common/jwt-policy.js';
+import { IdentityProvidersRepository, type IdentityProviderRow } from './identity-providers.repository.js';
 import { jwksSummary, type PublicJwks } from './jwk.js';
+import type { IdentityProviderNames } from '../tenants/identity-provider-names.js';
+import { TenantsService } from '../tenants/tenants.service.js';
 
 export interface IdentityProviderView {
   name: string;
@@ -24,23 +26,6 @@ export interface IdentityProviderView {
   createdAt: string;
   updatedAt: string;
 }
-
-interface IdentityProviderRow {
-  id: string;
-  tenant_id: string;
-  name: string;
-  issuer: string;
-  jwks: PublicJwks | null;
-  jwks_uri: string | null;
-  audiences: string[];
-  user_claim: string;
-  algorithms: SigningAlgorithm[];
-  created_at: Date;
-  updated_at: Date;
-}
-
-const columns = `id, tenant_id, name, issuer, jwks, jwks_uri, audiences, user_claim, algorithms, created_at,
-  updated_at`;
 
 const ISSUER_INDEX = 'uq_identity_providers_tenant_issuer';
 
@@ -64,12 +49,23 @@ function violatedConstraint(err: unknown): string | undefined {
 }
 
 @Injectable()
-export class IdentityProvidersService {
+export class IdentityProvidersService implements IdentityProviderNames, OnModuleInit {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(IdentityProvidersRepository) private readonly identityProviders: IdentityProvidersRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
+    @Inject(TenantsService) private readonly tenants: TenantsService,
   ) {}
+
+  /** A tenant's connect sign-in may only name one of its identity providers: tenants/ asks here. */
+  onModuleInit(): void {
+    this.tenants.registerIdentityProviderNames(this);
+  }
+
+  exists(tenantId: string, name: string): Promise<boolean> {
+    return this.identityProviders.exists(tenantId, name);
+  }
 
   /** Creates or replaces the tenant's identity provider called `name`. */
   async saveIdentityProvider(
@@ -82,28 +78,17 @@ export class IdentityProvidersService {
     const jwks = (input.jwks as PublicJwks | undefined) ?? null;
     const attempt = () =>
       this.db.transaction(async (m) => {
-        // xmax is 0 only on a freshly inserted row: it tells an insert from an update of the same statement.
-        const rows: (IdentityProviderRow & { created: boolean })[] = await m.query(
-          `INSERT INTO identity_providers (id, tenant_id, name, issuer, jwks, jwks_uri, audiences, user_claim,
-             algorithms)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (tenant_id, name) DO UPDATE SET issuer = EXCLUDED.issuer, jwks = EXCLUDED.jwks,
-             jwks_uri = EXCLUDED.jwks_uri, audiences = EXCLUDED.audiences, user_claim = EXCLUDED.user_claim,
-             algorithms = EXCLUDED.algorithms, updated_at = now()
-           RETURNING ${columns}, (xmax = 0) AS created`,
-          [
-            randomUUID(),
-            tenantId,
-            name,
-            input.issuer,
-            jwks === null ? null : JSON.stringify(jwks),
-            input.jwksUri ?? null,
-            [...new Set(input.audiences)],
-            input.userClaim,
-            [...new Set(input.algorithms)],
-          ],
-        );
-        const row = rows[0];
+        const row = await this.identityProviders.upsert(m, {
+          id: randomUUID(),
+          tenantId,
+          name,
+          issuer: input.issuer,
+          jwks,
+          jwksUri: input.jwksUri ?? null,
+          audiences: [...new Set(input.audiences)],
+          userClaim: input.userClaim,
+          algorithms: [...new Set(input.algorithms)],
+        });
         await this.audit.record(
           {
             tenantId,
@@ -133,7 +118,7 @@ export class IdentityProvidersService {
         // ON CONFLICT arbitrates on the name only: two first saves of one name and issuer can collide on the
         // issuer index instead. The winner has committed by now, so a second try takes the update path.
         if (tries >= 2)
-          throw new CustosException(
+          throw new CommonException(
             'conflict',
             'Another identity provider of this tenant already has this issuer',
           );
@@ -142,41 +127,26 @@ export class IdentityProvidersService {
   }
 
   async listIdentityProviders(tenantId: string): Promise<IdentityProviderView[]> {
-    const rows: IdentityProviderRow[] = await this.db.query(
-      `SELECT ${columns} FROM identity_providers WHERE tenant_id = $1 ORDER BY name`,
-      [tenantId],
-    );
+    const rows = await this.identityProviders.listForTenant(tenantId);
     return rows.map(view);
   }
 
   async getIdentityProvider(tenantId: string, name: string): Promise<IdentityProviderView> {
-    const rows: IdentityProviderRow[] = await this.db.query(
-      `SELECT ${columns} FROM identity_providers WHERE tenant_id = $1 AND name = $2`,
-      [tenantId, name],
-    );
-    if (rows.length === 0) throw new CustosException('not_found', 'Identity provider not found');
-    return view(rows[0]);
+    const row = await this.identityProviders.findByName(tenantId, name);
+    if (!row) throw new CommonException('not_found', 'Identity provider not found');
+    return view(row);
   }
 
   /** The tenant's provider for a token's `iss` (exact match), or null. */
   async findByIssuer(tenantId: string, issuer: string): Promise<IdentityProviderView | null> {
-    const rows: IdentityProviderRow[] = await this.db.query(
-      `SELECT ${columns} FROM identity_providers WHERE tenant_id = $1 AND issuer = $2`,
-      [tenantId, issuer],
-    );
-    return rows[0] ? view(rows[0]) : null;
+    const row = await this.identityProviders.findByIssuer(tenantId, issuer);
+    return row ? view(row) : null;
   }
 
   async deleteIdentityProvider(actor: Actor, tenantId: string, name: string): Promise<void> {
     await this.db.transaction(async (m) => {
-      const rows = returned<IdentityProviderRow>(
-        await m.query(
-          `DELETE FROM identity_providers WHERE tenant_id = $1 AND name = $2 RETURNING ${columns}`,
-          [tenantId, name],
-        ),
-      );
-      const row = rows[0];
-      if (!row) throw new CustosException('not_found', 'Identity provider not found');
+      const row = await this.identityProviders.delete(m, tenantId, name);
+      if (!row) throw new CommonException('not_found', 'Identity provider not found');
       await this.audit.record(
         {
           tenantId,

@@ -3,15 +3,20 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { APP_GUARD } from '@nestjs/core';
 import { AuditModule } from '../audit/audit.module.js';
 import { ProvidersModule } from '../providers/providers.module.js';
+import { TenantsModule } from '../tenants/tenants.module.js';
 import { AccessDenials } from './access-denials.js';
 import { AccessGuard } from './access.guard.js';
 import { AdminAccessGuard } from './admin-access.guard.js';
 import { AdminKeyAuthGuard } from './admin-auth.guard.js';
 import { AdminKeyStrategy } from './admin-key.strategy.js';
+import { AdminKeysRepository } from './admin-keys.repository.js';
 import { AdminKeysService } from './admin-keys.service.js';
 import { ClientAuthenticator } from './client-auth.js';
 import { ConnectorAuthGuard } from './connector-auth.guard.js';
+import { ConnectorsRepository } from './connectors.repository.js';
+import { ConnectorProviderUsage } from './connector-provider-usage.js';
 import { ConnectorsService } from './connectors.service.js';
+import { IdentityProvidersRepository } from './identity-providers.repository.js';
 import { IdentityProvidersService } from './identity-providers.service.js';
 import { JwksResolver } from './jwks-resolver.js';
 import { SubjectTokenVerifier } from './subject-token.js';
@@ -30,6 +35,7 @@ import { UsedAssertion } from './used-assertion.entity.js';
     TypeOrmModule.forFeature([AdminKey, Connector, IdentityProvider, UsedAssertion]),
     AuditModule,
     ProvidersModule,
+    TenantsModule,
   ],
   providers: [
     AdminKeysService,
@@ -44,6 +50,10 @@ import { UsedAssertion } from './used-assertion.entity.js';
     ClientAuthenticator,
     ConnectorAuthGuard,
     UsedAssertionsRepository,
+    ConnectorProviderUsage,
+    AdminKeysRepository,
+    ConnectorsRepository,
+    IdentityProvidersRepository,
     { provide: APP_GUARD, useClass: AccessGuard },
   ],
   exports: [

@@ -8,11 +8,12 @@ import { Inject, Injectable } from '@nestjs/common';
 import { importJWK, type CryptoKey, type JWK } from 'jose';
 import * as oidc from 'openid-client';
 import { CONFIG, type Config } from '../config/config.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException, CustosException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { SIGNING_ALGORITHMS } from '../common/jwt-policy.js';
 import type { OpenedProviderApp } from './provider-apps.service.js';
 import type { ProviderDefinition } from './provider-definition.js';
+import { ProviderException } from './providers.errors.js';
 
 export interface TokenSet {
   accessToken: string;
@@ -88,12 +89,12 @@ export class ProviderOAuthClient {
     } catch (err) {
       if (err instanceof CustosException) throw err;
       const e = err as { code?: string; error?: string; name?: string };
-      throw new CustosException('outbound_request_failed', 'The provider did not complete the sign-in', {
+      throw new CommonException('outbound_request_failed', 'The provider did not complete the sign-in', {
         reason: e.error ?? e.code ?? e.name ?? 'unknown',
       });
     }
     if (!tokens.access_token) {
-      throw new CustosException('outbound_request_failed', 'The provider returned no access token');
+      throw new CommonException('outbound_request_failed', 'The provider returned no access token');
     }
     const expiresIn = tokens.expiresIn();
     const granted = typeof tokens.scope === 'string' ? tokens.scope.split(/[ ,]+/).filter(Boolean) : null;
@@ -124,7 +125,7 @@ export class ProviderOAuthClient {
     const cfg = await this.configuration(definition, app, timeoutMs);
     const tokens = await oidc.refreshTokenGrant(cfg, refreshToken);
     if (!tokens.access_token)
-      throw new CustosException('outbound_request_failed', 'No access token in the refresh');
+      throw new CommonException('outbound_request_failed', 'No access token in the refresh');
     const expiresIn = tokens.expiresIn() ?? oauth2(definition).defaultExpiresIn;
     return {
       accessToken: tokens.access_token,
@@ -198,7 +199,7 @@ export class ProviderOAuthClient {
 }
 
 function oauth2(definition: ProviderDefinition): OAuth2Config {
-  if (!definition.oauth2) throw new CustosException('credential_type_mismatch', 'Not an OAuth provider');
+  if (!definition.oauth2) throw new ProviderException('credential_type_mismatch', 'Not an OAuth provider');
   return definition.oauth2;
 }
 
@@ -210,7 +211,7 @@ async function clientAuth(o: OAuth2Config, app: OpenedProviderApp): Promise<oidc
       return oidc.ClientSecretPost(app.clientSecret ?? '');
     case 'private_key_jwt': {
       const jwk = app.privateKeyJwk;
-      if (!jwk) throw new CustosException('validation_failed', 'The app has no private key');
+      if (!jwk) throw new CommonException('validation_failed', 'The app has no private key');
       const alg = typeof jwk.alg === 'string' ? jwk.alg : jwk.kty === 'EC' ? 'ES256' : 'RS256';
       const key = await importJWK(jwk as JWK, alg);
       return oidc.PrivateKeyJwt({

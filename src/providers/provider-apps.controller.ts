@@ -4,7 +4,7 @@ import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { UuidParam, ZodBody } from '../common/validation.js';
 import { PROVIDER_KEY_PATTERN } from './provider-definition.js';
 import { saveProviderAppSchema, type SaveProviderAppInput } from './provider-apps.dto.js';
@@ -12,7 +12,7 @@ import { ProviderAppsService } from './provider-apps.service.js';
 
 function providerKey(raw: string): string {
   if (!PROVIDER_KEY_PATTERN.test(raw))
-    throw new CustosException('validation_failed', 'Malformed provider key');
+    throw new CommonException('validation_failed', 'Malformed provider key');
   return raw;
 }
 

@@ -7,12 +7,13 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
-import { returned } from '../database/sql.js';
+import { ProviderAppsRepository, type ProviderAppRow } from './provider-apps.repository.js';
 import { ProviderRegistry } from './provider-registry.js';
 import type { ProviderDefinition } from './provider-definition.js';
 import type { SaveProviderAppInput } from './provider-apps.dto.js';
+import { ProviderException } from './providers.errors.js';
 
 export interface ProviderAppView {
   provider: string;
@@ -33,22 +34,7 @@ export interface OpenedProviderApp {
   scopes: string[];
 }
 
-interface AppRow {
-  id: string;
-  tenant_id: string;
-  provider: string;
-  client_id: string;
-  client_secret: Buffer | null;
-  private_key: Buffer | null;
-  scopes: string[];
-  created_at: Date;
-  updated_at: Date;
-}
-
-const columns =
-  'id, tenant_id, provider, client_id, client_secret, private_key, scopes, created_at, updated_at';
-
-const view = (r: AppRow): ProviderAppView => ({
+const view = (r: ProviderAppRow): ProviderAppView => ({
   provider: r.provider,
   clientId: r.client_id,
   hasClientSecret: r.client_secret !== null,
@@ -62,6 +48,7 @@ const view = (r: AppRow): ProviderAppView => ({
 export class ProviderAppsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ProviderAppsRepository) private readonly apps: ProviderAppsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
@@ -77,18 +64,14 @@ export class ProviderAppsService {
     const definition = await this.oauthProvider(tenantId, provider);
     const method = definition.oauth2?.tokenEndpointAuthMethod;
     if (method === 'private_key_jwt' ? !input.privateKeyJwk : !input.clientSecret) {
-      throw new CustosException(
+      throw new CommonException(
         'validation_failed',
         method === 'private_key_jwt'
           ? 'privateKeyJwk is required: this provider authenticates clients with private_key_jwt'
           : 'clientSecret is required for this provider',
       );
     }
-    const existing: { id: string }[] = await this.db.query(
-      'SELECT id FROM provider_apps WHERE tenant_id = $1 AND provider = $2',
-      [tenantId, provider],
-    );
-    const id = existing[0]?.id ?? randomUUID();
+    const id = (await this.apps.findId(tenantId, provider)) ?? randomUUID();
     const seal = (field: string, value: string | undefined) =>
       value === undefined
         ? null
@@ -100,16 +83,15 @@ export class ProviderAppsService {
     );
     const scopes = [...new Set(input.scopes ?? [])];
     return this.db.transaction(async (m) => {
-      const rows: (AppRow & { created: boolean })[] = await m.query(
-        `INSERT INTO provider_apps (id, tenant_id, provider, client_id, client_secret, private_key, scopes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (tenant_id, provider) DO UPDATE SET client_id = EXCLUDED.client_id,
-           client_secret = EXCLUDED.client_secret, private_key = EXCLUDED.private_key, scopes = EXCLUDED.scopes,
-           updated_at = now()
-         RETURNING ${columns}, (xmax = 0) AS created`,
-        [id, tenantId, provider, input.clientId, secret, privateKey, scopes],
-      );
-      const row = rows[0];
+      const row = await this.apps.upsert(m, {
+        id,
+        tenantId,
+        provider,
+        clientId: input.clientId,
+        clientSecret: secret,
+        privateKey,
+        scopes,
+      });
       await this.audit.record(
         {
           tenantId,
@@ -132,20 +114,15 @@ export class ProviderAppsService {
   }
 
   async get(tenantId: string, provider: string): Promise<ProviderAppView> {
-    const row = await this.row(tenantId, provider);
-    if (!row) throw new CustosException('not_found', 'No app is configured for this provider');
+    const row = await this.apps.find(tenantId, provider);
+    if (!row) throw new CommonException('not_found', 'No app is configured for this provider');
     return view(row);
   }
 
   async delete(actor: Actor, tenantId: string, provider: string): Promise<void> {
     await this.db.transaction(async (m) => {
-      const rows = returned<{ id: string }>(
-        await m.query('DELETE FROM provider_apps WHERE tenant_id = $1 AND provider = $2 RETURNING id', [
-          tenantId,
-          provider,
-        ]),
-      );
-      if (rows.length === 0) throw new CustosException('not_found', 'No app is configured for this provider');
+      const deleted = await this.apps.deleteForProvider(m, tenantId, provider);
+      if (!deleted) throw new CommonException('not_found', 'No app is configured for this provider');
       await this.audit.record(
         { tenantId, action: 'provider_app.deleted', outcome: 'allowed', actor, provider, details: {} },
         m,
@@ -155,7 +132,7 @@ export class ProviderAppsService {
 
   /** The app with its secrets opened, or null when the tenant has none for this provider. */
   async open(tenantId: string, provider: string): Promise<OpenedProviderApp | null> {
-    const row = await this.row(tenantId, provider);
+    const row = await this.apps.find(tenantId, provider);
     if (!row) return null;
     const open = (field: string, envelope: Buffer | null) =>
       envelope
@@ -173,18 +150,13 @@ export class ProviderAppsService {
 
   private async oauthProvider(tenantId: string, provider: string): Promise<ProviderDefinition> {
     const definition = await this.providers.get(tenantId, provider, { fresh: true });
-    if (!definition) throw new CustosException('unknown_provider', `Unknown provider "${provider}"`);
+    if (!definition) throw new ProviderException('unknown_provider', `Unknown provider "${provider}"`);
     if (definition.authMode !== 'oauth2') {
-      throw new CustosException('credential_type_mismatch', `${provider} uses API keys; it has no OAuth app`);
+      throw new ProviderException(
+        'credential_type_mismatch',
+        `${provider} uses API keys; it has no OAuth app`,
+      );
     }
     return definition;
-  }
-
-  private async row(tenantId: string, provider: string): Promise<AppRow | undefined> {
-    const rows: AppRow[] = await this.db.query(
-      `SELECT ${columns} FROM provider_apps WHERE tenant_id = $1 AND provider = $2`,
-      [tenantId, provider],
-    );
-    return rows[0];
   }
 }

@@ -6,7 +6,7 @@
  */
 import { isSafePattern } from 'redos-detector';
 import { z } from 'zod';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { text, textRule } from '../common/validation.js';
 
 export const PROVIDER_KEY_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -419,12 +419,12 @@ function parseWithSchema(
   const issues = toIssues(result.error);
   const unknownField = issues.find((i) => i.message === 'unknown field');
   if (unknownField !== undefined && unknownFieldCode === 'unknown_field') {
-    throw new CustosException('unknown_field', `Unknown field in provider definition: ${unknownField.path}`, {
+    throw new CommonException('unknown_field', `Unknown field in provider definition: ${unknownField.path}`, {
       issues,
     });
   }
   const first = issues[0] ?? { path: '(root)', message: 'invalid' };
-  throw new CustosException(
+  throw new CommonException(
     'validation_failed',
     `Invalid provider definition at ${first.path}: ${first.message}`,
     {
@@ -470,7 +470,7 @@ export function parseConnectionConfig(
 ): Record<string, string> {
   const params = def.connectionConfig ?? [];
   const fail = (path: string, message: string): never => {
-    throw new CustosException('validation_failed', `Invalid connection config at ${path}: ${message}`, {
+    throw new CommonException('validation_failed', `Invalid connection config at ${path}: ${message}`, {
       issues: [{ path, message }],
     });
   };
@@ -501,7 +501,7 @@ export function expandProviderUrl(template: string, values: Readonly<Record<stri
   const expanded = template.replace(PLACEHOLDER_PATTERN, (_match, name: string) => {
     const value = values[name];
     if (value === undefined || !CONNECTION_VALUE_PATTERN.test(value) || value.includes('..')) {
-      throw new CustosException('validation_failed', `Missing or invalid connection config value ${name}`, {
+      throw new CommonException('validation_failed', `Missing or invalid connection config value ${name}`, {
         issues: [{ path: name, message: 'missing or invalid' }],
       });
     }
@@ -509,7 +509,7 @@ export function expandProviderUrl(template: string, values: Readonly<Record<stri
   });
   // An http: template can only come from a custom provider whose host is fixed (and was allow-listed).
   if (urlProblem(expanded, false, template.startsWith('http://')) !== undefined) {
-    throw new CustosException('validation_failed', 'Connection config does not produce a valid URL');
+    throw new CommonException('validation_failed', 'Connection config does not produce a valid URL');
   }
   return expanded;
 }

@@ -7,9 +7,10 @@
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
-import { DataSource, type EntityManager } from 'typeorm';
+import type { EntityManager } from 'typeorm';
 import { ProviderCatalog } from './provider-catalog.js';
 import type { ProviderDefinition } from './provider-definition.js';
+import { TenantProvidersRepository } from './tenant-providers.repository.js';
 
 const CUSTOM_CACHE_MS = 30_000;
 /** Tenants whose custom providers are kept at once; the least recently used go first. */
@@ -49,7 +50,7 @@ export class ProviderRegistry {
 
   constructor(
     @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
-    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(TenantProvidersRepository) private readonly rows: TenantProvidersRepository,
   ) {}
 
   /** True for a catalog key: such a key always means the built-in provider, never a custom one. */
@@ -80,7 +81,7 @@ export class ProviderRegistry {
     const builtIn = this.catalog.get(key);
     if (builtIn !== undefined) return builtIn;
     if (options.fresh === true) {
-      return this.readCustom(options.manager ?? this.db.manager, tenantId, key, false);
+      return this.readCustom(options.manager, tenantId, key, false);
     }
     return (await this.customOf(tenantId)).get(key);
   }
@@ -114,16 +115,13 @@ export class ProviderRegistry {
   }
 
   private async readCustom(
-    m: EntityManager,
+    m: EntityManager | undefined,
     tenantId: string,
     key: string,
     lock: boolean,
   ): Promise<ProviderDefinition | undefined> {
-    const rows: { definition: ProviderDefinition }[] = await m.query(
-      `SELECT definition FROM tenant_providers WHERE tenant_id = $1 AND key = $2${lock ? ' FOR SHARE' : ''}`,
-      [tenantId, key],
-    );
-    return rows[0] && deepFreeze(rows[0].definition);
+    const definition = await this.rows.definition(m, tenantId, key, lock);
+    return definition && deepFreeze(definition);
   }
 
   private customOf(tenantId: string): Promise<ReadonlyMap<string, ProviderDefinition>> {
@@ -148,10 +146,7 @@ export class ProviderRegistry {
   }
 
   private async load(tenantId: string): Promise<ReadonlyMap<string, ProviderDefinition>> {
-    const rows: { key: string; definition: ProviderDefinition }[] = await this.db.query(
-      'SELECT key, definition FROM tenant_providers WHERE tenant_id = $1',
-      [tenantId],
-    );
+    const rows = await this.rows.definitions(tenantId);
     return new Map(rows.map((r) => [r.key, deepFreeze(r.definition)]));
   }
 }

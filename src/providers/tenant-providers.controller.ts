@@ -16,7 +16,7 @@ import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { UuidParam } from '../common/validation.js';
 import { customProviderDefinitionSchema, PROVIDER_KEY_PATTERN } from './provider-definition.js';
 import { TenantProvidersService } from './tenant-providers.service.js';
@@ -24,7 +24,7 @@ import { TenantProvidersService } from './tenant-providers.service.js';
 class ProviderKeyParam implements PipeTransform<string, string> {
   transform(value: string): string {
     if (!PROVIDER_KEY_PATTERN.test(value))
-      throw new CustosException('malformed_id', 'Malformed provider key in path');
+      throw new CommonException('malformed_id', 'Malformed provider key in path');
     return value;
   }
 }
@@ -33,7 +33,7 @@ class ProviderKeyParam implements PipeTransform<string, string> {
 class JsonObjectBody implements PipeTransform<unknown, Record<string, unknown>> {
   transform(value: unknown): Record<string, unknown> {
     if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw new CustosException('invalid_request', 'A JSON object body is required');
+      throw new CommonException('invalid_request', 'A JSON object body is required');
     }
     return value as Record<string, unknown>;
   }

@@ -8,8 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { returned } from '../database/sql.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { ProviderCatalog, publicProviderView, type PublicProviderView } from './provider-catalog.js';
 import {
@@ -18,7 +17,10 @@ import {
   urlPlaceholders,
   type ProviderDefinition,
 } from './provider-definition.js';
+import { ProviderAppsRepository } from './provider-apps.repository.js';
 import { ProviderRegistry } from './provider-registry.js';
+import type { ProviderUsage } from './provider-usage.js';
+import { TenantProvidersRepository, type TenantProviderRow } from './tenant-providers.repository.js';
 
 /** One provider as the tenant has it: a built-in one, or a custom one with its version and dates. */
 export interface TenantProviderView {
@@ -36,17 +38,6 @@ export type TenantProviderSummary = PublicProviderView & {
   version?: number;
   updatedAt?: string;
 };
-
-interface TenantProviderRow {
-  id: string;
-  key: string;
-  definition: ProviderDefinition;
-  version: number;
-  created_at: Date;
-  updated_at: Date;
-}
-
-const columns = 'id, key, definition, version, created_at, updated_at';
 
 function customView(r: TenantProviderRow): TenantProviderView {
   return {
@@ -82,13 +73,26 @@ function urlToCheck(url: string): { url: string; templatedHost: boolean } {
 
 @Injectable()
 export class TenantProvidersService {
+  /** Who else keeps records under a custom provider's key (see provider-usage.ts for why this is inverted). */
+  private readonly usages: ProviderUsage[] = [];
+
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(TenantProvidersRepository) private readonly rows: TenantProvidersRepository,
+    @Inject(ProviderAppsRepository) private readonly apps: ProviderAppsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(ProviderCatalog) private readonly catalog: ProviderCatalog,
     @Inject(ProviderRegistry) private readonly registry: ProviderRegistry,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
   ) {}
+
+  /**
+   * Registers a domain that keeps records under custom providers' keys (connections/ does, at start-up): its
+   * live records block a delete or an auth-mode change, and a delete makes it forget the rest.
+   */
+  registerUsage(usage: ProviderUsage): void {
+    this.usages.push(usage);
+  }
 
   /** Creates or replaces the tenant's custom provider `key` from a full definition. */
   async saveCustomProvider(
@@ -100,7 +104,7 @@ export class TenantProvidersService {
     this.refuseBuiltIn(key);
     const definition = parseCustomProviderDefinition(body);
     if (definition.key !== key) {
-      throw new CustosException(
+      throw new CommonException(
         'validation_failed',
         `Invalid provider definition at key: must equal the key in the path ("${key}")`,
         { issues: [{ path: 'key', message: 'must equal the key in the path' }] },
@@ -108,32 +112,18 @@ export class TenantProvidersService {
     }
     await this.checkUrls(definition);
     const result = await this.db.transaction(async (m) => {
-      const current: { auth_mode: string }[] = await m.query(
-        `SELECT definition->>'authMode' AS auth_mode FROM tenant_providers WHERE tenant_id = $1 AND key = $2
-         FOR UPDATE`,
-        [tenantId, key],
-      );
-      const before = current[0];
-      if (before !== undefined && before.auth_mode !== definition.authMode) {
+      const authMode = await this.rows.lockAuthMode(m, tenantId, key);
+      if (authMode !== undefined && authMode !== definition.authMode) {
         const live = await this.liveConnections(m, tenantId, key);
         if (live > 0) {
-          throw new CustosException(
+          throw new CommonException(
             'conflict',
-            `Provider "${key}" has ${live} live connection(s) of auth mode ${before.auth_mode}; revoke them before changing it`,
+            `Provider "${key}" has ${live} live connection(s) of auth mode ${authMode}; revoke them before changing it`,
             { liveConnections: live },
           );
         }
       }
-      // xmax is 0 only on a freshly inserted row: it tells an insert from an update of the same statement.
-      const rows: (TenantProviderRow & { created: boolean })[] = await m.query(
-        `INSERT INTO tenant_providers (id, tenant_id, key, definition, version)
-         VALUES ($1, $2, $3, $4, 1)
-         ON CONFLICT (tenant_id, key) DO UPDATE SET definition = EXCLUDED.definition,
-           version = tenant_providers.version + 1, updated_at = now()
-         RETURNING ${columns}, (xmax = 0) AS created`,
-        [randomUUID(), tenantId, key, JSON.stringify(definition)],
-      );
-      const row = rows[0];
+      const row = await this.rows.upsert(m, randomUUID(), tenantId, key, definition);
       await this.audit.record(
         {
           tenantId,
@@ -162,20 +152,14 @@ export class TenantProvidersService {
   async getProvider(tenantId: string, key: string): Promise<TenantProviderView> {
     const builtIn = this.catalog.get(key);
     if (builtIn !== undefined) return { key, custom: false, definition: builtIn };
-    const rows: TenantProviderRow[] = await this.db.query(
-      `SELECT ${columns} FROM tenant_providers WHERE tenant_id = $1 AND key = $2`,
-      [tenantId, key],
-    );
-    if (rows.length === 0) throw new CustosException('not_found', 'Provider not found');
-    return customView(rows[0]);
+    const row = await this.rows.find(tenantId, key);
+    if (!row) throw new CommonException('not_found', 'Provider not found');
+    return customView(row);
   }
 
   /** The catalog merged with the tenant's custom providers (read fresh), sorted by key. */
   async listProviders(tenantId: string): Promise<TenantProviderSummary[]> {
-    const rows: TenantProviderRow[] = await this.db.query(
-      `SELECT ${columns} FROM tenant_providers WHERE tenant_id = $1`,
-      [tenantId],
-    );
+    const rows = await this.rows.listForTenant(tenantId);
     const items: TenantProviderSummary[] = this.catalog
       .list()
       .map((def) => ({ ...publicProviderView(def), custom: false }));
@@ -198,21 +182,17 @@ export class TenantProvidersService {
     await this.db.transaction(async (m) => {
       // The row lock waits for any import holding it (ProviderRegistry.lockCustom), so the count below sees
       // every connection committed under this provider.
-      const current: TenantProviderRow[] = await m.query(
-        `SELECT ${columns} FROM tenant_providers WHERE tenant_id = $1 AND key = $2 FOR UPDATE`,
-        [tenantId, key],
-      );
-      const row = current[0];
-      if (!row) throw new CustosException('not_found', 'Provider not found');
+      const row = await this.rows.lock(m, tenantId, key);
+      if (!row) throw new CommonException('not_found', 'Provider not found');
       const live = await this.liveConnections(m, tenantId, key);
       if (live > 0) {
-        throw new CustosException(
+        throw new CommonException(
           'conflict',
           `Provider "${key}" has ${live} live connection(s); revoke them before deleting it`,
           { liveConnections: live },
         );
       }
-      await m.query('DELETE FROM tenant_providers WHERE id = $1', [row.id]);
+      await this.rows.deleteById(m, row.id);
       const leftovers = await this.removeReferences(m, tenantId, key);
       await this.audit.record(
         {
@@ -231,7 +211,7 @@ export class TenantProvidersService {
 
   private refuseBuiltIn(key: string): void {
     if (this.catalog.get(key) !== undefined) {
-      throw new CustosException(
+      throw new CommonException(
         'conflict',
         `"${key}" is a built-in provider; a custom provider needs another key`,
       );
@@ -248,59 +228,19 @@ export class TenantProvidersService {
     m: EntityManager,
     tenantId: string,
     key: string,
-  ): Promise<{
-    appDeleted: boolean;
-    connectorsUpdated: number;
-    sessionsClosed: number;
-    revocationsDropped: number;
-  }> {
-    const apps = returned<{ id: string }>(
-      await m.query('DELETE FROM provider_apps WHERE tenant_id = $1 AND provider = $2 RETURNING id', [
-        tenantId,
-        key,
-      ]),
-    );
-    // A version bump makes the token endpoint re-read each connector on its next request.
-    const connectors = returned<{ id: string }>(
-      await m.query(
-        `UPDATE connectors
-            SET allowed_providers = array_remove(allowed_providers, $2), allowed_scopes = allowed_scopes - $2,
-                version = version + 1, updated_at = now()
-          WHERE tenant_id = $1 AND ($2 = ANY (allowed_providers) OR allowed_scopes ? $2)
-          RETURNING id`,
-        [tenantId, key],
-      ),
-    );
-    const sessions = returned<{ id: string }>(
-      await m.query(
-        `UPDATE connect_sessions
-            SET status = 'failed', flow_secrets = NULL, login_secrets = NULL, state_hash = NULL,
-                login_state_hash = NULL
-          WHERE tenant_id = $1 AND provider = $2 AND status = 'pending'
-          RETURNING id`,
-        [tenantId, key],
-      ),
-    );
-    const revocations = returned<{ id: string }>(
-      await m.query('DELETE FROM pending_revocations WHERE tenant_id = $1 AND provider = $2 RETURNING id', [
-        tenantId,
-        key,
-      ]),
-    );
-    return {
-      appDeleted: apps.length > 0,
-      connectorsUpdated: connectors.length,
-      sessionsClosed: sessions.length,
-      revocationsDropped: revocations.length,
+  ): Promise<Record<string, number | boolean>> {
+    const leftovers: Record<string, number | boolean> = {
+      appDeleted: await this.apps.deleteForProvider(m, tenantId, key),
     };
+    for (const usage of this.usages) Object.assign(leftovers, await usage.forget(m, tenantId, key));
+    return leftovers;
   }
 
+  /** Live records under the provider, over every registered usage (one statement each, in `m`). */
   private async liveConnections(m: EntityManager, tenantId: string, key: string): Promise<number> {
-    const rows: { n: number }[] = await m.query(
-      `SELECT count(*)::int AS n FROM connections WHERE tenant_id = $1 AND provider = $2 AND revoked_at IS NULL`,
-      [tenantId, key],
-    );
-    return rows[0]?.n ?? 0;
+    let live = 0;
+    for (const usage of this.usages) live += (await usage.liveConnections?.(m, tenantId, key)) ?? 0;
+    return live;
   }
 
   /** Every URL through the SSRF-safe client's save-time check, refusals naming the field. */
@@ -313,10 +253,10 @@ export class TenantProvidersService {
       try {
         await this.outbound.assertUrlAllowed(target.url);
       } catch (err) {
-        if (!(err instanceof CustosException)) throw err;
+        if (!(err instanceof CommonException)) throw err;
         // The fixed domain under a templated host need not resolve itself; its subdomains are checked on use.
         if (target.templatedHost && err.details?.reason === 'dns_resolution_failed') continue;
-        const named = new CustosException(err.code, `${path}: ${err.message}`, { ...err.details, path });
+        const named = new CommonException(err.code, `${path}: ${err.message}`, { ...err.details, path });
         // Kept for server-side logs only, as the client does.
         if (err.cause !== undefined) named.cause = err.cause;
         throw named;

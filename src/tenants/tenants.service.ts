@@ -2,12 +2,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import { CustosException } from '../common/errors.js';
+import { CommonException } from '../common/errors.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import type { KeyBackendType } from '../crypto/key-backend.js';
-import { returned } from '../database/sql.js';
 import type { UpdateTenantInput } from './tenants.dto.js';
+import { TenantsRepository, type TenantRow } from './tenants.repository.js';
+import type { IdentityProviderNames } from './identity-provider-names.js';
 
 export interface TenantView {
   id: string;
@@ -18,18 +19,6 @@ export interface TenantView {
   connectLogin: { identityProvider: string; clientId: string } | null;
   createdAt: string;
 }
-
-interface TenantRow {
-  id: string;
-  name: string;
-  key_backend_type: KeyBackendType;
-  allowed_return_urls: string[];
-  webhook_url: string | null;
-  connect_login: { identityProvider: string; clientId: string } | null;
-  created_at: Date;
-}
-
-const columns = 'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, created_at';
 
 const view = (r: TenantRow): TenantView => ({
   id: r.id,
@@ -45,24 +34,28 @@ const view = (r: TenantRow): TenantView => ({
 export class TenantsService {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
+    @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
   ) {}
 
+  private identityProviders: IdentityProviderNames | undefined;
+
+  /** Called by identity/ at start-up: see identity-provider-names.ts. */
+  registerIdentityProviderNames(names: IdentityProviderNames): void {
+    this.identityProviders = names;
+  }
+
   async createTenant(actor: Actor, name: string): Promise<TenantView> {
     const id = randomUUID();
     return this.db.transaction(async (m) => {
-      const rows: TenantRow[] = await m.query(
-        `INSERT INTO tenants (id, name, key_backend_type) VALUES ($1, $2, 'managed')
-         RETURNING ${columns}`,
-        [id, name],
-      );
+      const row = await this.tenants.create(m, id, name);
       await this.audit.record(
         { tenantId: id, action: 'tenant.created', outcome: 'allowed', actor, details: { name } },
         m,
       );
-      return view(rows[0]);
+      return view(row);
     });
   }
 
@@ -79,12 +72,10 @@ export class TenantsService {
   ): Promise<TenantView & { webhookSecret?: string }> {
     if (patch.webhookUrl) await this.outbound.assertUrlAllowed(patch.webhookUrl);
     if (patch.connectLogin) {
-      const idp: unknown[] = await this.db.query(
-        'SELECT 1 FROM identity_providers WHERE tenant_id = $1 AND name = $2',
-        [id, patch.connectLogin.identityProvider],
-      );
-      if (idp.length === 0) {
-        throw new CustosException(
+      // Fails closed: without identity/ loaded there is no way to know, and the change is refused (500).
+      if (!this.identityProviders) throw new Error('no identity provider lookup is registered');
+      if (!(await this.identityProviders.exists(id, patch.connectLogin.identityProvider))) {
+        throw new CommonException(
           'validation_failed',
           `connectLogin names identity provider "${patch.connectLogin.identityProvider}", which this tenant does not have`,
         );
@@ -97,46 +88,30 @@ export class TenantsService {
           patch.connectLogin.clientSecret,
         )
       : null;
-    const current: { webhook_secret: Buffer | null }[] = await this.db.query(
-      'SELECT webhook_secret FROM tenants WHERE id = $1',
-      [id],
-    );
-    if (current.length === 0) throw new CustosException('not_found', 'Tenant not found');
-    const issue =
-      patch.rotateWebhookSecret === true || (patch.webhookUrl && current[0].webhook_secret === null);
+    const current = await this.tenants.webhookSecret(id);
+    if (!current) throw new CommonException('not_found', 'Tenant not found');
+    const issue = patch.rotateWebhookSecret === true || (patch.webhookUrl && current.webhook_secret === null);
     const secret = issue ? 'whsec_' + randomBytes(32).toString('base64url') : undefined;
     const sealed = secret
       ? await this.dataKeys.seal(id, { scope: 'tenant', recordId: id, field: 'webhook_secret' }, secret)
       : null;
     return this.db.transaction(async (m) => {
-      const rows = returned<TenantRow>(
-        await m.query(
-          `UPDATE tenants SET name = COALESCE($2, name), allowed_return_urls = COALESCE($3, allowed_return_urls),
-             webhook_url = CASE WHEN $4::boolean THEN $5 ELSE webhook_url END,
-             webhook_secret = CASE WHEN $4::boolean AND $5::text IS NULL THEN NULL
-                                   ELSE COALESCE($6, webhook_secret) END,
-             connect_login = CASE WHEN $7::boolean THEN $8::jsonb ELSE connect_login END,
-             connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END
-            WHERE id = $1 RETURNING ${columns}`,
-          [
-            id,
-            patch.name ?? null,
-            patch.allowedReturnUrls ? [...new Set(patch.allowedReturnUrls)] : null,
-            patch.webhookUrl !== undefined,
-            patch.webhookUrl ?? null,
-            sealed,
-            patch.connectLogin !== undefined,
-            patch.connectLogin
-              ? JSON.stringify({
-                  identityProvider: patch.connectLogin.identityProvider,
-                  clientId: patch.connectLogin.clientId,
-                })
-              : null,
-            loginSecret,
-          ],
-        ),
-      );
-      if (rows.length === 0) throw new CustosException('not_found', 'Tenant not found');
+      const row = await this.tenants.update(m, id, {
+        name: patch.name ?? null,
+        allowedReturnUrls: patch.allowedReturnUrls ? [...new Set(patch.allowedReturnUrls)] : null,
+        setWebhook: patch.webhookUrl !== undefined,
+        webhookUrl: patch.webhookUrl ?? null,
+        webhookSecret: sealed,
+        setConnectLogin: patch.connectLogin !== undefined,
+        connectLogin: patch.connectLogin
+          ? {
+              identityProvider: patch.connectLogin.identityProvider,
+              clientId: patch.connectLogin.clientId,
+            }
+          : null,
+        connectLoginSecret: loginSecret,
+      });
+      if (!row) throw new CommonException('not_found', 'Tenant not found');
       const { rotateWebhookSecret: _rotate, connectLogin, ...rest } = patch;
       const shown = {
         ...rest,
@@ -162,18 +137,18 @@ export class TenantsService {
         },
         m,
       );
-      return secret ? { ...view(rows[0]), webhookSecret: secret } : view(rows[0]);
+      return secret ? { ...view(row), webhookSecret: secret } : view(row);
     });
   }
 
   async listTenants(): Promise<TenantView[]> {
-    const rows: TenantRow[] = await this.db.query(`SELECT ${columns} FROM tenants ORDER BY created_at, id`);
+    const rows = await this.tenants.list();
     return rows.map(view);
   }
 
   async getTenant(id: string): Promise<TenantView> {
-    const rows: TenantRow[] = await this.db.query(`SELECT ${columns} FROM tenants WHERE id = $1`, [id]);
-    if (rows.length === 0) throw new CustosException('not_found', 'Tenant not found');
-    return view(rows[0]);
+    const row = await this.tenants.get(id);
+    if (!row) throw new CommonException('not_found', 'Tenant not found');
+    return view(row);
   }
 }

@@ -8,11 +8,11 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { DataSource } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
 import { LOGGER } from '../common/logger.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
+import { TenantsRepository } from './tenants.repository.js';
 
 const DELAYS_MS = [0, 1000, 5000];
 
@@ -26,7 +26,7 @@ export class WebhooksService {
   private readonly inflight = new Set<Promise<void>>();
 
   constructor(
-    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
     @Inject(AuditService) private readonly audit: AuditService,
@@ -47,12 +47,9 @@ export class WebhooksService {
   }
 
   private async deliver(tenantId: string, type: string, data: Record<string, unknown>): Promise<void> {
-    const rows: { webhook_url: string | null; webhook_secret: Buffer | null }[] = await this.db.query(
-      'SELECT webhook_url, webhook_secret FROM tenants WHERE id = $1',
-      [tenantId],
-    );
-    const url = rows[0]?.webhook_url;
-    const sealed = rows[0]?.webhook_secret;
+    const row = await this.tenants.webhook(tenantId);
+    const url = row?.webhook_url;
+    const sealed = row?.webhook_secret;
     if (!url || !sealed) return;
     const secret = await this.dataKeys.open(
       tenantId,

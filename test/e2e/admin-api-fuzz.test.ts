@@ -12,7 +12,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import { ERROR_CODES } from '../../src/common/errors.js';
+import { ERROR_CODES } from '../../src/http/error-codes.js';
 import { MAX_JSON_DEPTH } from '../../src/common/validation.js';
 import { startTestApp, type Reply, type TestApp } from '../support/app.js';
 import { createConnector, createTenant, type TenantFixture } from '../support/factories.js';

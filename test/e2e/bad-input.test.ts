@@ -5,7 +5,7 @@
  * with a stable error code; nothing reaches the database or a Location header.
  */
 import fc from 'fast-check';
-import { ERROR_CODES } from '../../src/common/errors.js';
+import { ERROR_CODES } from '../../src/http/error-codes.js';
 import { MAX_JSON_DEPTH, textProblem } from '../../src/common/validation.js';
 import { startTestApp, type Reply, type TestApp } from '../support/app.js';
 import { createTenant, type TenantFixture } from '../support/factories.js';

@@ -415,6 +415,23 @@ describe('sign-in before connecting (connectLogin)', () => {
     expect(res.raw).not.toContain(LOGIN_CLIENT.client_secret);
   });
 
+  it('refuses a sign-in naming an identity provider the tenant does not have, even one another tenant has', async () => {
+    const other = await createTenant(app);
+    const res = await app.request('PATCH', `/v1/tenants/${other.tenantId}`, {
+      key: other.adminKey,
+      body: {
+        connectLogin: {
+          identityProvider: 'corp',
+          ...{ clientId: LOGIN_CLIENT.client_id, clientSecret: LOGIN_CLIENT.client_secret },
+        },
+      },
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toBe('validation_failed');
+    const after = await app.request('GET', `/v1/tenants/${other.tenantId}`, { key: other.adminKey });
+    expect(after.body.connectLogin).toBeNull();
+  });
+
   async function openAndSignIn(account: string) {
     const created = await app.request('POST', `/v1/tenants/${t2.tenantId}/connect/sessions`, {
       key: t2.adminKey,

@@ -8,8 +8,10 @@ import type { AddressInfo } from 'node:net';
 import { AuditService } from '../../../src/audit/audit.service.js';
 import { CustosException } from '../../../src/common/errors.js';
 import { OutboundHttpClient } from '../../../src/common/outbound-http.js';
+import { ProviderAppsRepository } from '../../../src/providers/provider-apps.repository.js';
 import { ProviderCatalog } from '../../../src/providers/provider-catalog.js';
 import { ProviderRegistry } from '../../../src/providers/provider-registry.js';
+import { TenantProvidersRepository } from '../../../src/providers/tenant-providers.repository.js';
 import { TenantProvidersService } from '../../../src/providers/tenant-providers.service.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
 import { createTenant, uniqueSecret, type TenantFixture } from '../../support/factories.js';
@@ -345,6 +347,8 @@ describe('the SSRF guard at save', () => {
     const service = () =>
       new TenantProvidersService(
         db(),
+        app.custos.app.get(TenantProvidersRepository),
+        app.custos.app.get(ProviderAppsRepository),
         app.custos.app.get(AuditService),
         app.custos.app.get(ProviderCatalog),
         app.custos.app.get(ProviderRegistry),
@@ -722,6 +726,57 @@ describe('using a custom provider', () => {
     });
     expect(exchange.status).toBe(400);
     expect(exchange.body.error).toBe('invalid_target');
+  });
+});
+
+describe('deleting a provider with revocations still queued', () => {
+  it('drops them with the provider: their sealed tokens could only go to its endpoints', async () => {
+    const key = freshKey('queued');
+    const revocationUrl = `https://${SSO_HOST}/oauth/revoke`;
+    expect(
+      (await put(a, key, oauthProvider(key, { oauth2: { ...oauthProvider(key).oauth2, revocationUrl } })))
+        .status,
+    ).toBe(201);
+    const conn = await app.request('PUT', `/v1/tenants/${a.tenantId}/users/erin/connections/${key}`, {
+      key: a.adminKey,
+      body: {
+        type: 'oauth2',
+        accessToken: uniqueSecret('corp-access'),
+        refreshToken: uniqueSecret('corp-refresh'),
+        scopes: ['read'],
+      },
+    });
+    expect(conn.status).toBe(201);
+    // The provider's host does not resolve here: the revocation at the provider fails and stays queued.
+    expect(
+      (
+        await app.request('DELETE', `/v1/tenants/${a.tenantId}/connections/${conn.body.id}`, {
+          key: a.adminKey,
+        })
+      ).status,
+    ).toBe(204);
+    const queued = async () =>
+      (
+        await db().query(
+          'SELECT count(*)::int AS n FROM pending_revocations WHERE tenant_id = $1 AND provider = $2',
+          [a.tenantId, key],
+        )
+      )[0].n as number;
+    const before = await queued();
+    expect(before).toBeGreaterThan(0);
+
+    expect((await app.request('DELETE', `${base(a)}/${key}`, { key: a.adminKey })).status).toBe(204);
+
+    expect(await queued()).toBe(0);
+    const [event] = await db().query(
+      `SELECT details FROM audit_events WHERE tenant_id = $1 AND action = 'provider.deleted' AND provider = $2`,
+      [a.tenantId, key],
+    );
+    expect(event.details).toMatchObject({
+      revocationsDropped: before,
+      connectorsUpdated: 0,
+      sessionsClosed: 0,
+    });
   });
 });
 

@@ -4,7 +4,7 @@
  * time stays an upstream failure (outbound_request_failed).
  */
 import { CustosException } from '../../../src/common/errors.js';
-import { statusFor } from '../../../src/http/exception.filter.js';
+import { statusFor, type ErrorCode } from '../../../src/http/error-codes.js';
 import { OutboundHttpClient } from '../../../src/common/outbound-http.js';
 
 const failing = (code: string) =>
@@ -29,7 +29,7 @@ describe('assertUrlAllowed (save time)', () => {
     async (code) => {
       const err = await caught(failing(code).assertUrlAllowed('https://nowhere.example/jwks'));
       expect(err.code).toBe('outbound_url_unresolvable');
-      expect(statusFor(err.code)).toBe(400);
+      expect(statusFor(err.code as ErrorCode)).toBe(400);
       expect(err.details).toEqual({ reason: 'dns_resolution_failed' });
       expect(err.message).toBe('Could not resolve https://nowhere.example: no such host');
     },

@@ -12,6 +12,7 @@ import type { AuditService } from '../../../src/audit/audit.service.js';
 import type { Config } from '../../../src/config/config.js';
 import { ConnectionsService } from '../../../src/connections/connections.service.js';
 import type { ConnectionsRepository } from '../../../src/connections/connections.repository.js';
+import type { PendingRevocationsRepository } from '../../../src/connections/pending-revocations.repository.js';
 import type { DataKeyService } from '../../../src/crypto/data-key.service.js';
 import { sealField } from '../../../src/crypto/envelope.js';
 import type { RefreshJobs } from '../../../src/jobs/refresh-jobs.js';
@@ -47,6 +48,7 @@ function service(dataKeyCacheTtlSeconds = 300): ConnectionsService {
   return new ConnectionsService(
     {} as DataSource,
     {} as ConnectionsRepository,
+    {} as PendingRevocationsRepository,
     {} as AuditService,
     dataKeys,
     {} as ProviderRegistry,

@@ -8,6 +8,7 @@ import type { DataSource } from 'typeorm';
 import type { ProviderCatalog } from '../../../src/providers/provider-catalog.js';
 import type { ProviderDefinition } from '../../../src/providers/provider-definition.js';
 import { ProviderRegistry } from '../../../src/providers/provider-registry.js';
+import { TenantProvidersRepository } from '../../../src/providers/tenant-providers.repository.js';
 
 const CACHE_MS = 30_000;
 const MAX_TENANTS = 10_000;
@@ -46,7 +47,7 @@ beforeEach(() => {
       }),
   } as unknown as DataSource;
   const catalog = { get: () => undefined } as unknown as ProviderCatalog;
-  registry = new ProviderRegistry(catalog, db);
+  registry = new ProviderRegistry(catalog, new TenantProvidersRepository(db));
 });
 
 afterEach(() => {

@@ -2,9 +2,10 @@
  * The token endpoint's decision read, written once: for each request, the connector's state, the version of
  * the identity provider that issued the user token, and the user's live connection to the provider. Two
  * statements place it: DecisionBatcher's, over unnest() arrays for a batch of requests, and the private_key_jwt
- * request's own, which records the assertion as used in the same round trip.
+ * request's own, which records the assertion as used in the same round trip. It sits in connections/, whose
+ * table holds the credential it reads; broker/ runs it.
  */
-import type { ConnectionStatus, ConnectionType } from '../connections/connection.types.js';
+import type { ConnectionStatus, ConnectionType } from './connection.types.js';
 import { insertUsedAssertion } from '../identity/used-assertions.repository.js';
 
 /** What the decision read returns for one request. */

@@ -1,0 +1,125 @@
+/**
+ * Every statement on audit_events, and with them the only INSERTs into it anywhere: one event on its own or in
+ * the caller's transaction, one event written with another table's UPDATE in one statement (a token refresh),
+ * the group commit's batched unnest insert (prepared), and the admin API's list. Errors are passed on as the
+ * database gave them: AuditService and AuditBatcher decide what a failed write means for their callers.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource, type EntityManager } from 'typeorm';
+import { preparedQuery, returned } from '../database/sql.js';
+import type { ActorType, AuditOutcome } from './audit-event.entity.js';
+
+/**
+ * An event as the values of the audit_events columns, in the order every INSERT here lists them (tenant_id,
+ * action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details),
+ * details as JSON text.
+ */
+export type AuditRowValues = [
+  tenantId: string | null,
+  action: string,
+  outcome: AuditOutcome,
+  actorType: ActorType,
+  actorId: string | null,
+  subjectUserId: string | null,
+  connectionId: string | null,
+  provider: string | null,
+  requestId: string | null,
+  details: string,
+];
+
+/** An event as the admin API reads it. */
+export interface AuditRow {
+  id: string;
+  occurred_at: Date;
+  action: string;
+  outcome: AuditOutcome;
+  actor_type: ActorType;
+  actor_id: string | null;
+  subject_user_id: string | null;
+  connection_id: string | null;
+  provider: string | null;
+  request_id: string | null;
+  details: Record<string, unknown>;
+}
+
+/** Which of a tenant's events a page holds, newest first. */
+export interface AuditFilter {
+  /** Only events older than this id (the cursor). */
+  beforeId?: string;
+  action?: string;
+  userId?: string;
+}
+
+const insertSql = `INSERT INTO audit_events
+  (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+
+// unnest() keeps the statement text constant whatever the batch size, so PostgreSQL plans it once.
+const insertBatchSql = `INSERT INTO audit_events
+  (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
+                       $8::text[], $9::text[], $10::jsonb[])`;
+
+@Injectable()
+export class AuditRepository {
+  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+
+  /** Writes one event inside the caller's transaction, or on its own when no manager is given. */
+  async insert(values: AuditRowValues, m?: EntityManager): Promise<void> {
+    await (m ?? this.db.manager).query(insertSql, values);
+  }
+
+  /**
+   * Runs `update` (an UPDATE … RETURNING that writes at most one row) and writes the event in the same
+   * statement, only when the update wrote its row. Returns whether it did.
+   */
+  async insertWithUpdate(update: string, params: unknown[], values: AuditRowValues): Promise<boolean> {
+    const n = params.length;
+    const p = (i: number, type: string) => `$${n + i}::${type}`;
+    const rows = returned<{ id: string }>(
+      await this.db.query(
+        `WITH written AS (${update})
+         INSERT INTO audit_events
+           (tenant_id, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider, request_id, details)
+         SELECT ${p(1, 'uuid')}, ${p(2, 'text')}, ${p(3, 'text')}, ${p(4, 'text')}, ${p(5, 'text')}, ${p(6, 'text')},
+                ${p(7, 'uuid')}, ${p(8, 'text')}, ${p(9, 'text')}, ${p(10, 'jsonb')}
+           FROM written RETURNING id`,
+        [...params, ...values],
+      ),
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * The group commit's INSERT: one array per column (in AuditRowValues' order), one element per event, as a
+   * named prepared statement. Empty arrays write nothing (the readiness probe).
+   */
+  async insertBatch(columns: unknown[][], signal: AbortSignal): Promise<void> {
+    await preparedQuery(this.db, 'custos_audit_batch_v1', insertBatchSql, columns, signal);
+  }
+
+  /** Up to `limit` of the tenant's events matching the filter, newest first. */
+  page(tenantId: string, filter: AuditFilter, limit: number): Promise<AuditRow[]> {
+    const params: unknown[] = [tenantId];
+    let where = 'tenant_id = $1';
+    if (filter.beforeId) {
+      params.push(filter.beforeId);
+      where += ` AND id < $${params.length}`;
+    }
+    if (filter.action) {
+      params.push(filter.action);
+      where += ` AND action = $${params.length}`;
+    }
+    if (filter.userId) {
+      params.push(filter.userId);
+      where += ` AND subject_user_id = $${params.length}`;
+    }
+    params.push(limit);
+    return this.db.query(
+      `SELECT id, occurred_at, action, outcome, actor_type, actor_id, subject_user_id, connection_id, provider,
+              request_id, details
+         FROM audit_events WHERE ${where} ORDER BY id DESC LIMIT $${params.length}`,
+      params,
+    );
+  }
+}

@@ -1,0 +1,16 @@
+/** Errors of connect sessions and the hosted connect flow. */
+import { CustosException } from '../common/errors.js';
+
+export const CONNECT_ERROR_CODES = [
+  /** A connect session's returnTo that is not on the tenant's allow-list (400). */
+  'return_url_not_allowed',
+] as const;
+export type ConnectErrorCode = (typeof CONNECT_ERROR_CODES)[number];
+
+export class ConnectException extends CustosException {
+  declare readonly code: ConnectErrorCode;
+
+  constructor(code: ConnectErrorCode, message: string, details?: Record<string, unknown>) {
+    super(code, message, details);
+  }
+}

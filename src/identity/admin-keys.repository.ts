@@ -1,0 +1,82 @@
+/**
+ * Every statement on the admin_keys table: the lookup of a presented key by its hash, issuing a tenant's key,
+ * and the platform bootstrap key (its advisory lock, the live platform keys, replacing an earlier bootstrap key).
+ * Only key hashes are stored; the bootstrap statements run in the caller's transaction.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource, type EntityManager } from 'typeorm';
+import type { AdminRole } from '../common/admin-access.js';
+
+/** An admin key as authentication reads it. */
+export interface AdminKeyRow {
+  id: string;
+  tenant_id: string | null;
+  role: AdminRole;
+  name: string;
+  key_hash: Buffer;
+}
+
+/** A tenant's new admin key, its key already hashed. */
+export interface NewTenantAdminKey {
+  id: string;
+  tenantId: string;
+  name: string;
+  role: 'admin' | 'auditor';
+  keyHash: Buffer;
+}
+
+@Injectable()
+export class AdminKeysRepository {
+  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+
+  /** The live (unrevoked) key with this SHA-256, if any. */
+  async findLiveByHash(digest: Buffer): Promise<AdminKeyRow | undefined> {
+    const rows: AdminKeyRow[] = await this.db.query(
+      `SELECT k.id, k.tenant_id, k.role, k.name, k.key_hash FROM admin_keys k
+        WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
+      [digest],
+    );
+    return rows[0];
+  }
+
+  /** Stores a tenant's key; returns its creation time. */
+  async insertTenantKey(m: EntityManager, k: NewTenantAdminKey): Promise<Date> {
+    const rows: { created_at: Date }[] = await m.query(
+      'INSERT INTO admin_keys (id, tenant_id, name, role, key_hash) VALUES ($1, $2, $3, $4, $5) RETURNING created_at',
+      [k.id, k.tenantId, k.name, k.role, k.keyHash],
+    );
+    return rows[0].created_at;
+  }
+
+  /**
+   * Takes the bootstrap advisory lock until the caller's transaction ends, so that processes starting together
+   * create one platform key, not one each.
+   */
+  async lockBootstrap(m: EntityManager): Promise<void> {
+    await m.query('SELECT pg_advisory_xact_lock(727274002)');
+  }
+
+  /** The live platform admin keys. */
+  livePlatformKeys(m: EntityManager): Promise<AdminKeyRow[]> {
+    return m.query(
+      `SELECT id, tenant_id, role, name, key_hash FROM admin_keys
+          WHERE tenant_id IS NULL AND role = 'platform_admin' AND revoked_at IS NULL`,
+    );
+  }
+
+  /** Revokes the live platform keys called `name`. */
+  async revokePlatformKeysNamed(m: EntityManager, name: string): Promise<void> {
+    await m.query(
+      `UPDATE admin_keys SET revoked_at = now() WHERE tenant_id IS NULL AND name = $1 AND revoked_at IS NULL`,
+      [name],
+    );
+  }
+
+  /** Stores a platform admin key, its key already hashed. */
+  async insertPlatformKey(m: EntityManager, id: string, name: string, keyHash: Buffer): Promise<void> {
+    await m.query(
+      `INSERT INTO admin_keys (id, tenant_id, name, role, key_hash) VALUES ($1, NULL, $2, 'platform_admin', $3)`,
+      [id, name, keyHash],
+    );
+  }
+}

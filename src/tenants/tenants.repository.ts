@@ -1,0 +1,152 @@
+/**
+ * Every statement on the tenants table outside its key backend columns (src/crypto/ owns those) and the
+ * connect flow's reads of a session with its tenant (connect/connect-sessions.repository.ts, one join): the
+ * admin API's create, update, list and get, the webhook settings, the connect flow's sign-in settings and
+ * return-URL allow-list, and whether a tenant exists.
+ */
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource, type EntityManager } from 'typeorm';
+import type { KeyBackendType } from '../crypto/key-backend.js';
+import { returned } from '../database/sql.js';
+
+/** The tenant's connect-flow sign-in: one of its identity providers and the OIDC client to use there. */
+export interface ConnectLogin {
+  identityProvider: string;
+  clientId: string;
+}
+
+/** A tenant as the admin API shows it (no secret columns). */
+export interface TenantRow {
+  id: string;
+  name: string;
+  key_backend_type: KeyBackendType;
+  allowed_return_urls: string[];
+  webhook_url: string | null;
+  connect_login: ConnectLogin | null;
+  created_at: Date;
+}
+
+/** The columns of a TenantRow. */
+const columns = 'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, created_at';
+
+/** Where a tenant's notifications go, and their signing secret (sealed). */
+export interface WebhookRow {
+  webhook_url: string | null;
+  webhook_secret: Buffer | null;
+}
+
+/** The tenant's connect-flow sign-in settings, the client secret sealed. */
+export interface ConnectLoginRow {
+  connect_login: ConnectLogin | null;
+  connect_login_secret: Buffer | null;
+}
+
+/** What a settings update writes; null (or a false `set…`) leaves a column as it is. */
+export interface TenantChanges {
+  name: string | null;
+  allowedReturnUrls: string[] | null;
+  /** Whether to write webhook_url: to `webhookUrl`, or (null) to none, which also drops the secret. */
+  setWebhook: boolean;
+  webhookUrl: string | null;
+  /** A new signing secret, already sealed. */
+  webhookSecret: Buffer | null;
+  /** Whether to write connect_login and its secret (null: sign-in no longer required). */
+  setConnectLogin: boolean;
+  connectLogin: ConnectLogin | null;
+  /** The login client's secret, already sealed. */
+  connectLoginSecret: Buffer | null;
+}
+
+@Injectable()
+export class TenantsRepository {
+  constructor(@Inject(DataSource) private readonly db: DataSource) {}
+
+  /** A new tenant on the managed key backend. */
+  async create(m: EntityManager, id: string, name: string): Promise<TenantRow> {
+    const rows: TenantRow[] = await m.query(
+      `INSERT INTO tenants (id, name, key_backend_type) VALUES ($1, $2, 'managed')
+         RETURNING ${columns}`,
+      [id, name],
+    );
+    return rows[0];
+  }
+
+  /** Writes a settings update; undefined when there is no such tenant. */
+  async update(m: EntityManager, id: string, c: TenantChanges): Promise<TenantRow | undefined> {
+    const rows = returned<TenantRow>(
+      await m.query(
+        `UPDATE tenants SET name = COALESCE($2, name), allowed_return_urls = COALESCE($3, allowed_return_urls),
+             webhook_url = CASE WHEN $4::boolean THEN $5 ELSE webhook_url END,
+             webhook_secret = CASE WHEN $4::boolean AND $5::text IS NULL THEN NULL
+                                   ELSE COALESCE($6, webhook_secret) END,
+             connect_login = CASE WHEN $7::boolean THEN $8::jsonb ELSE connect_login END,
+             connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END
+            WHERE id = $1 RETURNING ${columns}`,
+        [
+          id,
+          c.name,
+          c.allowedReturnUrls,
+          c.setWebhook,
+          c.webhookUrl,
+          c.webhookSecret,
+          c.setConnectLogin,
+          c.connectLogin ? JSON.stringify(c.connectLogin) : null,
+          c.connectLoginSecret,
+        ],
+      ),
+    );
+    return rows[0];
+  }
+
+  /** Every tenant, oldest first. */
+  list(): Promise<TenantRow[]> {
+    return this.db.query(`SELECT ${columns} FROM tenants ORDER BY created_at, id`);
+  }
+
+  async get(id: string): Promise<TenantRow | undefined> {
+    const rows: TenantRow[] = await this.db.query(`SELECT ${columns} FROM tenants WHERE id = $1`, [id]);
+    return rows[0];
+  }
+
+  /** Whether the tenant exists (in the caller's transaction when given one). */
+  async exists(id: string, m?: EntityManager): Promise<boolean> {
+    const rows: unknown[] = await (m ?? this.db.manager).query('SELECT 1 FROM tenants WHERE id = $1', [id]);
+    return rows.length > 0;
+  }
+
+  /** The tenant's sealed webhook signing secret (null when none); undefined when there is no such tenant. */
+  async webhookSecret(id: string): Promise<{ webhook_secret: Buffer | null } | undefined> {
+    const rows: { webhook_secret: Buffer | null }[] = await this.db.query(
+      'SELECT webhook_secret FROM tenants WHERE id = $1',
+      [id],
+    );
+    return rows[0];
+  }
+
+  /** The tenant's webhook URL and sealed signing secret; undefined when there is no such tenant. */
+  async webhook(id: string): Promise<WebhookRow | undefined> {
+    const rows: WebhookRow[] = await this.db.query(
+      'SELECT webhook_url, webhook_secret FROM tenants WHERE id = $1',
+      [id],
+    );
+    return rows[0];
+  }
+
+  /** The tenant's connect-flow sign-in settings; undefined when there is no such tenant. */
+  async connectLogin(id: string): Promise<ConnectLoginRow | undefined> {
+    const rows: ConnectLoginRow[] = await this.db.query(
+      'SELECT connect_login, connect_login_secret FROM tenants WHERE id = $1',
+      [id],
+    );
+    return rows[0];
+  }
+
+  /** Whether `url` is on the tenant's allowed return URLs: an exact, byte-for-byte match. */
+  async allowsReturnUrl(id: string, url: string): Promise<boolean> {
+    const rows: { allowed: boolean | null }[] = await this.db.query(
+      'SELECT $2 = ANY(allowed_return_urls) AS allowed FROM tenants WHERE id = $1',
+      [id, url],
+    );
+    return rows[0]?.allowed === true;
+  }
+}
