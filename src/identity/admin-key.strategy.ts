@@ -39,8 +39,8 @@ export function adminKeyCredential(key: string | undefined): AdminKeyCredential 
 }
 
 /**
- * Passport's registry of strategies is one per process, and @nestjs/passport's AuthGuard always looks a
- * strategy up there by name, while a process may run several Custos apps (tests do, one after another
+ * Passport's registry of strategies is one per process, and AdminKeyAuthGuard's passport.authenticate looks
+ * the strategy up there by name, while a process may run several Custos apps (tests do, one after another
  * and side by side on the same database). The name belongs to the newest app still running: when an app
  * closes, the one started before it gets the name back, so that a closed app's database is never asked.
  */
