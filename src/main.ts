@@ -21,8 +21,15 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     custos.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => {
+        logger.info({ signal }, 'Custos stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        const e = err as Error;
+        logger.error({ signal, err: { name: e?.name, message: e?.message } }, 'Custos stopped with an error');
+        process.exit(1);
+      },
     );
   };
   process.on('SIGINT', () => stop('SIGINT'));

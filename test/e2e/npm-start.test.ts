@@ -1,0 +1,124 @@
+/**
+ * `npm start` as a user runs it: a signal to the process the user started (npm's, which runs the script
+ * through `sh -c`) stops Custos and its embedded PostgreSQL within seconds, and the log says so.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+const ROOT = path.join(__dirname, '../..');
+
+interface Started {
+  npm: ChildProcess;
+  /** Every process under npm once up (sh, Node, PostgreSQL), killed after the test if a failure left any. */
+  descendants: number[];
+  output: () => string;
+  apiPort: number;
+  databasePort: number;
+}
+
+function descendantsOf(root: number): number[] {
+  const rows = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number));
+  const found: number[] = [];
+  const walk = (pid: number) => {
+    for (const [child, parent] of rows) {
+      if (parent === pid) {
+        found.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(root);
+  return found;
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function npmStart(dataDir: string): Promise<Started> {
+  const npm = spawn('npm', ['start'], {
+    cwd: ROOT,
+    env: { ...process.env, CUSTOS_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', CUSTOS_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  npm.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  npm.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const api = /"url":"http:\/\/127\.0\.0\.1:(\d+)".*"msg":"Custos is listening"/.exec(out);
+    const db = /"port":(\d+),"cluster":"[^"]*","msg":"embedded PostgreSQL is ready/.exec(out);
+    if (api && db) {
+      const descendants = descendantsOf(npm.pid!);
+      return { npm, descendants, output: () => out, apiPort: Number(api[1]), databasePort: Number(db[1]) };
+    }
+    if (npm.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  npm.kill('SIGKILL');
+  throw new Error(`npm start did not come up:\n${out.slice(-2000)}`);
+}
+
+describe('npm start', () => {
+  const dirs: string[] = [];
+  const started: Started[] = [];
+
+  afterAll(async () => {
+    for (const s of started) {
+      if (s.npm.exitCode === null) s.npm.kill('SIGKILL');
+      for (const pid of s.descendants) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Already gone, as it should be.
+        }
+      }
+    }
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it.each(['SIGTERM', 'SIGINT'] as const)(
+    'stops Node and the embedded PostgreSQL within seconds of %s to the npm process, and logs that it stopped',
+    async (signal) => {
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'custos-npm-start-'));
+      dirs.push(dataDir);
+      const s = await npmStart(dataDir);
+      started.push(s);
+      expect(await listening(s.apiPort)).toBe(true);
+      expect(await listening(s.databasePort)).toBe(true);
+
+      const exited = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 15_000);
+        s.npm.once('exit', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      s.npm.kill(signal);
+      expect(await exited).toBe(true);
+      // npm returns when its child (Node, exec'd by the script) has exited; give the sockets a moment.
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && ((await listening(s.apiPort)) || (await listening(s.databasePort)))) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(await listening(s.apiPort)).toBe(false);
+      expect(await listening(s.databasePort)).toBe(false);
+      expect(s.output()).toContain(`"signal":"${signal}","msg":"Custos stopped"`);
+    },
+    150_000,
+  );
+});
