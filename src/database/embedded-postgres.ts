@@ -6,6 +6,11 @@
  * reach the data folder or the binaries (say, a checkout inside a root-only 0700 temporary folder), the
  * cluster and a copy of the binaries live under /var/lib/custos/embedded/<hash of the data folder> instead,
  * and the data folder records where. A server left running by a killed Custos is stopped before start.
+ *
+ * One process owns a data folder's embedded server at a time: a lock in the data folder (proper-lockfile,
+ * `custos.lock`, refreshed while the owner runs) is taken before anything is touched. A second command on
+ * the same folder while the owner runs (a second `npm start`, `migrate`) is refused with a message naming
+ * the folder, and never stops the running server; a lock left by a killed owner goes stale within seconds.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -14,6 +19,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import lockfile from 'proper-lockfile';
 import type { Logger } from 'pino';
 import { packageRoot } from '../common/paths.js';
 
@@ -38,6 +44,39 @@ interface RunAs {
 const SYSTEM_ROOT = '/var/lib/custos/embedded';
 const DB_USER = 'custos';
 const DB_NAME = 'custos';
+
+/** How long a killed owner's lock holds the folder (the live owner refreshes it every LOCK_STALE_MS / 2). */
+const LOCK_STALE_MS = 10_000;
+
+/** The data folder is in use by a running Custos (another process holds its lock). */
+export class DataFolderInUseError extends Error {
+  constructor(readonly dataDir: string) {
+    super(
+      `the data folder ${dataDir} is in use by a running Custos; stop it first, or point this command at ` +
+        'another data folder (CUSTOS_DATA_DIR) or at a database of its own (DATABASE_URL)',
+    );
+    this.name = 'DataFolderInUseError';
+  }
+}
+
+/**
+ * Takes the data folder's lock, waiting a little longer than a stale lock lives (a Custos killed a moment
+ * ago); a live owner keeps it fresh, so the wait ends in DataFolderInUseError.
+ */
+async function lockDataFolder(dataDir: string, log: Logger): Promise<() => Promise<void>> {
+  try {
+    return await lockfile.lock(path.join(dataDir, 'custos'), {
+      realpath: false,
+      stale: LOCK_STALE_MS,
+      retries: { retries: 12, minTimeout: 1000, maxTimeout: 1000, factor: 1 },
+      onCompromised: (err) =>
+        log.error({ err: { name: err.name, message: err.message } }, 'the data folder lock was lost'),
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ELOCKED') throw new DataFolderInUseError(dataDir);
+    throw err;
+  }
+}
 
 export interface EmbeddedPostgresHandle {
   databaseUrl: string;
@@ -203,6 +242,20 @@ async function stopStale(pgdata: string, bins: Binaries, runAs: RunAs | null, lo
 
 export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedPostgresHandle> {
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const unlock = await lockDataFolder(dataDir, log);
+  try {
+    return await startLocked(dataDir, log, unlock);
+  } catch (err) {
+    await unlock().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function startLocked(
+  dataDir: string,
+  log: Logger,
+  unlock: () => Promise<void>,
+): Promise<EmbeddedPostgresHandle> {
   const stateFile = path.join(dataDir, 'embedded-postgres.json');
   const previous = readState(stateFile);
   const shipped = loadBinaries();
@@ -319,11 +372,13 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   return {
     databaseUrl: `${base}/${DB_NAME}`,
     pgdata,
-    stop: () =>
-      new Promise<void>((resolve) => {
+    stop: async () => {
+      await new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGINT'); // fast shutdown
-      }),
+      });
+      await unlock().catch(() => undefined);
+    },
   };
 }
