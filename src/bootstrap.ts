@@ -1,5 +1,7 @@
 /** Assembles and starts Custos: used by main.ts, the tests and the benchmarks alike. */
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
@@ -120,8 +122,20 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       const port = addr && typeof addr === 'object' ? addr.port : config.port;
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       url = `http://${host}:${port}`;
+      const embedded = !config.databaseUrl;
+      const adminKeyFile = path.join(config.dataDir, 'bootstrap-admin-key');
+      // The start-up summary: where to go, what it runs on, where the first admin key is (never the key).
       logger.info(
-        { url, role: config.role, jobs: jobs.kind, database: config.databaseUrl ? 'external' : 'embedded' },
+        {
+          url,
+          ...(config.role !== 'worker' && { docs: `${url}/docs` }),
+          role: config.role,
+          jobs: jobs.kind,
+          database: embedded ? 'embedded' : 'external',
+          ...((embedded || !config.rootKeys) && { dataDir: config.dataDir }),
+          rootKey: config.rootKeys ? 'configured' : 'local file (development only)',
+          ...(!config.bootstrapAdminKey && fs.existsSync(adminKeyFile) && { adminKeyFile }),
+        },
         'Custos is listening',
       );
     } else {

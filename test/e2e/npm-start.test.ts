@@ -3,7 +3,7 @@
  * through `sh -c`) stops Custos and its embedded PostgreSQL within seconds, and the log says so.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -100,6 +100,26 @@ describe('npm start', () => {
       started.push(s);
       expect(await listening(s.apiPort)).toBe(true);
       expect(await listening(s.databasePort)).toBe(true);
+      // The start-up summary says where to go and where the first admin key is, never the key itself.
+      const summary = JSON.parse(
+        s
+          .output()
+          .split('\n')
+          .find((l) => l.includes('"msg":"Custos is listening"'))!,
+      ) as Record<string, unknown>;
+      expect(summary).toMatchObject({
+        url: `http://127.0.0.1:${s.apiPort}`,
+        docs: `http://127.0.0.1:${s.apiPort}/docs`,
+        role: 'all',
+        jobs: 'in-process',
+        database: 'embedded',
+        dataDir,
+        rootKey: 'local file (development only)',
+        adminKeyFile: path.join(dataDir, 'bootstrap-admin-key'),
+      });
+      expect(s.output()).not.toContain(
+        readFileSync(path.join(dataDir, 'bootstrap-admin-key'), 'utf8').trim(),
+      );
 
       const exited = new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), 15_000);
