@@ -5,6 +5,7 @@
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
+import { returned } from '../database/sql.js';
 import type { AdminRole } from '../common/admin-access.js';
 
 /** An admin key as authentication reads it. */
@@ -25,6 +26,15 @@ export interface NewTenantAdminKey {
   keyHash: Buffer;
 }
 
+/** A tenant's key as its admins see it: never the hash. */
+export interface TenantAdminKeyRow {
+  id: string;
+  name: string;
+  role: 'admin' | 'auditor';
+  created_at: Date;
+  revoked_at: Date | null;
+}
+
 @Injectable()
 export class AdminKeysRepository {
   constructor(@Inject(DataSource) private readonly db: DataSource) {}
@@ -35,6 +45,30 @@ export class AdminKeysRepository {
       `SELECT k.id, k.tenant_id, k.role, k.name, k.key_hash FROM admin_keys k
         WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
       [digest],
+    );
+    return rows[0];
+  }
+
+  /** The tenant's keys, live and revoked, oldest first. */
+  listForTenant(tenantId: string): Promise<TenantAdminKeyRow[]> {
+    return this.db.query(
+      `SELECT id, name, role, created_at, revoked_at FROM admin_keys WHERE tenant_id = $1 ORDER BY created_at, id`,
+      [tenantId],
+    );
+  }
+
+  /** Revokes one of the tenant's live keys; returns it, or undefined when there is no such live key. */
+  async revokeTenantKey(
+    m: EntityManager,
+    tenantId: string,
+    keyId: string,
+  ): Promise<TenantAdminKeyRow | undefined> {
+    const rows = returned<TenantAdminKeyRow>(
+      await m.query(
+        `UPDATE admin_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL
+         RETURNING id, name, role, created_at, revoked_at`,
+        [keyId, tenantId],
+      ),
     );
     return rows[0];
   }

@@ -7,7 +7,7 @@ import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService, systemActor, type Actor } from '../audit/audit.service.js';
 import type { AdminPrincipal, AdminRole } from '../common/admin-access.js';
 import { CommonException } from '../common/errors.js';
-import { AdminKeysRepository } from './admin-keys.repository.js';
+import { AdminKeysRepository, type TenantAdminKeyRow } from './admin-keys.repository.js';
 import { TenantsRepository } from '../tenants/tenants.repository.js';
 
 export interface IssuedAdminKey {
@@ -20,6 +20,25 @@ export interface IssuedAdminKey {
 
 const KEY_PREFIX = 'cus_';
 const BOOTSTRAP_NAME = 'bootstrap';
+
+/** An admin key as the API shows it after issue: never the key, never its hash. */
+export interface AdminKeyView {
+  id: string;
+  name: string;
+  role: 'admin' | 'auditor';
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+function adminKeyView(row: TenantAdminKeyRow): AdminKeyView {
+  return {
+    id: row.id,
+    name: row.name,
+    role: row.role,
+    createdAt: row.created_at.toISOString(),
+    revokedAt: row.revoked_at?.toISOString() ?? null,
+  };
+}
 
 export function hashKey(key: string): Buffer {
   return createHash('sha256').update(key, 'utf8').digest();
@@ -72,6 +91,34 @@ export class AdminKeysService {
       return created;
     });
     return { id, name, role, key, createdAt: createdAt.toISOString() };
+  }
+
+  /** The tenant's keys as its admins see them (never the key or its hash), revoked ones included. */
+  async list(tenantId: string): Promise<AdminKeyView[]> {
+    if (!(await this.tenants.exists(tenantId))) throw new CommonException('not_found', 'Tenant not found');
+    return (await this.keys.listForTenant(tenantId)).map(adminKeyView);
+  }
+
+  /**
+   * Revokes one of the tenant's keys: it stops authenticating at once (keys are looked up on every request,
+   * never cached). A key already revoked, or another tenant's, is 404.
+   */
+  async revoke(actor: Actor, tenantId: string, keyId: string): Promise<AdminKeyView> {
+    return this.db.transaction(async (m) => {
+      const row = await this.keys.revokeTenantKey(m, tenantId, keyId);
+      if (!row) throw new CommonException('not_found', 'Admin key not found');
+      await this.audit.record(
+        {
+          tenantId,
+          action: 'admin_key.revoked',
+          outcome: 'allowed',
+          actor,
+          details: { adminKeyId: row.id, name: row.name, role: row.role },
+        },
+        m,
+      );
+      return adminKeyView(row);
+    });
   }
 
   /**

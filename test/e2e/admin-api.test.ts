@@ -67,6 +67,62 @@ describe('tenants and admin keys', () => {
     expect(res.status).toBe(403);
   });
 
+  it('lists a tenant’s keys without the key, and revokes one at once, audited', async () => {
+    const issued = await app.request('POST', `/v1/tenants/${t.tenantId}/admin-keys`, {
+      key: t.adminKey,
+      body: { name: 'to-revoke', role: 'admin' },
+    });
+    expect(issued.status).toBe(201);
+    const key: string = issued.body.key;
+    expect((await app.request('GET', '/v1/providers', { key })).status).toBe(200);
+
+    const list = await app.request('GET', `/v1/tenants/${t.tenantId}/admin-keys`, { key: t.adminKey });
+    expect(list.status).toBe(200);
+    expect(list.body).toContainEqual({
+      id: issued.body.id,
+      name: 'to-revoke',
+      role: 'admin',
+      createdAt: issued.body.createdAt,
+      revokedAt: null,
+    });
+    expect(list.raw).not.toContain(key);
+    expect(list.raw).not.toContain(createHash('sha256').update(key).digest('hex'));
+
+    // Another tenant's admin cannot see or revoke it (and learns nothing: 404); an auditor cannot either.
+    const other = await createTenant(app);
+    const url = `/v1/tenants/${t.tenantId}/admin-keys/${issued.body.id}`;
+    expect((await app.request('DELETE', url, { key: other.adminKey })).status).toBe(404);
+    const otherList = await app.request('GET', `/v1/tenants/${t.tenantId}/admin-keys`, {
+      key: other.adminKey,
+    });
+    expect(otherList.status).toBe(404);
+    expect((await app.request('DELETE', url, { key: t.auditorKey })).status).toBe(403);
+    // Through the other tenant's path, the key is not found: it is not that tenant's.
+    const foreign = await app.request(
+      'DELETE',
+      `/v1/tenants/${other.tenantId}/admin-keys/${issued.body.id}`,
+      {
+        key: other.adminKey,
+      },
+    );
+    expect(foreign.status).toBe(404);
+    expect((await app.request('GET', '/v1/providers', { key })).status).toBe(200);
+
+    const revoked = await app.request('DELETE', url, { key: t.adminKey });
+    expect(revoked.status).toBe(204);
+    expect((await app.request('GET', '/v1/providers', { key })).status).toBe(401);
+    expect((await app.request('DELETE', url, { key: t.adminKey })).status).toBe(404);
+    const after = await app.request('GET', `/v1/tenants/${t.tenantId}/admin-keys`, { key: t.adminKey });
+    expect(after.body.find((k: { id: string }) => k.id === issued.body.id).revokedAt).toEqual(
+      expect.any(String),
+    );
+    const events = await app.custos.runtime.dataSource.query(
+      `SELECT details FROM audit_events WHERE tenant_id = $1 AND action = 'admin_key.revoked'`,
+      [t.tenantId],
+    );
+    expect(events).toEqual([{ details: { adminKeyId: issued.body.id, name: 'to-revoke', role: 'admin' } }]);
+  });
+
   it('lets an auditor read audit events and nothing else', async () => {
     const audit = await app.request('GET', `/v1/tenants/${t.tenantId}/audit/events`, { key: t.auditorKey });
     expect(audit.status).toBe(200);

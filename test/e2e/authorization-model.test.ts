@@ -34,6 +34,8 @@ const model: Record<string, Level> = {
   'GET /v1/tenants/{tenantId}': 'tenant_or_platform_admin',
   'PATCH /v1/tenants/{tenantId}': 'tenant_admin',
   'POST /v1/tenants/{tenantId}/admin-keys': 'tenant_or_platform_admin',
+  'GET /v1/tenants/{tenantId}/admin-keys': 'tenant_or_platform_admin',
+  'DELETE /v1/tenants/{tenantId}/admin-keys/{keyId}': 'tenant_or_platform_admin',
   'GET /v1/tenants/{tenantId}/audit/events': 'tenant_read',
   'GET /v1/tenants/{tenantId}/key-backend': 'tenant_read',
   'PUT /v1/tenants/{tenantId}/key-backend': 'tenant_admin',
@@ -141,7 +143,7 @@ function call(route: { method: string; path: string }, p: PrincipalName, target:
   const tenantId = target === 'own' ? a.tenantId : target === 'other' ? b.tenantId : randomUUID();
   const url = route.path
     .replace('{tenantId}', tenantId)
-    .replace(/\{(connectionId|connectorId|id)\}/g, randomUUID())
+    .replace(/\{(connectionId|connectorId|keyId|id)\}/g, randomUUID())
     .replace(/\{(key|provider)\}/g, 'no-such-provider')
     .replace('{name}', 'no-such-idp')
     .replace('{userId}', 'nobody');
