@@ -380,6 +380,17 @@ describe('OAuth connect flow', () => {
 
 describe('sign-in before connecting (connectLogin)', () => {
   let t2: TenantFixture;
+  /** Requires sign-in through the identity provider named 'corp' for the tenant's connect flow. */
+  const setConnectLogin = (tenant: TenantFixture) =>
+    app.request('PATCH', `/v1/tenants/${tenant.tenantId}`, {
+      key: tenant.adminKey,
+      body: {
+        connectLogin: {
+          identityProvider: 'corp',
+          ...{ clientId: LOGIN_CLIENT.client_id, clientSecret: LOGIN_CLIENT.client_secret },
+        },
+      },
+    });
   beforeAll(async () => {
     t2 = await createTenant(app);
     await trustIdentityProvider(
@@ -401,15 +412,7 @@ describe('sign-in before connecting (connectLogin)', () => {
       },
     });
     await saveProviderApp(app, t2, 'inhouse', CLIENT);
-    const res = await app.request('PATCH', `/v1/tenants/${t2.tenantId}`, {
-      key: t2.adminKey,
-      body: {
-        connectLogin: {
-          identityProvider: 'corp',
-          ...{ clientId: LOGIN_CLIENT.client_id, clientSecret: LOGIN_CLIENT.client_secret },
-        },
-      },
-    });
+    const res = await setConnectLogin(t2);
     expect(res.status).toBe(200);
     expect(res.body.connectLogin).toEqual({ identityProvider: 'corp', clientId: LOGIN_CLIENT.client_id });
     expect(res.raw).not.toContain(LOGIN_CLIENT.client_secret);
@@ -417,15 +420,7 @@ describe('sign-in before connecting (connectLogin)', () => {
 
   it('refuses a sign-in naming an identity provider the tenant does not have, even one another tenant has', async () => {
     const other = await createTenant(app);
-    const res = await app.request('PATCH', `/v1/tenants/${other.tenantId}`, {
-      key: other.adminKey,
-      body: {
-        connectLogin: {
-          identityProvider: 'corp',
-          ...{ clientId: LOGIN_CLIENT.client_id, clientSecret: LOGIN_CLIENT.client_secret },
-        },
-      },
-    });
+    const res = await setConnectLogin(other);
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('validation_failed');
     const after = await app.request('GET', `/v1/tenants/${other.tenantId}`, { key: other.adminKey });
