@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { AuditController } from './audit/audit.controller.js';
+import { AuditSealController } from './audit/audit-seal.controller.js';
 import { AuditModule } from './audit/audit.module.js';
 import { BrokerModule } from './broker/broker.module.js';
 import { TokenController } from './broker/token.controller.js';
@@ -46,6 +47,7 @@ import { TenantsModule } from './tenants/tenants.module.js';
     ConnectionsController,
     ConnectSessionsController,
     AuditController,
+    AuditSealController,
     ConnectorsController,
     IdentityProvidersController,
     TokenController,

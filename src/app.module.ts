@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
 import { DatabaseModule } from './database/database.module.js';
 import { ApiModule } from './api.module.js';
+import { AuditModule } from './audit/audit.module.js';
 import { Background } from './background.js';
 import { LOGGER } from './common/logger.js';
 import type { RootKeyring } from './common/root-keyring.js';
@@ -39,6 +40,7 @@ export class AppModule {
         CoreModule.forRoot(rt),
         DatabaseModule.forRoot(rt.config, rt.logger, opened),
         HealthModule,
+        AuditModule,
         IdentityModule,
         ConnectionsModule,
         JobsModule,

@@ -1,7 +1,7 @@
 /**
  * Starts, once the app is initialised, what runs besides HTTP, by role: the first platform admin key, the
- * refresh-ahead queue (the api role only adds jobs; a worker runs them), the worker's periodic jobs and the
- * job runner. Stops them before the rest of the app closes (bootstrap's close calls stop() first).
+ * refresh-ahead queue (the api role only adds jobs; a worker runs them), the worker's periodic jobs, the audit
+ * sealer and the job runner. Stops them before the rest of the app closes (bootstrap's close calls stop() first).
  */
 import {
   Inject,
@@ -11,6 +11,7 @@ import {
   Optional,
 } from '@nestjs/common';
 import type { Logger } from 'pino';
+import { AuditSealer } from './audit/audit-sealer.js';
 import { LOGGER } from './common/logger.js';
 import { CONFIG, type Config } from './config/config.js';
 import { TokenRefresher } from './connections/token-refresher.service.js';
@@ -33,6 +34,7 @@ export class Background implements OnApplicationBootstrap, OnModuleDestroy {
     @Inject(RefreshJobs) private readonly refreshJobs: RefreshJobs,
     @Inject(JOB_RUNNER) private readonly jobs: JobRunner,
     @Inject(REFRESH_QUEUE) private readonly refreshQueue: RefreshQueue | null,
+    @Inject(AuditSealer) private readonly sealer: AuditSealer,
     @Optional() @Inject(WorkerJobs) private readonly workerJobs: WorkerJobs | null,
   ) {}
 
@@ -57,13 +59,18 @@ export class Background implements OnApplicationBootstrap, OnModuleDestroy {
         logger.warn({ err: { name: err.name, message: err.message } }, 'could not queue a refresh'),
       );
     }
-    if (worker) this.workerJobs?.register(this.jobs, queue);
+    if (worker) {
+      this.workerJobs?.register(this.jobs, queue);
+      // Its own timer rather than a job: it runs every second, and takes turns across processes by a lock.
+      this.sealer.start();
+    }
     await this.jobs.start();
   }
 
   /** Stops the refresh queue and the job runner; idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      await this.sealer.stop().catch(() => undefined);
       await this.refreshQueue?.stop().catch(() => undefined);
       await this.jobs.stop().catch(() => undefined);
     })();

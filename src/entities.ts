@@ -1,5 +1,12 @@
 /** Every table's entity: the schema the migrations must build (test/integration/database/schema.test.ts checks it). */
 import { AuditEvent } from './audit/audit-event.entity.js';
+import {
+  AuditChainHead,
+  AuditChainLink,
+  AuditCheckpoint,
+  AuditSealState,
+  AuditSigningKey,
+} from './audit/sealed-audit.entity.js';
 import { UsedAssertion } from './identity/used-assertion.entity.js';
 import { ConnectSession } from './connect/connect-session.entity.js';
 import { Connection } from './connections/connection.entity.js';
@@ -27,4 +34,9 @@ export const entities = [
   TenantProvider,
   ProviderApp,
   PendingRevocation,
+  AuditChainLink,
+  AuditChainHead,
+  AuditCheckpoint,
+  AuditSealState,
+  AuditSigningKey,
 ];

@@ -6,6 +6,7 @@ export type ActorType = 'admin_key' | 'connector' | 'user' | 'system';
 /** Append-only: the database refuses UPDATE, DELETE and TRUNCATE on this table (see the migration). */
 @Entity('audit_events')
 @Index('ix_audit_events_tenant_id', ['tenantId', 'id'])
+@Index('ix_audit_events_tx', ['txId', 'id'])
 export class AuditEvent {
   @PrimaryGeneratedColumn('identity', { type: 'bigint', generatedIdentity: 'ALWAYS' })
   id!: string;
@@ -42,4 +43,11 @@ export class AuditEvent {
 
   @Column('jsonb', { default: () => "'{}'" })
   details!: Record<string, unknown>;
+
+  /**
+   * The inserting transaction's id (pg_current_xact_id()): the sealer takes events in (tx_id, id) order, and
+   * only those whose transactions are older than every transaction still running (commit-safe order).
+   */
+  @Column('bigint', { name: 'tx_id', default: () => 'custos_current_tx()' })
+  txId!: string;
 }

@@ -8,16 +8,23 @@ import { AuditService } from './audit.service.js';
 
 @ApiTags('audit')
 @ApiBearerAuth()
-@Controller('v1/tenants/:tenantId/audit')
+@Controller()
 export class AuditController {
   constructor(@Inject(AuditService) private readonly audit: AuditService) {}
 
-  @Get('events')
+  @Get('v1/tenants/:tenantId/audit/events')
   @Access('tenant_audit')
   list(
     @Param('tenantId', UuidParam) tenantId: string,
     @Query(new ZodQuery(auditQuerySchema)) q: z.output<typeof auditQuerySchema>,
   ) {
     return this.audit.list(tenantId, q);
+  }
+
+  /** The platform chain's events: denials that name no tenant (unknown admin keys, unknown clients). */
+  @Get('v1/audit/platform/events')
+  @Access('platform')
+  listPlatform(@Query(new ZodQuery(auditQuerySchema)) q: z.output<typeof auditQuerySchema>) {
+    return this.audit.list(null, q);
   }
 }

@@ -42,6 +42,31 @@ export interface AuditRow {
   details: Record<string, unknown>;
 }
 
+/**
+ * An event as the sealer and the export read it: the occurrence time as text at full (microsecond) precision
+ * in UTC, ids as text, so that what is hashed is exactly what the database holds.
+ */
+export interface SealRow {
+  id: string;
+  tx_id: string;
+  tenant_id: string | null;
+  occurred_at: string;
+  action: string;
+  outcome: string;
+  actor_type: string;
+  actor_id: string | null;
+  subject_user_id: string | null;
+  connection_id: string | null;
+  provider: string | null;
+  request_id: string | null;
+  details: unknown;
+}
+
+export const sealColumns = (e: string) => `${e}.id::text AS id, ${e}.tx_id::text AS tx_id, ${e}.tenant_id,
+  to_char(${e}.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at, ${e}.action,
+  ${e}.outcome, ${e}.actor_type, ${e}.actor_id, ${e}.subject_user_id, ${e}.connection_id, ${e}.provider,
+  ${e}.request_id, ${e}.details`;
+
 /** Which of a tenant's events a page holds, newest first. */
 export interface AuditFilter {
   /** Only events older than this id (the cursor). */
@@ -98,10 +123,51 @@ export class AuditRepository {
     await preparedQuery(this.db, 'custos_audit_batch_v1', insertBatchSql, columns, signal);
   }
 
-  /** Up to `limit` of the tenant's events matching the filter, newest first. */
-  page(tenantId: string, filter: AuditFilter, limit: number): Promise<AuditRow[]> {
-    const params: unknown[] = [tenantId];
-    let where = 'tenant_id = $1';
+  /**
+   * The next events to seal after the cursor (tx_id, id), in that order: only those inserted by transactions
+   * older than `horizon` (the oldest transaction still running when the sealer looked), which have all ended,
+   * so no event can later appear before the cursor. An event that already has a link (only a hand-made one
+   * can) is left out rather than stopping the sealer: the export shows the tampering.
+   */
+  sealBatch(
+    m: EntityManager,
+    lastTx: string,
+    lastId: string,
+    horizon: string,
+    limit: number,
+  ): Promise<SealRow[]> {
+    return m.query(
+      `SELECT ${sealColumns('e')} FROM audit_events e
+        WHERE (e.tx_id, e.id) > ($1::bigint, $2::bigint) AND e.tx_id < $3::bigint
+          AND NOT EXISTS (SELECT 1 FROM audit_chain l WHERE l.event_id = e.id)
+        ORDER BY e.tx_id, e.id LIMIT $4`,
+      [lastTx, lastId, horizon, limit],
+    );
+  }
+
+  /**
+   * A chain's events at or before the sealer's cursor that have no place in the chain: rows written into the
+   * table behind the sealer's back (the export shows them, and verification fails on them).
+   */
+  unlinked(
+    tenantId: string | null,
+    cursor: { lastTx: string; lastId: string },
+    range: { from: Date | null; to: Date | null },
+  ): Promise<SealRow[]> {
+    return this.db.query(
+      `SELECT ${sealColumns('e')} FROM audit_events e
+        WHERE e.tenant_id IS NOT DISTINCT FROM $1::uuid AND (e.tx_id, e.id) <= ($2::bigint, $3::bigint)
+          AND ($4::timestamptz IS NULL OR e.occurred_at >= $4) AND ($5::timestamptz IS NULL OR e.occurred_at < $5)
+          AND NOT EXISTS (SELECT 1 FROM audit_chain l WHERE l.event_id = e.id)
+        ORDER BY e.tx_id, e.id LIMIT 1000`,
+      [tenantId, cursor.lastTx, cursor.lastId, range.from, range.to],
+    );
+  }
+
+  /** Up to `limit` of the tenant's (null: the platform's) events matching the filter, newest first. */
+  page(tenantId: string | null, filter: AuditFilter, limit: number): Promise<AuditRow[]> {
+    const params: unknown[] = tenantId === null ? [] : [tenantId];
+    let where = tenantId === null ? 'tenant_id IS NULL' : 'tenant_id = $1';
     if (filter.beforeId) {
       params.push(filter.beforeId);
       where += ` AND id < $${params.length}`;

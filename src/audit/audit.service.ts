@@ -112,8 +112,9 @@ export class AuditService {
     return this.rows.insertWithUpdate(update, params, auditRow(event)).catch(auditUnwritable);
   }
 
+  /** A page of the tenant's events (null: the platform's, events with no tenant), newest first. */
   async list(
-    tenantId: string,
+    tenantId: string | null,
     q: AuditQuery,
   ): Promise<{ items: AuditEventView[]; nextCursor: string | null }> {
     const rows = await this.rows.page(

@@ -282,6 +282,24 @@ export const variables = {
     description:
       'Denials of failed authentication audited one by one per window in all (per process), whatever their key: past it, the rest are counted in one folded event per tenant, so requests from ever new addresses or client ids cannot fill the audit table either.',
   },
+  CUSTOS_AUDIT_SEAL_INTERVAL_MS: {
+    schema: int(100, 60_000).default(1000),
+    sensitive: false,
+    description:
+      'How often the sealer (worker role) links newly committed audit events into their chains and signs checkpoints.',
+  },
+  CUSTOS_AUDIT_SIGNING_KEY_ROTATION_DAYS: {
+    schema: int(1, 3650).default(90),
+    sensitive: false,
+    description:
+      "Age at which a chain's checkpoint signing key is replaced; the next key is published CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS before it signs.",
+  },
+  CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS: {
+    schema: int(0, 24 * 90).default(24),
+    sensitive: false,
+    description:
+      'How long the next checkpoint signing key is published in the JWKS before it is used, so that verifiers holding a copy of the JWKS can learn it in time.',
+  },
   CUSTOS_LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     sensitive: false,
@@ -332,6 +350,9 @@ export interface Config {
   rateLimitAddressFailures: number;
   auditDenialsPerWindow: number;
   auditDenialsGlobalPerWindow: number;
+  auditSealIntervalMs: number;
+  auditSigningKeyRotationDays: number;
+  auditSigningKeyOverlapHours: number;
   logLevel: Env['CUSTOS_LOG_LEVEL'];
 }
 
@@ -437,6 +458,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     rateLimitAddressFailures: e.CUSTOS_RATE_LIMIT_ADDRESS_FAILURES,
     auditDenialsPerWindow: e.CUSTOS_AUDIT_DENIALS_PER_WINDOW,
     auditDenialsGlobalPerWindow: e.CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW,
+    auditSealIntervalMs: e.CUSTOS_AUDIT_SEAL_INTERVAL_MS,
+    auditSigningKeyRotationDays: e.CUSTOS_AUDIT_SIGNING_KEY_ROTATION_DAYS,
+    auditSigningKeyOverlapHours: e.CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS,
     logLevel: e.CUSTOS_LOG_LEVEL,
   };
 }

@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AuditModule } from '../audit/audit.module.js';
 import { RootKeyring } from '../common/root-keyring.js';
+import { AuditSigningKeyProtector } from './audit-signing-key-protector.js';
 import { DataKeyService } from './data-key.service.js';
 import { DataKeysRepository } from './data-keys.repository.js';
 import { KeyBackendService } from './key-backend.service.js';
@@ -27,6 +28,7 @@ import { DataKey } from './data-key.entity.js';
     DataKeyService,
     KeyCacheBus,
     KeyBackendService,
+    AuditSigningKeyProtector,
   ],
   exports: [DataKeyService, KeyBackendService, KeyBackends, KeyCacheBus],
 })

@@ -183,7 +183,7 @@ export async function runMigrations(ds: DataSource, opts: MigrationOptions = {})
 
 /**
  * What the application's role may do, granted by the schema owner: read and write the tables it works with,
- * but only INSERT and SELECT on the audit trail (no UPDATE, DELETE or TRUNCATE, and, not owning the table, no
+ * but only INSERT and SELECT on the audit trail (events, chain links, checkpoints) (no UPDATE, DELETE or TRUNCATE, and, not owning the table, no
  * way to disable its append-only triggers), and only read the migrations table. Idempotent; re-run after every
  * migration so that new tables are covered.
  */
@@ -198,6 +198,9 @@ export async function grantApplicationRole(owner: DataSource, role: string): Pro
     `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${sc} TO ${r}`,
     `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${sc} TO ${r}`,
     `REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${sc}.audit_events FROM ${r}`,
+    // The sealed trail's links and signed checkpoints, like the events they seal.
+    `REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${sc}.audit_chain FROM ${r}`,
+    `REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${sc}.audit_checkpoints FROM ${r}`,
     `REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ${sc}.migrations FROM ${r}`,
   ]) {
     await owner.query(statement);

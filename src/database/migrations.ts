@@ -14,6 +14,7 @@ import { RefreshLease1795470000000 } from '../../migrations/1795470000000-Refres
 import { RefreshSchedule1795480000000 } from '../../migrations/1795480000000-RefreshSchedule.js';
 import { KeyMigrationState1795491000000 } from '../../migrations/1795491000000-KeyMigrationState.js';
 import { ConnectSessionRetention1795500000000 } from '../../migrations/1795500000000-ConnectSessionRetention.js';
+import { SealedAudit1795510000000 } from '../../migrations/1795510000000-SealedAudit.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -31,4 +32,5 @@ export const migrations = [
   RefreshSchedule1795480000000,
   KeyMigrationState1795491000000,
   ConnectSessionRetention1795500000000,
+  SealedAudit1795510000000,
 ];

@@ -37,6 +37,12 @@ const model: Record<string, Level> = {
   'GET /v1/tenants/{tenantId}/admin-keys': 'tenant_or_platform_admin',
   'DELETE /v1/tenants/{tenantId}/admin-keys/{keyId}': 'tenant_or_platform_admin',
   'GET /v1/tenants/{tenantId}/audit/events': 'tenant_read',
+  'GET /v1/tenants/{tenantId}/audit/export': 'tenant_read',
+  // Anyone may verify an export: the signing keys are public.
+  'GET /v1/tenants/{tenantId}/audit/keys': 'public',
+  'GET /v1/audit/platform/keys': 'public',
+  'GET /v1/audit/platform/export': 'platform',
+  'GET /v1/audit/platform/events': 'platform',
   'GET /v1/tenants/{tenantId}/key-backend': 'tenant_read',
   'PUT /v1/tenants/{tenantId}/key-backend': 'tenant_admin',
   'POST /v1/tenants/{tenantId}/key-backend/rotate': 'tenant_admin',

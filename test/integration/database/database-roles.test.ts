@@ -145,6 +145,33 @@ describe('migrations as the owner, the application as its own role', () => {
     expect(await attempt(owner, `UPDATE audit_events SET action = 'forged'`)).not.toBe('ok');
   });
 
+  it('cannot change, delete or truncate the sealed chain links and checkpoints either', async () => {
+    for (const table of ['audit_chain', 'audit_checkpoints']) {
+      expect(await attempt(appRole, `UPDATE ${table} SET chain = 'forged'`)).toBe('42501');
+      expect(await attempt(appRole, `DELETE FROM ${table}`)).toBe('42501');
+      expect(await attempt(appRole, `TRUNCATE ${table}`)).toBe('42501');
+      expect(await attempt(appRole, `ALTER TABLE ${table} DISABLE TRIGGER ALL`)).toBe('42501');
+      expect(await attempt(owner, `TRUNCATE ${table}`)).toBe('42501');
+    }
+    // Row triggers fire only on rows: the owner writes one of each, then cannot change or remove it.
+    expect(
+      await attempt(owner, `INSERT INTO audit_chain (event_id, chain, pos, head) VALUES (-1, 'test', 1, '\\x00')`),
+    ).toBe('ok');
+    expect(
+      await attempt(
+        owner,
+        `INSERT INTO audit_checkpoints (chain, seq, first_pos, last_pos, first_at, last_at, sealed_at, kid, body, sig)
+         VALUES ('test', 1, 1, 1, now(), now(), now(), 'k', '{}', 's')`,
+      ),
+    ).toBe('ok');
+    for (const table of ['audit_chain', 'audit_checkpoints']) {
+      expect(await attempt(owner, `UPDATE ${table} SET chain = 'forged' WHERE chain = 'test'`)).toBe('42501');
+      expect(await attempt(owner, `DELETE FROM ${table} WHERE chain = 'test'`)).toBe('42501');
+    }
+    // The sealer's own state stays writable: it moves forward with every batch.
+    expect(await attempt(appRole, `UPDATE audit_seal_state SET last_id = last_id`)).toBe('ok');
+  });
+
   it('starts again on the migrated schema and keeps the grants', async () => {
     await app.close();
     app = await startTestApp(env());
