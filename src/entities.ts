@@ -3,6 +3,7 @@ import { AuditEvent } from './audit/audit-event.entity.js';
 import {
   AuditChainHead,
   AuditChainLink,
+  AuditForwardState,
   AuditCheckpoint,
   AuditSealState,
   AuditSigningKey,
@@ -39,4 +40,5 @@ export const entities = [
   AuditCheckpoint,
   AuditSealState,
   AuditSigningKey,
+  AuditForwardState,
 ];

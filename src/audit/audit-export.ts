@@ -10,7 +10,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AUDIT_FORMAT, chainOf, type ExportHeader } from './audit-format.js';
 import { AuditChainRepository } from './audit-chain.repository.js';
 import { AuditCheckpointsRepository, type CheckpointRow } from './audit-checkpoints.repository.js';
-import { eventLine } from './audit-sealer.js';
+import { eventLine } from './event-line.js';
 import { AuditRepository } from './audit.repository.js';
 
 const CHECKPOINT_PAGE = 200;
@@ -49,7 +49,8 @@ export class AuditExport {
       to: range.to?.toISOString() ?? null,
       exportedAt: new Date().toISOString(),
     };
-    const { checkpoints, chain: links, events } = this;
+    const { checkpoints, events } = this;
+    const linesOf = (page: CheckpointRow[]) => this.linesOf(chain, page);
     return (async function* lines() {
       yield JSON.stringify(header) + '\n';
       if (seqs) {
@@ -57,27 +58,7 @@ export class AuditExport {
         for (;;) {
           const page = await checkpoints.page(chain, after, seqs.last, CHECKPOINT_PAGE);
           if (page.length === 0) break;
-          let next = 0;
-          let pos = BigInt(page[0].first_pos);
-          const end = BigInt(page[page.length - 1].last_pos);
-          let out = '';
-          while (pos <= end) {
-            const rows = await links.linkedEvents(chain, String(pos), String(end), EVENT_PAGE);
-            if (rows.length === 0) break;
-            for (const row of rows) {
-              while (next < page.length && BigInt(page[next].last_pos) < BigInt(row.pos)) {
-                out += checkpointLine(page[next++]) + '\n';
-              }
-              out +=
-                JSON.stringify({ ...eventLine(row, Number(row.pos)), head: row.link_head.toString('hex') }) +
-                '\n';
-            }
-            yield out;
-            out = '';
-            pos = BigInt(rows[rows.length - 1].pos) + 1n;
-          }
-          while (next < page.length) out += checkpointLine(page[next++]) + '\n';
-          if (out) yield out;
+          yield* linesOf(page);
           after = page[page.length - 1].seq;
         }
       }
@@ -86,5 +67,32 @@ export class AuditExport {
         yield JSON.stringify(line) + '\n';
       }
     })();
+  }
+
+  /**
+   * Consecutive checkpoints of a chain as export lines: each checkpoint's events in chain order, then the
+   * checkpoint. Yields a chunk of lines per page of events read.
+   */
+  async *linesOf(chain: string, page: CheckpointRow[]): AsyncGenerator<string> {
+    let next = 0;
+    let pos = BigInt(page[0].first_pos);
+    const end = BigInt(page[page.length - 1].last_pos);
+    let out = '';
+    while (pos <= end) {
+      const rows = await this.chain.linkedEvents(chain, String(pos), String(end), EVENT_PAGE);
+      if (rows.length === 0) break;
+      for (const row of rows) {
+        while (next < page.length && BigInt(page[next].last_pos) < BigInt(row.pos)) {
+          out += checkpointLine(page[next++]) + '\n';
+        }
+        out +=
+          JSON.stringify({ ...eventLine(row, Number(row.pos)), head: row.link_head.toString('hex') }) + '\n';
+      }
+      yield out;
+      out = '';
+      pos = BigInt(rows[rows.length - 1].pos) + 1n;
+    }
+    while (next < page.length) out += checkpointLine(page[next++]) + '\n';
+    if (out) yield out;
   }
 }

@@ -12,7 +12,8 @@
  *
  * Checkpoints come second, one transaction per chain, signed with the chain's current key (opened through its
  * key backend before the transaction). A chain whose key backend is unreachable keeps its links and is
- * checkpointed on a later run; other chains are not held up.
+ * checkpointed on a later run; other chains are not held up. Forwarding to a SIEM (AuditForwarder), when
+ * configured, follows each run.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
@@ -30,40 +31,24 @@ import {
   nextHead,
   signCheckpoint,
   type CheckpointBody,
-  type EventLine,
 } from './audit-format.js';
 import { AuditChainRepository, type NewLink } from './audit-chain.repository.js';
 import { AuditCheckpointsRepository } from './audit-checkpoints.repository.js';
+import { AuditForwarder } from './audit-forwarder.js';
 import { AuditSigningKeys } from './audit-signing-keys.js';
-import { AuditRepository, type SealRow } from './audit.repository.js';
+import { AuditRepository } from './audit.repository.js';
+import { eventLine } from './event-line.js';
 
 /** Events linked per transaction; a bigger backlog takes several. */
 export const SEAL_BATCH = 5000;
-
-/** An event row as its line in the chain (without the head). */
-export function eventLine(row: SealRow, pos: number): EventLine {
-  return {
-    kind: 'event',
-    chain: chainOf(row.tenant_id),
-    pos,
-    id: row.id,
-    occurredAt: row.occurred_at,
-    action: row.action,
-    outcome: row.outcome,
-    actor: { type: row.actor_type, id: row.actor_id },
-    subjectUserId: row.subject_user_id,
-    connectionId: row.connection_id,
-    provider: row.provider,
-    requestId: row.request_id,
-    details: row.details,
-  };
-}
 
 export interface SealRun {
   linked: number;
   checkpoints: number;
   /** Chains left unsigned this run (their key backend failed). */
   failed: number;
+  /** Checkpoints delivered to CUSTOS_AUDIT_FORWARD. */
+  forwarded: number;
 }
 
 @Injectable()
@@ -80,6 +65,7 @@ export class AuditSealer {
     @Inject(AuditChainRepository) private readonly chain: AuditChainRepository,
     @Inject(AuditCheckpointsRepository) private readonly checkpoints: AuditCheckpointsRepository,
     @Inject(AuditSigningKeys) private readonly keys: AuditSigningKeys,
+    @Inject(AuditForwarder) private readonly forwarder: AuditForwarder,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(Metrics) metrics: Metrics,
@@ -128,7 +114,7 @@ export class AuditSealer {
   }
 
   private async run(): Promise<SealRun> {
-    const result: SealRun = { linked: 0, checkpoints: 0, failed: 0 };
+    const result: SealRun = { linked: 0, checkpoints: 0, failed: 0, forwarded: 0 };
     try {
       for (;;) {
         const n = await this.linkBatch();
@@ -154,6 +140,8 @@ export class AuditSealer {
         );
       }
     }
+    // Forwarding comes last and fails on its own: a SIEM that is down never holds up sealing.
+    if (this.forwarder.enabled) result.forwarded = await this.forwarder.forward().catch(() => 0);
     return result;
   }
 

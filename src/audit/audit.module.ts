@@ -4,6 +4,8 @@ import { AuditBatcher } from './audit-batcher.js';
 import { AuditChainRepository } from './audit-chain.repository.js';
 import { AuditCheckpointsRepository } from './audit-checkpoints.repository.js';
 import { AuditExport } from './audit-export.js';
+import { AuditForwarder } from './audit-forwarder.js';
+import { AuditForwardStateRepository } from './audit-forward-state.repository.js';
 import { AuditSealer } from './audit-sealer.js';
 import { AuditSigningKeys } from './audit-signing-keys.js';
 import { AuditSigningKeysRepository } from './audit-signing-keys.repository.js';
@@ -15,6 +17,7 @@ import { AuditEvent } from './audit-event.entity.js';
 import {
   AuditChainHead,
   AuditChainLink,
+  AuditForwardState,
   AuditCheckpoint,
   AuditSealState,
   AuditSigningKey,
@@ -33,6 +36,7 @@ import {
       AuditCheckpoint,
       AuditSealState,
       AuditSigningKey,
+      AuditForwardState,
     ]),
   ],
   providers: [
@@ -47,6 +51,8 @@ import {
     AuditSigningKeys,
     AuditSealer,
     AuditExport,
+    AuditForwardStateRepository,
+    AuditForwarder,
   ],
   exports: [
     AuditService,
@@ -56,6 +62,8 @@ import {
     AuditSealer,
     AuditSigningKeys,
     AuditExport,
+    AuditForwardStateRepository,
+    AuditForwarder,
   ],
 })
 export class AuditModule {}

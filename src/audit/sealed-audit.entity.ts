@@ -1,6 +1,6 @@
 /**
  * The sealed trail's tables (docs/audit-format.md): chain links (append-only), chain heads, signed
- * checkpoints (append-only), the sealer's cursor and the checkpoint signing keys.
+ * checkpoints (append-only), the sealer's cursor, the checkpoint signing keys and the forwarding state.
  */
 import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
 
@@ -125,4 +125,14 @@ export class AuditSigningKey {
 
   @Column('timestamptz', { name: 'created_at', default: () => 'now()' })
   createdAt!: Date;
+}
+
+/** How far a chain's checkpoints have been forwarded (CUSTOS_AUDIT_FORWARD): the last seq delivered. */
+@Entity('audit_forward_state')
+export class AuditForwardState {
+  @PrimaryColumn('text', { primaryKeyConstraintName: 'PK_audit_forward_state' })
+  chain!: string;
+
+  @Column('bigint', { default: 0 })
+  seq!: string;
 }

@@ -300,6 +300,18 @@ export const variables = {
     description:
       'How long the next checkpoint signing key is published in the JWKS before it is used, so that verifiers holding a copy of the JWKS can learn it in time.',
   },
+  CUSTOS_AUDIT_FORWARD: {
+    schema: z.union([z.literal('stdout'), z.url({ protocol: /^https?$/ })]).optional(),
+    sensitive: false,
+    description:
+      'Forward the sealed trail to a SIEM, at least once, as it is sealed: `stdout` (NDJSON lines among the logs) or an http(s) URL (signed POSTs of NDJSON). Unset: no forwarding.',
+  },
+  CUSTOS_AUDIT_FORWARD_SECRET: {
+    schema: z.string().min(32).optional(),
+    sensitive: true,
+    description:
+      'HMAC-SHA256 key that signs forwarded batches (Custos-Signature header); at least 32 characters. Required with an http(s) CUSTOS_AUDIT_FORWARD.',
+  },
   CUSTOS_LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     sensitive: false,
@@ -353,6 +365,8 @@ export interface Config {
   auditSealIntervalMs: number;
   auditSigningKeyRotationDays: number;
   auditSigningKeyOverlapHours: number;
+  /** Where the sealed trail is forwarded: 'stdout', an http(s) URL, or nowhere. */
+  auditForward: { to: 'stdout' } | { to: 'webhook'; url: string; secret: string } | null;
   logLevel: Env['CUSTOS_LOG_LEVEL'];
 }
 
@@ -388,6 +402,17 @@ function keyArns(value: string | undefined): string[] {
     );
   }
   return arns;
+}
+
+function auditForward(to: string | undefined, secret: string | undefined): Config['auditForward'] {
+  if (to === undefined) return null;
+  if (to === 'stdout') return { to: 'stdout' };
+  if (secret === undefined) {
+    throw new ConfigError(
+      'CUSTOS_AUDIT_FORWARD to a URL needs CUSTOS_AUDIT_FORWARD_SECRET (the batches are signed)',
+    );
+  }
+  return { to: 'webhook', url: to, secret };
 }
 
 function migrationUrl(value: string | undefined, databaseUrl: string | undefined): string | undefined {
@@ -461,6 +486,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auditSealIntervalMs: e.CUSTOS_AUDIT_SEAL_INTERVAL_MS,
     auditSigningKeyRotationDays: e.CUSTOS_AUDIT_SIGNING_KEY_ROTATION_DAYS,
     auditSigningKeyOverlapHours: e.CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS,
+    auditForward: auditForward(e.CUSTOS_AUDIT_FORWARD, e.CUSTOS_AUDIT_FORWARD_SECRET),
     logLevel: e.CUSTOS_LOG_LEVEL,
   };
 }
@@ -477,6 +503,7 @@ const sensitiveKeys: (keyof Config)[] = [
 export function describeConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = { ...config };
   for (const k of sensitiveKeys) if (out[k] !== undefined) out[k] = '***';
+  if (config.auditForward?.to === 'webhook') out.auditForward = { ...config.auditForward, secret: '***' };
   return out;
 }
 

@@ -15,6 +15,7 @@ import { RefreshSchedule1795480000000 } from '../../migrations/1795480000000-Ref
 import { KeyMigrationState1795491000000 } from '../../migrations/1795491000000-KeyMigrationState.js';
 import { ConnectSessionRetention1795500000000 } from '../../migrations/1795500000000-ConnectSessionRetention.js';
 import { SealedAudit1795510000000 } from '../../migrations/1795510000000-SealedAudit.js';
+import { AuditForwarding1795520000000 } from '../../migrations/1795520000000-AuditForwarding.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -33,4 +34,5 @@ export const migrations = [
   KeyMigrationState1795491000000,
   ConnectSessionRetention1795500000000,
   SealedAudit1795510000000,
+  AuditForwarding1795520000000,
 ];

@@ -5,20 +5,17 @@
  * through the SSRF-safe client, in the background, with three attempts (after 1 s and 5 s); every attempt
  * that fails for good is audited. A notification never carries a secret.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { AuditService } from '../audit/audit.service.js';
 import { LOGGER } from '../common/logger.js';
+import { webhookSignature } from '../common/webhook-signature.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { TenantsRepository } from './tenants.repository.js';
 
 const DELAYS_MS = [0, 1000, 5000];
-
-export function webhookSignature(secret: string, timestamp: number, body: string): string {
-  return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
-}
 
 @Injectable()
 export class WebhooksService {

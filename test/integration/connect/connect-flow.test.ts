@@ -22,7 +22,8 @@ import {
 } from '../../support/factories.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../../support/oauth-provider.js';
 import { ProviderRevocationService } from '../../../src/connections/provider-revocation.service.js';
-import { WebhooksService, webhookSignature } from '../../../src/tenants/webhooks.service.js';
+import { webhookSignature } from '../../../src/common/webhook-signature.js';
+import { WebhooksService } from '../../../src/tenants/webhooks.service.js';
 import { cookieJar, localPath } from '../../support/browser.js';
 
 const PUBLIC_URL = 'https://custos.example.test';
