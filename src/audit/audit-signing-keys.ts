@@ -3,11 +3,13 @@
  * seed sealed by the chain's key backend (SigningKeyProtection), replaced when they reach
  * CUSTOS_AUDIT_SIGNING_KEY_ROTATION_DAYS with the next key published CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS
  * before it signs, and published, all of them with their validity windows, as a JWKS. An old key stays in
- * the JWKS for ever: it still verifies the checkpoints it signed.
+ * the JWKS for ever: it still verifies the checkpoints it signed. A key that can no longer be opened at all is
+ * replaced at once (audited as audit.signing_key.replaced).
  */
 import crypto from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { AuditService, systemActor } from './audit.service.js';
 import { ed25519FromSeed, publicJwk, tenantOfChain, type AuditJwk } from './audit-format.js';
@@ -15,6 +17,9 @@ import { AuditSigningKeysRepository, type SigningKeyRow } from './audit-signing-
 import { SigningKeyProtection } from './signing-key-protector.js';
 
 const HOUR_MS = 3_600_000;
+
+/** Errors opening a signing key that no retry will cure. */
+const UNRECOVERABLE = new Set(['key_invalid', 'decryption_failed']);
 
 @Injectable()
 export class AuditSigningKeys {
@@ -30,7 +35,11 @@ export class AuditSigningKeys {
    * The key that signs the chain's checkpoints now (creating the chain's first key, or publishing the next
    * one when the current one is due for replacement), with its private part opened.
    */
-  async signingKey(chain: string, now = new Date()): Promise<{ kid: string; key: crypto.KeyObject }> {
+  async signingKey(
+    chain: string,
+    now = new Date(),
+    retried = false,
+  ): Promise<{ kid: string; key: crypto.KeyObject }> {
     let keys = await this.rows.forChain(chain);
     let current = this.currentOf(keys, now);
     const rotateAfterMs =
@@ -49,7 +58,17 @@ export class AuditSigningKeys {
       await this.create(chain, next, current.kid);
       if (next <= now) return this.signingKey(chain, now);
     }
-    const seed = await this.protection.open(current.tenant_id, current.kid, current.sealed_key);
+    let seed: Buffer;
+    try {
+      seed = await this.protection.open(current.tenant_id, current.kid, current.sealed_key);
+    } catch (err) {
+      // A key that can never be opened again (its wrapping is corrupt, or the root keyring that wrapped it is
+      // gone) would stop the chain for good: it is replaced at once, and that is audited. A key backend that
+      // is only unreachable is waited for (the error goes up; the sealer retries).
+      if (!(err instanceof CustosException) || !UNRECOVERABLE.has(err.code) || retried) throw err;
+      await this.create(chain, now, current.kid, err.code);
+      return this.signingKey(chain, now, true);
+    }
     try {
       return { kid: current.kid, key: ed25519FromSeed(seed) };
     } finally {
@@ -71,7 +90,12 @@ export class AuditSigningKeys {
    * where the new one's begins. Two processes racing each create one; the second to commit sees the first's and
    * discards its own.
    */
-  private async create(chain: string, validFrom: Date, previous: string | null): Promise<void> {
+  private async create(
+    chain: string,
+    validFrom: Date,
+    previous: string | null,
+    replacedBecause?: string,
+  ): Promise<void> {
     const tenantId = tenantOfChain(chain);
     const kid = crypto.randomUUID();
     const seed = crypto.randomBytes(32);
@@ -94,10 +118,15 @@ export class AuditSigningKeys {
       await this.audit.record(
         {
           tenantId,
-          action: 'audit.signing_key.created',
+          action: replacedBecause ? 'audit.signing_key.replaced' : 'audit.signing_key.created',
           outcome: 'allowed',
           actor: systemActor,
-          details: { kid, validFrom: validFrom.toISOString(), ...(previous ? { replaces: previous } : {}) },
+          details: {
+            kid,
+            validFrom: validFrom.toISOString(),
+            ...(previous ? { replaces: previous } : {}),
+            ...(replacedBecause ? { reason: replacedBecause } : {}),
+          },
         },
         m,
       );

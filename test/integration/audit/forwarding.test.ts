@@ -6,11 +6,11 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AuditForwarder } from '../../../src/audit/audit-forwarder.js';
-import { AuditSealer } from '../../../src/audit/audit-sealer.js';
 import { AuditService, systemActor } from '../../../src/audit/audit.service.js';
 import { AUDIT_FORMAT, verifyExport } from '../../../src/audit/audit-format.js';
 import { ConfigError, loadConfig } from '../../../src/config/config.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
+import { sealFor } from '../../support/audit.js';
 import { createTenant } from '../../support/factories.js';
 
 const secret = `siem-${'x'.repeat(40)}-${Math.random().toString(36).slice(2)}`;
@@ -57,14 +57,7 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
 });
 
-async function sealAll(): Promise<void> {
-  const sealer = app.custos.app.get(AuditSealer);
-  for (let i = 0; i < 20; i++) {
-    const r = await sealer.sealOnce();
-    if (r.linked === 0 && r.checkpoints === 0) return;
-  }
-  throw new Error('the sealer did not settle');
-}
+const sealAll = (tenantIds: (string | null)[]) => sealFor(app, tenantIds);
 
 const linesFor = (chain: string) =>
   received
@@ -84,7 +77,7 @@ describe('forwarding to a SIEM', () => {
         actor: systemActor,
       });
     }
-    await sealAll();
+    await sealAll([t.tenantId]);
     const chain = `tenant:${t.tenantId}`;
     expect(received.filter((r) => r.chain === chain).length).toBeGreaterThan(0);
     expect(received.every((r) => r.signatureOk)).toBe(true);
@@ -116,7 +109,7 @@ describe('forwarding to a SIEM', () => {
       outcome: 'allowed',
       actor: systemActor,
     });
-    await sealAll();
+    await sealAll([t.tenantId]);
     expect(linesFor(chain)).toEqual([]);
     const [{ seq }] = await app.custos.runtime.dataSource.query(
       'SELECT checkpoint_seq::int AS seq FROM audit_chain_heads WHERE chain = $1',

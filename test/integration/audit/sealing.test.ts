@@ -9,6 +9,7 @@ import { AuditService, systemActor } from '../../../src/audit/audit.service.js';
 import { verifyExport, type VerifyResult } from '../../../src/audit/audit-format.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
 import { databaseUrlFor, workerDatabaseName } from '../../support/env.js';
+import { sealFor } from '../../support/audit.js';
 import { createTenant, type TenantFixture } from '../../support/factories.js';
 
 let app: TestApp;
@@ -32,14 +33,7 @@ async function writeEvents(tenantId: string | null, n: number, tag = 'test.event
   }
 }
 
-/** Seals until nothing is left to link or sign (another test file's events may share the database). */
-async function sealAll(): Promise<void> {
-  for (let i = 0; i < 20; i++) {
-    const r = await sealer.sealOnce();
-    if (r.linked === 0 && r.checkpoints === 0) return;
-  }
-  throw new Error('the sealer did not settle');
-}
+const sealAll = (tenantIds: (string | null)[]) => sealFor(app, tenantIds);
 
 async function exportOf(t: TenantFixture, query = ''): Promise<string[]> {
   const res = await app.request('GET', `/v1/tenants/${t.tenantId}/audit/export${query}`, {
@@ -86,7 +80,7 @@ async function eventIds(tenantId: string): Promise<string[]> {
 async function sealedTenant(events = 12): Promise<TenantFixture> {
   const t = await createTenant(app);
   await writeEvents(t.tenantId, events);
-  await sealAll();
+  await sealAll([t.tenantId]);
   return t;
 }
 
@@ -127,7 +121,7 @@ describe('sealing', () => {
 
   it('never links an event before an earlier transaction still in flight has ended (commit-safe order)', async () => {
     const t = await createTenant(app);
-    await sealAll();
+    await sealAll([t.tenantId]);
     const slow = new Client({ connectionString: databaseUrlFor(workerDatabaseName()) });
     await slow.connect();
     try {
@@ -147,7 +141,7 @@ describe('sealing', () => {
       // The fast event committed, but a transaction older than it is still running: it waits.
       expect(linked).toEqual([]);
       await slow.query('COMMIT');
-      await sealAll();
+      await sealAll([t.tenantId]);
       const order = await db().query(
         `SELECT e.id::text AS id, e.action FROM audit_chain l JOIN audit_events e ON e.id = l.event_id
           WHERE e.tenant_id = $1 AND e.action IN ('slow', 'fast') ORDER BY l.pos`,
@@ -191,7 +185,7 @@ describe('sealing', () => {
     );
     writing = false;
     await sealing;
-    await sealAll();
+    await sealAll(tenants.map((t) => t.tenantId));
     for (const t of tenants) {
       const [{ n, linked, maxpos }] = await db().query(
         `SELECT count(*)::int AS n, count(l.event_id)::int AS linked, max(l.pos)::int AS maxpos
@@ -295,7 +289,7 @@ describe('keys, exports and access', () => {
       [first.kid],
     );
     await writeEvents(t.tenantId, 2);
-    await sealAll();
+    await sealAll([t.tenantId]);
     const jwks = (await jwksOf(t)) as { keys: { kid: string; validFrom: string; validUntil?: string }[] };
     expect(jwks.keys).toHaveLength(2);
     const [old, next] = jwks.keys;
@@ -312,7 +306,7 @@ describe('keys, exports and access', () => {
     await db().query(`UPDATE audit_signing_keys SET valid_until = now() WHERE kid = $1`, [old.kid]);
     await db().query(`UPDATE audit_signing_keys SET valid_from = now() WHERE kid = $1`, [next.kid]);
     await writeEvents(t.tenantId, 2);
-    await sealAll();
+    await sealAll([t.tenantId]);
     expect((await kids()).sort()).toEqual([old.kid, next.kid].sort());
     const verified = await verifyTenant(t);
     expect(verified.ok || verified.problem).toBe(true);
@@ -323,12 +317,37 @@ describe('keys, exports and access', () => {
     expect(await verifyExport(await exportOf(t), onlyNew)).toMatchObject({ ok: false });
   });
 
+  it('replaces, and audits replacing, a signing key that can no longer be opened', async () => {
+    const t = await sealedTenant(2);
+    const [broken] = await db().query('SELECT kid FROM audit_signing_keys WHERE tenant_id = $1', [
+      t.tenantId,
+    ]);
+    // One bit of the sealed key flipped: its envelope no longer opens.
+    await db().query(
+      `UPDATE audit_signing_keys SET sealed_key = overlay(sealed_key placing
+         decode(lpad(to_hex(get_byte(sealed_key, 70) # 1), 2, '0'), 'hex') from 71 for 1) WHERE kid = $1`,
+      [broken.kid],
+    );
+    await writeEvents(t.tenantId, 2);
+    await sealAll([t.tenantId]);
+    const jwks = (await jwksOf(t)) as { keys: { kid: string; validUntil?: string }[] };
+    expect(jwks.keys.map((k) => k.kid)).toContain(broken.kid);
+    expect(jwks.keys).toHaveLength(2);
+    expect(jwks.keys.find((k) => k.kid === broken.kid)?.validUntil).toBeDefined();
+    const [event] = await db().query(
+      `SELECT details FROM audit_events WHERE tenant_id = $1 AND action = 'audit.signing_key.replaced'`,
+      [t.tenantId],
+    );
+    expect(event.details).toMatchObject({ replaces: broken.kid, reason: 'decryption_failed' });
+    expect(await verifyTenant(t)).toMatchObject({ ok: true });
+  });
+
   it('exports a time range as whole checkpoints that verify on their own', async () => {
     const t = await sealedTenant(5);
     await new Promise((r) => setTimeout(r, 50));
     const middle = new Date().toISOString();
     await writeEvents(t.tenantId, 5);
-    await sealAll();
+    await sealAll([t.tenantId]);
     const lines = await exportOf(t, `?from=${encodeURIComponent(middle)}`);
     const result = await verifyExport(lines, await jwksOf(t));
     expect(result).toMatchObject({ ok: true });
@@ -352,7 +371,7 @@ describe('keys, exports and access', () => {
   it('keeps platform events (no tenant) in a chain of their own, for platform admins', async () => {
     await app.request('GET', '/v1/tenants', { key: 'ck_not-a-real-key' });
     await writeEvents(null, 2, 'test.platform');
-    await sealAll();
+    await sealAll([null]);
     const res = await app.request('GET', '/v1/audit/platform/export', { key: app.bootstrapKey });
     expect(res.status).toBe(200);
     const keys = await app.request('GET', '/v1/audit/platform/keys');
