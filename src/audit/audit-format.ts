@@ -487,9 +487,10 @@ export async function verifyExport(
 
 export function describeSummary(s: VerifySummary): string {
   if (s.checkpoints === 0) return `OK ${s.chain}: the export holds no sealed events`;
+  const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
   return (
-    `OK ${s.chain}: ${s.events} events (positions ${s.firstPos}–${s.lastPos}) in ${s.checkpoints} ` +
-    `checkpoints (${s.firstSeq}–${s.lastSeq}), signed by ${s.kids.join(', ')}; last sealed ${s.lastSealedAt}; ` +
-    `head ${s.head}`
+    `OK ${s.chain}: ${n(s.events, 'event')} (positions ${s.firstPos}–${s.lastPos}) in ` +
+    `${n(s.checkpoints, 'checkpoint')} (${s.firstSeq}–${s.lastSeq}), signed by ${s.kids.join(', ')}; ` +
+    `last sealed ${s.lastSealedAt}; head ${s.head}`
   );
 }
