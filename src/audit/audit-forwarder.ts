@@ -83,7 +83,7 @@ export class AuditForwarder {
         this.failures++;
         this.pausedUntil = Date.now() + Math.min(MAX_PAUSE_MS, 500 * 2 ** Math.min(this.failures, 10));
         this.logger.warn(
-          { chain, err: { name: (err as Error).name, message: (err as Error).message } },
+          { chain, failures: this.failures, error: (err as Error).name, reason: (err as Error).message },
           'audit forwarding failed; will retry',
         );
         return delivered;

@@ -39,6 +39,8 @@ import { AuditSigningKeys } from './audit-signing-keys.js';
 import { AuditRepository } from './audit.repository.js';
 import { eventLine } from './event-line.js';
 
+const MAX_BACKOFF_MS = 5 * 60_000;
+
 /** Events linked per transaction; a bigger backlog takes several. */
 export const SEAL_BATCH = 5000;
 
@@ -58,6 +60,8 @@ export class AuditSealer {
   private stopped = true;
   private readonly lag: Histogram;
   private readonly failures: Counter;
+  /** Chains whose last checkpoint attempt failed: how often in a row, and when to try again. */
+  private readonly backoff = new Map<string, { failures: number; until: number }>();
 
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
@@ -124,20 +128,36 @@ export class AuditSealer {
     } catch (err) {
       this.failures.inc({ stage: 'link' });
       this.logger.warn(
-        { err: { name: (err as Error).name, message: (err as Error).message } },
+        { error: (err as Error).name, reason: (err as Error).message },
         'audit sealing failed; will retry',
       );
     }
+    const now = Date.now();
     for (const { chain } of await this.chain.pendingChains().catch(() => [])) {
+      const backoff = this.backoff.get(chain);
+      if (backoff && backoff.until > now) continue;
       try {
         if (await this.checkpoint(chain)) result.checkpoints++;
+        if (backoff) {
+          this.backoff.delete(chain);
+          this.logger.info({ chain, failures: backoff.failures }, 'audit checkpoints are signed again');
+        }
       } catch (err) {
         result.failed++;
         this.failures.inc({ stage: 'checkpoint' });
-        this.logger.warn(
-          { chain, err: { name: (err as Error).name, message: (err as Error).message } },
-          'could not sign an audit checkpoint; will retry',
-        );
+        // A chain whose key backend is down or misconfigured is retried less and less often (up to every five
+        // minutes), and logged at the first failure and then at every doubling, not every second.
+        const failures = (backoff?.failures ?? 0) + 1;
+        this.backoff.set(chain, {
+          failures,
+          until: Date.now() + Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(failures, 20)),
+        });
+        if ((failures & (failures - 1)) === 0) {
+          this.logger.warn(
+            { chain, failures, error: (err as Error).name, reason: (err as Error).message },
+            'could not sign an audit checkpoint; will retry',
+          );
+        }
       }
     }
     // Forwarding comes last and fails on its own: a SIEM that is down never holds up sealing.

@@ -111,12 +111,12 @@ interface Row {
   details: Record<string, any>;
 }
 /**
- * The rows added since `id`, but for the sealer's own (a chain's first signing key is created, and audited,
- * when its first events are sealed, whenever that happens to fall).
+ * The rows added since `id`, but for the sealer's own (a chain's signing key is created or replaced, and that
+ * audited, when its events are sealed, whenever that happens to fall).
  */
 const rowsSince = (app: TestApp, id: string): Promise<Row[]> =>
   db(app).query(
-    `SELECT * FROM audit_events WHERE id > $1 AND action <> 'audit.signing_key.created' ORDER BY id`,
+    `SELECT * FROM audit_events WHERE id > $1 AND action NOT LIKE 'audit.signing\\_key.%' ORDER BY id`,
     [id],
   );
 const flush = (app: TestApp) => app.custos.app.get(DenialThrottle).flush(true);
