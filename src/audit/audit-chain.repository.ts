@@ -35,7 +35,7 @@ export type LinkedEventRow = SealRow & { pos: string; link_head: Buffer };
  * pg_try_advisory_xact_lock key: one linking transaction at a time across processes. Distinct from the other
  * advisory locks' keys (727274001 migrations, 727274002 the first admin key).
  */
-const SEAL_LOCK = 727274003;
+export const SEAL_LOCK = 727274003;
 
 @Injectable()
 export class AuditChainRepository {

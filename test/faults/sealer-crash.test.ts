@@ -11,6 +11,7 @@
  * file's events would stay behind for the files after it.
  */
 import { Client } from 'pg';
+import { SEAL_LOCK } from '../../src/audit/audit-chain.repository.js';
 import { AuditSealer, SEAL_BATCH } from '../../src/audit/audit-sealer.js';
 import { AuditService, systemActor } from '../../src/audit/audit.service.js';
 import { chainOf, verifyExport, type VerifyResult } from '../../src/audit/audit-format.js';
@@ -21,13 +22,14 @@ import { createTenant, type TenantFixture } from '../support/factories.js';
 import { spawnCustos, type CustosProcess } from '../support/processes.js';
 
 const TAG = 'test.crash-backlog';
-/** Eight linking batches: each kill takes about two (one committed since the last, one lost), three six. */
-const BACKLOG = 40_000;
+/**
+ * Forty linking batches: each kill takes about two (one committed since the last, one lost), three six; the
+ * rest leave time to catch a sealer mid-batch on a fast, idle machine too.
+ */
+const BACKLOG = 200_000;
 /** Inserted in this many transactions, so that the backlog spans several tx_id values. */
 const BACKLOG_TXS = 4;
 const KILLS = 3;
-/** AuditChainRepository's pg_try_advisory_xact_lock key: held while a linking transaction is open. */
-const SEAL_LOCK = 727274002;
 
 // The same root keyring in the test's app and in the processes: they open the signing keys the others made.
 const rootKeys = RootKeyring.generateSpec();
