@@ -41,6 +41,9 @@ import { eventLine } from './event-line.js';
 
 const MAX_BACKOFF_MS = 5 * 60_000;
 
+/** Events hashed between two turns of the event loop. */
+const YIELD_EVERY = 250;
+
 /** Events linked per transaction; a bigger backlog takes several. */
 export const SEAL_BATCH = 5000;
 
@@ -179,7 +182,10 @@ export class AuditSealer {
         heads.set(h.chain, { tenantId: h.tenant_id, pos: Number(h.pos), head: h.head });
       }
       const links: NewLink[] = [];
-      for (const row of rows) {
+      for (const [i, row] of rows.entries()) {
+        // Hashing a batch takes tens of milliseconds; in a process that also serves the token endpoint
+        // (role all), requests get their turn in between.
+        if (i > 0 && i % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
         const chain = chainOf(row.tenant_id);
         let h = heads.get(chain);
         if (!h) {

@@ -154,13 +154,16 @@ export class AuditRepository {
     cursor: { lastTx: string; lastId: string },
     range: { from: Date | null; to: Date | null },
   ): Promise<SealRow[]> {
+    // `tenant_id = $1` (or IS NULL), not IS NOT DISTINCT FROM: only then does the (tenant_id, id) index
+    // confine the scan to this chain's events rather than the whole table.
+    const tenant = tenantId === null ? 'e.tenant_id IS NULL' : 'e.tenant_id = $5::uuid';
     return this.db.query(
       `SELECT ${sealColumns('e')} FROM audit_events e
-        WHERE e.tenant_id IS NOT DISTINCT FROM $1::uuid AND (e.tx_id, e.id) <= ($2::bigint, $3::bigint)
-          AND ($4::timestamptz IS NULL OR e.occurred_at >= $4) AND ($5::timestamptz IS NULL OR e.occurred_at < $5)
+        WHERE ${tenant} AND (e.tx_id, e.id) <= ($1::bigint, $2::bigint)
+          AND ($3::timestamptz IS NULL OR e.occurred_at >= $3) AND ($4::timestamptz IS NULL OR e.occurred_at < $4)
           AND NOT EXISTS (SELECT 1 FROM audit_chain l WHERE l.event_id = e.id)
-        ORDER BY e.tx_id, e.id LIMIT 1000`,
-      [tenantId, cursor.lastTx, cursor.lastId, range.from, range.to],
+        ORDER BY e.tenant_id, e.id LIMIT 1000`,
+      [cursor.lastTx, cursor.lastId, range.from, range.to, ...(tenantId === null ? [] : [tenantId])],
     );
   }
 

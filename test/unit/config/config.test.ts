@@ -103,6 +103,7 @@ describe('loadConfig', () => {
       .map(([k]) => k)
       .sort();
     expect(sensitive).toEqual([
+      'CUSTOS_AUDIT_FORWARD_SECRET',
       'CUSTOS_BOOTSTRAP_ADMIN_KEY',
       'CUSTOS_MIGRATION_DATABASE_URL',
       'CUSTOS_ROOT_KEYS',
@@ -122,6 +123,17 @@ describe('the README', () => {
   it('documents every variable in its configuration table', () => {
     const readme = fs.readFileSync(path.join(packageRoot, 'README.md'), 'utf8');
     for (const name of Object.keys(variables)) expect(readme).toContain(`| \`${name}\``);
+  });
+});
+
+describe('CUSTOS_AUDIT_FORWARD', () => {
+  it('masks the forwarding secret when the configuration is printed', () => {
+    const config = loadConfig({
+      CUSTOS_AUDIT_FORWARD: 'https://siem.example.com/in',
+      CUSTOS_AUDIT_FORWARD_SECRET: 'forward-secret-0123456789abcdef0123456789',
+    });
+    expect(config.auditForward).toMatchObject({ to: 'webhook', url: 'https://siem.example.com/in' });
+    expect(JSON.stringify(describeConfig(config))).not.toContain('forward-secret-0123456789');
   });
 });
 
