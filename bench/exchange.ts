@@ -7,57 +7,37 @@
  * then drives POST /oauth/token with autocannon (in a child process) at concurrency 10 and 50, cycling
  * through BENCH_USERS distinct users' tokens (default 1,000). In the same run it measures the floor: a bare
  * node:http server doing one SELECT and one group-committed audit INSERT per request (bench/floor.ts).
- * Prints req/s, p50, p99, peak RSS and SQL round trips per request, and writes bench/results/*.json.
+ * Prints req/s, p50, p99, peak RSS and SQL round trips per request, and writes bench/results/*.json. The set-up
+ * is bench/exchange-setup.ts, which bench/audit.ts shares.
  *
  * Environment: BENCH_DATABASE_URL (admin URL of a PostgreSQL server; default the local one),
  * BENCH_CONNECTIONS, BENCH_USERS, BENCH_DURATION (seconds per run, default 15).
  */
-import { fork, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { RootKeyring } from '../src/common/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
-import { admin, adminUrl, call, freePort, log, shippedNodeFlags, waitForHealth } from './lib.js';
+import {
+  createDatabase,
+  runLoad,
+  seedExchange,
+  startCustos,
+  startIdentityProvider,
+  type LoadRequest,
+} from './exchange-setup.js';
+import { log, machineInfo } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.dirname(here);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10_000);
 const USERS = Math.min(Number(process.env.BENCH_USERS ?? 1_000), CONNECTIONS);
 const DURATION = Number(process.env.BENCH_DURATION ?? 15);
 const POOL = 10;
-const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-
-interface LoadResult {
-  requests: { average: number };
-  latency: { p50: number; p99: number; average: number };
-  non2xx: number;
-  errors: number;
-  timeouts: number;
-  '2xx': number;
-}
-
-function runLoad(job: object): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'load.ts')], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      if (code !== 0) reject(new Error(`load generator exited with ${code}`));
-      else resolve(JSON.parse(out) as LoadResult);
-    });
-    child.stdin.end(JSON.stringify(job));
-  });
-}
+/** The user tokens' lifetime, as in the recorded results (a run is far shorter). */
+const TOKEN_LIFETIME_S = 3600;
 
 async function countAuditEvents(dbUrl: string): Promise<number> {
   const c = new pg.Client({ connectionString: dbUrl });
@@ -73,171 +53,49 @@ async function countAuditEvents(dbUrl: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const dbName = `custos_bench_${process.pid}`;
-  await admin((c) => c.query(`CREATE DATABASE ${dbName}`));
-  const dbUrl = new URL(adminUrl);
-  dbUrl.pathname = `/${dbName}`;
+  const database = await createDatabase(`custos_bench_${process.pid}`);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-bench-'));
   const cleanups: (() => Promise<unknown>)[] = [
-    // BENCH_KEEP_DATABASE=1 keeps the seeded database for EXPLAIN and the like.
-    () =>
-      process.env.BENCH_KEEP_DATABASE === '1'
-        ? Promise.resolve(log(`kept database ${dbName}`))
-        : admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)),
+    () => database.drop(),
     async () => fs.rmSync(dataDir, { recursive: true, force: true }),
   ];
   try {
-    // Identity provider: an ES256 key and its JWKS on loopback.
-    const { privateKey, publicKey } = await generateKeyPair('ES256');
-    const jwk = { ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES256', use: 'sig' };
-    const jwksServer = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] }));
-    });
-    await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
-    cleanups.unshift(() => new Promise((r) => jwksServer.close(r)));
-    const jwksPort = (jwksServer.address() as AddressInfo).port;
-    const issuer = `http://127.0.0.1:${jwksPort}/`;
+    const idp = await startIdentityProvider();
+    cleanups.unshift(() => idp.close());
 
-    // Custos as in production: the compiled build in its own process (`npm run build` runs first).
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
     const bootstrapKey = generateAdminKey();
-    const server = fork(path.join(root, 'dist/src/main.js'), [], {
-      cwd: root,
-      execArgv: [
-        ...shippedNodeFlags(root),
-        '--import',
-        path.join(here, 'count-queries.mjs'),
-        // BENCH_PROFILE=<dir>: a CPU profile of the Custos process, written when it exits.
-        ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
-      ],
-      // Production logging (a line per request at info level) is kept and discarded.
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        // BENCH_SERVER_NODE_OPTIONS: V8 flags for the Custos process (e.g. --max-semi-space-size=4).
-        NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS ?? '',
-        DATABASE_URL: dbUrl.toString(),
-        HOST: '127.0.0.1',
-        PORT: String(port),
-        CUSTOS_DATA_DIR: dataDir,
-        CUSTOS_ROOT_KEYS: RootKeyring.generateSpec(),
-        CUSTOS_BOOTSTRAP_ADMIN_KEY: bootstrapKey,
-        CUSTOS_OUTBOUND_ALLOW_HOSTS: `127.0.0.1:${jwksPort}`,
-        CUSTOS_DB_POOL_SIZE: String(POOL),
-        CUSTOS_LOG_LEVEL: 'info',
-        REDIS_URL: '',
-      },
+    const custos = await startCustos({
+      databaseUrl: database.url,
+      dataDir,
+      rootKeys: RootKeyring.generateSpec(),
+      bootstrapKey,
+      outboundHosts: idp.host,
+      poolSize: POOL,
     });
-    cleanups.unshift(async () => {
-      server.kill('SIGTERM');
-      await new Promise((r) => server.once('exit', r));
-    });
-    await waitForHealth(url);
-    const serverStats = () =>
-      new Promise<{ statements: number; rss: number }>((resolve) => {
-        server.once('message', (m) => resolve(m as { statements: number; rss: number }));
-        server.send('stats');
-      });
+    cleanups.unshift(() => custos.stop());
+    const url = custos.url;
 
     log(`seeding a tenant, an identity provider, a connector and ${CONNECTIONS} connections`);
-    const tenant = await call<{ id: string }>(url, 'POST', '/v1/tenants', bootstrapKey, { name: 'bench' });
-    const { key: adminKey } = await call<{ key: string }>(
-      url,
-      'POST',
-      `/v1/tenants/${tenant.id}/admin-keys`,
-      bootstrapKey,
-      {
-        name: 'bench admin',
-        role: 'admin',
-      },
-    );
-    await call(url, 'PUT', `/v1/tenants/${tenant.id}/identity-providers/bench-idp`, adminKey, {
-      issuer,
-      jwksUri: `${issuer}jwks`,
-      audiences: ['custos'],
-      algorithms: ['ES256'],
-    });
-    const connector = await call<{ clientId: string; clientSecret: string }>(
-      url,
-      'POST',
-      `/v1/tenants/${tenant.id}/connectors`,
-      adminKey,
-      {
-        name: 'bench connector',
-        allowedProviders: ['github'],
-        allowedScopes: { github: ['repo', 'read:user'] },
-        delegation: 'user_token',
-        auth: { method: 'client_secret_basic' },
-      },
-    );
-    const expiresAt = new Date(Date.now() + 6 * 3600_000).toISOString();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (next < CONNECTIONS) {
-          const i = next++;
-          await call(url, 'PUT', `/v1/tenants/${tenant.id}/users/user-${i}/connections/github`, adminKey, {
-            type: 'oauth2',
-            accessToken: `gho_bench_${i}_${randomUUID()}`,
-            refreshToken: `ghr_bench_${i}_${randomUUID()}`,
-            scopes: ['repo', 'read:user'],
-            expiresAt,
-          });
-        }
-      }),
-    );
-
-    const basic =
-      'Basic ' +
-      Buffer.from(
-        `${encodeURIComponent(connector.clientId)}:${encodeURIComponent(connector.clientSecret)}`,
-      ).toString('base64');
-    const now = Math.floor(Date.now() / 1000);
-    const custosRequests = [];
-    const floorRequests = [];
-    for (let i = 0; i < USERS; i++) {
-      // Users spread over the whole table, not only its first rows.
-      const user = `user-${Math.floor((i * CONNECTIONS) / USERS)}`;
-      const token = await new SignJWT({ azp: 'bench-agent' })
-        .setProtectedHeader({ alg: 'ES256', kid: 'bench' })
-        .setIssuer(issuer)
-        .setAudience('custos')
-        .setSubject(user)
-        .setIssuedAt(now)
-        .setExpirationTime(now + 3600)
-        .sign(privateKey);
-      custosRequests.push({
-        method: 'POST' as const,
-        path: '/oauth/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
-        body: new URLSearchParams({
-          grant_type: EXCHANGE,
-          subject_token: token,
-          subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-          audience: 'github',
-          scope: 'repo',
-        }).toString(),
-      });
-      floorRequests.push({
-        method: 'POST' as const,
-        path: '/',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ tenant_id: tenant.id, user_id: user, audience: 'github' }).toString(),
-      });
-    }
+    const seed = await seedExchange(url, bootstrapKey, idp, CONNECTIONS, USERS, TOKEN_LIFETIME_S);
+    const custosRequests = seed.requests;
+    const floorRequests: LoadRequest[] = seed.userIds.map((user) => ({
+      method: 'POST',
+      path: '/',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ tenant_id: seed.tenantId, user_id: user, audience: 'github' }).toString(),
+    }));
 
     log(`warming up (every user token verified once, caches filled)`);
     await runLoad({ url, connections: 10, durationSeconds: 5, requests: custosRequests });
-    const auditRows = () => countAuditEvents(dbUrl.toString());
+    const auditRows = () => countAuditEvents(database.url);
 
     const results: Record<string, unknown>[] = [];
     for (const concurrency of [10, 50]) {
-      const before = await serverStats();
+      const before = await custos.stats();
       const auditBefore = await auditRows();
       let peakRss = before.rss;
       const sampler = setInterval(() => {
-        void serverStats().then((s) => (peakRss = Math.max(peakRss, s.rss)));
+        void custos.stats().then((s) => (peakRss = Math.max(peakRss, s.rss)));
       }, 250);
       log(`custos: concurrency ${concurrency} for ${DURATION}s`);
       const r = await runLoad({
@@ -247,13 +105,13 @@ async function main(): Promise<void> {
         requests: custosRequests,
       });
       clearInterval(sampler);
-      const after = await serverStats();
+      const after = await custos.stats();
       if (process.env.BENCH_VERBOSE) {
         log(`memory after c=${concurrency}: ${JSON.stringify((after as { memory?: unknown }).memory)}`);
         // With BENCH_SERVER_NODE_OPTIONS=--expose-gc: what stays after a full collection.
-        server.send('gc');
+        custos.process.send('gc');
         await new Promise((r) => setTimeout(r, 500));
-        log(`memory after gc: ${JSON.stringify(((await serverStats()) as { memory?: unknown }).memory)}`);
+        log(`memory after gc: ${JSON.stringify(((await custos.stats()) as { memory?: unknown }).memory)}`);
       }
       const total = r['2xx'] + r.non2xx;
       const audited = (await auditRows()) - auditBefore;
@@ -273,7 +131,7 @@ async function main(): Promise<void> {
     }
 
     log('starting the floor server');
-    const floor = fork(path.join(here, 'floor.ts'), [dbUrl.toString(), String(POOL)], {
+    const floor = fork(path.join(here, 'floor.ts'), [database.url, String(POOL)], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     });
@@ -322,12 +180,7 @@ async function main(): Promise<void> {
     });
     const report = {
       date: new Date().toISOString(),
-      machine: {
-        cpus: os.cpus().length,
-        cpuModel: os.cpus()[0]?.model,
-        memGiB: Math.round(os.totalmem() / 2 ** 30),
-        node: process.version,
-      },
+      machine: machineInfo(),
       settings: { connections: CONNECTIONS, usersInLoad: USERS, durationSeconds: DURATION, poolSize: POOL },
       results,
       summary,

@@ -1,6 +1,10 @@
-/** What the benchmarks share: logging, the admin database, free ports, health waits and admin API calls. */
+/**
+ * What the benchmarks share: logging, the admin database, free ports, health waits, admin API calls, bounded
+ * concurrency and the machine description of a results file.
+ */
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
@@ -77,6 +81,42 @@ export async function call<T = unknown>(
   });
   if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${await res.text()}`);
   return (await res.json()) as T;
+}
+
+/** A tenant and a key of its own (an admin or auditor key), created with the bootstrap admin key. */
+export async function createTenant(
+  url: string,
+  bootstrapKey: string,
+  name: string,
+  key: { name: string; role: string },
+): Promise<{ id: string; key: string }> {
+  const { id } = await call<{ id: string }>(url, 'POST', '/v1/tenants', bootstrapKey, { name });
+  const created = await call<{ key: string }>(url, 'POST', `/v1/tenants/${id}/admin-keys`, bootstrapKey, key);
+  return { id, key: created.key };
+}
+
+/** Runs `fn(0)` … `fn(count - 1)` in index order, at most `concurrency` at a time (seeding over the admin API). */
+export async function forEachConcurrently(
+  count: number,
+  concurrency: number,
+  fn: (i: number) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) await fn(next++);
+    }),
+  );
+}
+
+/** The machine a benchmark ran on, as its results file records it. */
+export function machineInfo(): { cpus: number; cpuModel: string | undefined; memGiB: number; node: string } {
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+  };
 }
 
 /** Resident set size of a process, from /proc (Linux). */

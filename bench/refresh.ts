@@ -31,7 +31,18 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { RootKeyring } from '../src/common/root-keyring.js';
 import { generateAdminKey } from '../src/identity/admin-keys.service.js';
-import { admin, adminUrl, call, freePort, log, rssOf, shippedNodeFlags, waitForHealth } from './lib.js';
+import {
+  admin,
+  adminUrl,
+  call,
+  createTenant,
+  forEachConcurrently,
+  freePort,
+  log,
+  rssOf,
+  shippedNodeFlags,
+  waitForHealth,
+} from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.dirname(here);
@@ -218,14 +229,8 @@ async function main(): Promise<void> {
 
 async function seed(url: string, bootstrapKey: string, provider: BenchProvider): Promise<void> {
   log(`seeding a tenant, a rotating OAuth provider and ${CONNECTIONS} connections`);
-  const tenant = await call<{ id: string }>(url, 'POST', '/v1/tenants', bootstrapKey, { name: 'bench' });
-  const { key: adminKey } = await call<{ key: string }>(
-    url,
-    'POST',
-    `/v1/tenants/${tenant.id}/admin-keys`,
-    bootstrapKey,
-    { name: 'bench admin', role: 'admin' },
-  );
+  const tenant = await createTenant(url, bootstrapKey, 'bench', { name: 'bench admin', role: 'admin' });
+  const adminKey = tenant.key;
   const base = `http://127.0.0.1:${provider.port}`;
   await call(url, 'PUT', `/v1/tenants/${tenant.id}/providers/benchprov`, adminKey, {
     key: 'benchprov',
@@ -243,19 +248,13 @@ async function seed(url: string, bootstrapKey: string, provider: BenchProvider):
     clientSecret: CLIENT_SECRET,
   });
   const expiresAt = new Date(Date.now() + 6 * 3600_000).toISOString();
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 16 }, async () => {
-      while (next < CONNECTIONS) {
-        const i = next++;
-        await call(url, 'PUT', `/v1/tenants/${tenant.id}/users/user-${i}/connections/benchprov`, adminKey, {
-          type: 'oauth2',
-          accessToken: `at_seed_${randomBytes(12).toString('base64url')}`,
-          refreshToken: provider.issue(),
-          scopes: ['read'],
-          expiresAt,
-        });
-      }
+  await forEachConcurrently(CONNECTIONS, 16, (i) =>
+    call(url, 'PUT', `/v1/tenants/${tenant.id}/users/user-${i}/connections/benchprov`, adminKey, {
+      type: 'oauth2',
+      accessToken: `at_seed_${randomBytes(12).toString('base64url')}`,
+      refreshToken: provider.issue(),
+      scopes: ['read'],
+      expiresAt,
     }),
   );
 }

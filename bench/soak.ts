@@ -44,8 +44,11 @@ import {
   admin,
   adminUrl,
   call,
+  createTenant,
+  forEachConcurrently,
   freePort,
   log,
+  machineInfo,
   parsePrometheus,
   rssOf,
   shippedNodeFlags,
@@ -308,10 +311,7 @@ async function main(): Promise<void> {
     const report = {
       date: new Date().toISOString(),
       machine: {
-        cpus: os.cpus().length,
-        cpuModel: os.cpus()[0]?.model,
-        memGiB: Math.round(os.totalmem() / 2 ** 30),
-        node: process.version,
+        ...machineInfo(),
         postgres,
       },
       code,
@@ -367,12 +367,9 @@ async function seed(
   appClient: { client_id: string; client_secret: string },
 ): Promise<Seeded> {
   log(`seeding a tenant, ${USERS} GitHub connections and ${REFRESH_USERS} at the oidc-provider`);
-  const tenant = await call<{ id: string }>(url, 'POST', '/v1/tenants', bootstrapKey, { name: 'soak' });
+  const tenant = await createTenant(url, bootstrapKey, 'soak', { name: 'soak admin', role: 'admin' });
   const t = `/v1/tenants/${tenant.id}`;
-  const { key: adminKey } = await call<{ key: string }>(url, 'POST', `${t}/admin-keys`, bootstrapKey, {
-    name: 'soak admin',
-    role: 'admin',
-  });
+  const adminKey = tenant.key;
   await call(url, 'PUT', `${t}/identity-providers/soak-idp`, adminKey, {
     issuer,
     jwksUri: `${issuer}jwks`,
@@ -419,41 +416,29 @@ async function seed(
   });
 
   const expiresAt = new Date(Date.now() + 8 * 3600_000).toISOString();
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 16 }, async () => {
-      while (next < USERS) {
-        const i = next++;
-        await call(url, 'PUT', `${t}/users/user-${i}/connections/github`, adminKey, {
-          type: 'oauth2',
-          accessToken: `gho_soak_${i}_${randomUUID()}`,
-          refreshToken: `ghr_soak_${i}_${randomUUID()}`,
-          scopes: ['repo', 'read:user'],
-          expiresAt,
-        });
-      }
+  await forEachConcurrently(USERS, 16, (i) =>
+    call(url, 'PUT', `${t}/users/user-${i}/connections/github`, adminKey, {
+      type: 'oauth2',
+      accessToken: `gho_soak_${i}_${randomUUID()}`,
+      refreshToken: `ghr_soak_${i}_${randomUUID()}`,
+      scopes: ['repo', 'read:user'],
+      expiresAt,
     }),
   );
 
   // Real token sets from the oidc-provider (code flow with PKCE), imported with expiries spread over the
   // provider's token lifetime so that the refreshes are spread too.
-  let nextRefresh = 0;
-  await Promise.all(
-    Array.from({ length: 8 }, async () => {
-      while (nextRefresh < REFRESH_USERS) {
-        const i = nextRefresh++;
-        const tokens = await tokensFor(op, appClient, `rf-${i}`, `${url}/connect/callback/inhouse`);
-        const lifetime = 10 + Math.random() * (PROVIDER_TOKEN_S - 10);
-        await call(url, 'PUT', `${t}/users/rf-${i}/connections/inhouse`, adminKey, {
-          type: 'oauth2',
-          accessToken: tokens.access_token,
-          refreshToken: tokens.refresh_token,
-          scopes: ['repo'],
-          expiresAt: new Date(Date.now() + lifetime * 1000).toISOString(),
-        });
-      }
-    }),
-  );
+  await forEachConcurrently(REFRESH_USERS, 8, async (i) => {
+    const tokens = await tokensFor(op, appClient, `rf-${i}`, `${url}/connect/callback/inhouse`);
+    const lifetime = 10 + Math.random() * (PROVIDER_TOKEN_S - 10);
+    await call(url, 'PUT', `${t}/users/rf-${i}/connections/inhouse`, adminKey, {
+      type: 'oauth2',
+      accessToken: tokens.access_token,
+      refreshToken: tokens.refresh_token,
+      scopes: ['repo'],
+      expiresAt: new Date(Date.now() + lifetime * 1000).toISOString(),
+    });
+  });
   return { tenantId: tenant.id, adminKey, basic, jwtClientId: jwt.clientId, jwtKey: jwtKeys.privateKey };
 }
 
