@@ -42,10 +42,10 @@ import { eventLine } from './event-line.js';
 const MAX_BACKOFF_MS = 5 * 60_000;
 
 /** Events hashed between two turns of the event loop. */
-const YIELD_EVERY = 250;
+const YIELD_EVERY = 100;
 
 /** Events linked per transaction; a bigger backlog takes several. */
-export const SEAL_BATCH = 5000;
+export const SEAL_BATCH = 1000;
 
 export interface SealRun {
   linked: number;

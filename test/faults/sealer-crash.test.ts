@@ -23,8 +23,8 @@ import { spawnCustos, type CustosProcess } from '../support/processes.js';
 
 const TAG = 'test.crash-backlog';
 /**
- * Forty linking batches: each kill takes about two (one committed since the last, one lost), three six; the
- * rest leave time to catch a sealer mid-batch on a fast, idle machine too.
+ * Two hundred linking batches (SEAL_BATCH events each): each kill takes about two (one committed since the
+ * last, one lost), three six; the rest leave time to catch a sealer mid-batch on a fast, idle machine too.
  */
 const BACKLOG = 200_000;
 /** Inserted in this many transactions, so that the backlog spans several tx_id values. */
