@@ -61,6 +61,9 @@ export async function startTestApp(env: Record<string, string | undefined> = {})
     CUSTOS_RATE_LIMIT_ADDRESS_FAILURES: '1000000',
     CUSTOS_AUDIT_DENIALS_PER_WINDOW: '1000000',
     CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW: '10000000',
+    // The sealer runs in every test app, on its timer, but less often than in production (1 s): the tests of
+    // the sealed trail run it themselves (test/support/audit.ts), and the others need not pay for it.
+    CUSTOS_AUDIT_SEAL_INTERVAL_MS: '5000',
     ...env,
   });
   const custos = await startCustos({ config, logger: createLogger('debug', sink), listen: false });
