@@ -16,8 +16,13 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
   const custos = await startCustos({ config, logger });
   let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      // A second signal while stopping: the operator does not want to wait. Exit now; the embedded PostgreSQL
+      // (if any) is told to stop as this process exits, and the data folder's lock goes with it.
+      logger.warn({ signal }, 'second signal while stopping: exiting at once');
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
     stopping = true;
     logger.info({ signal }, 'shutting down');
     custos.close().then(

@@ -353,6 +353,12 @@ async function startLocked(
     // eslint-disable-next-line no-restricted-properties -- the child inherits the environment; no setting is read
     { ...(runAs ?? {}), env: { ...process.env, LC_ALL: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  // Should this process exit without stop() (a second Ctrl-C, process.exit), PostgreSQL is still told to stop:
+  // fast shutdown, which it completes on its own.
+  const stopOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+  };
+  process.once('exit', stopOnExit);
   const onOutput = (d: Buffer) => log.debug({ component: 'embedded-postgres' }, d.toString().trimEnd());
   child.stdout?.on('data', onOutput);
   child.stderr?.on('data', onOutput);
@@ -373,6 +379,7 @@ async function startLocked(
     databaseUrl: `${base}/${DB_NAME}`,
     pgdata,
     stop: async () => {
+      process.removeListener('exit', stopOnExit);
       await new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();
         child.once('exit', () => resolve());

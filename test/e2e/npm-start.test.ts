@@ -1,6 +1,7 @@
 /**
  * `npm start` as a user runs it: a signal to the process the user started (npm's, which runs the script
- * through `sh -c`) stops Custos and its embedded PostgreSQL within seconds, and the log says so.
+ * through `sh -c`) stops Custos and its embedded PostgreSQL within seconds, and the log says so; a second
+ * signal while it stops exits at once.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -141,4 +142,37 @@ describe('npm start', () => {
     },
     150_000,
   );
+
+  it('exits at once on a second signal while it is stopping, and its embedded PostgreSQL stops too', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'custos-npm-start-'));
+    dirs.push(dataDir);
+    const s = await npmStart(dataDir);
+    started.push(s);
+    const exited = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 10_000);
+      s.npm.once('exit', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    s.npm.kill('SIGINT');
+    // Stopping takes a moment (requests, pools, PostgreSQL's own shutdown): the second Ctrl-C comes in it.
+    await new Promise((r) => setTimeout(r, 30));
+    s.npm.kill('SIGINT');
+    expect(await exited).toBe(true);
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && ((await listening(s.apiPort)) || (await listening(s.databasePort)))) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(await listening(s.apiPort)).toBe(false);
+    expect(await listening(s.databasePort)).toBe(false);
+    expect(s.output()).toContain('"msg":"second signal while stopping: exiting at once"');
+    // The next start on the same data folder is not refused by a lock or a PostgreSQL left behind.
+    const again = await npmStart(dataDir);
+    started.push(again);
+    expect(await listening(again.apiPort)).toBe(true);
+    const stoppedAgain = new Promise<void>((resolve) => again.npm.once('exit', () => resolve()));
+    again.npm.kill('SIGTERM');
+    await stoppedAgain;
+  }, 150_000);
 });
