@@ -20,6 +20,9 @@ import { REFRESH_QUEUE } from './jobs/jobs.module.js';
 import type { RefreshQueue } from './jobs/refresh-queue.js';
 import { ProviderCatalog } from './providers/provider-catalog.js';
 
+/** Routes polled by orchestrators and monitoring. */
+const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
 export interface StartOptions {
   env?: Record<string, string | undefined>;
   config?: Config;
@@ -90,7 +93,9 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
     installInputGuards(fastify);
     const access = accessLogger(logger);
     fastify.addHook('onResponse', (req, reply, done) => {
-      access.info(
+      // Probes and scrapes come every few seconds: a healthy one is logged at debug, not as an access line.
+      const quiet = reply.statusCode < 400 && PROBE_ROUTES.has(req.routeOptions?.url ?? '');
+      access[quiet ? 'debug' : 'info'](
         {
           requestId: req.id,
           method: req.method,
