@@ -7,6 +7,7 @@ import {
   AuditCheckpoint,
   AuditSealState,
   AuditSigningKey,
+  AuditTruncation,
 } from './audit/sealed-audit.entity.js';
 import { UsedAssertion } from './identity/used-assertion.entity.js';
 import { ConnectSession } from './connect/connect-session.entity.js';
@@ -41,4 +42,5 @@ export const entities = [
   AuditSealState,
   AuditSigningKey,
   AuditForwardState,
+  AuditTruncation,
 ];

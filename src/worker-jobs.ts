@@ -1,6 +1,7 @@
 /** The worker role's periodic jobs, registered on the job runner the role was given. */
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
+import { AuditRetention } from './audit/audit-retention.js';
 import { LOGGER } from './common/logger.js';
 import { CONFIG, type Config } from './config/config.js';
 import { ConnectSessionsService } from './connect/connect-sessions.service.js';
@@ -23,6 +24,7 @@ export class WorkerJobs {
     @Inject(ProviderRevocationService) private readonly revocations: ProviderRevocationService,
     @Inject(UsedAssertionsRepository) private readonly usedAssertions: UsedAssertionsRepository,
     @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
+    @Inject(AuditRetention) private readonly auditRetention: AuditRetention,
   ) {}
 
   register(jobs: JobRunner, refreshQueue: RefreshQueue | null): void {
@@ -61,5 +63,8 @@ export class WorkerJobs {
       const n = await sessions.pruneExpired();
       if (n > 0) logger.info({ count: n }, 'expired connect sessions deleted');
     });
+    // The audit trail's coming months' partitions, and CUSTOS_AUDIT_RETENTION_MONTHS.
+    const retention = this.auditRetention;
+    jobs.register('audit.partitions-and-retention', 60 * 60_000, () => retention.maintain());
   }
 }

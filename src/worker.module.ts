@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { AuditModule } from './audit/audit.module.js';
 import { ConnectModule } from './connect/connect.module.js';
 import { ConnectionsModule } from './connections/connections.module.js';
 import { CryptoModule } from './crypto/crypto.module.js';
@@ -7,7 +8,7 @@ import { WorkerJobs } from './worker-jobs.js';
 
 /** The worker role: background jobs (refresh ahead, expiry, revocation at providers, key migrations, pruning). */
 @Module({
-  imports: [ConnectModule, ConnectionsModule, CryptoModule, IdentityModule],
+  imports: [AuditModule, ConnectModule, ConnectionsModule, CryptoModule, IdentityModule],
   providers: [WorkerJobs],
   exports: [WorkerJobs],
 })

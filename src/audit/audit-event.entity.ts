@@ -1,20 +1,32 @@
-import { Column, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+import { Column, Entity, Index, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
 
 export type AuditOutcome = 'allowed' | 'denied' | 'failed';
 export type ActorType = 'admin_key' | 'connector' | 'user' | 'system';
 
-/** Append-only: the database refuses UPDATE, DELETE and TRUNCATE on this table (see the migration). */
+/**
+ * Append-only: the database refuses UPDATE, DELETE and TRUNCATE on this table (see the migrations).
+ * Partitioned by month of occurred_at (UTC), so retention drops whole months (migration AuditPartitions); the
+ * primary key therefore includes occurred_at, while id alone stays unique (one identity sequence).
+ */
 @Entity('audit_events')
 @Index('ix_audit_events_tenant_id', ['tenantId', 'id'])
 @Index('ix_audit_events_tx', ['txId', 'id'])
 export class AuditEvent {
-  @PrimaryGeneratedColumn('identity', { type: 'bigint', generatedIdentity: 'ALWAYS' })
+  @PrimaryGeneratedColumn('identity', {
+    type: 'bigint',
+    generatedIdentity: 'ALWAYS',
+    primaryKeyConstraintName: 'PK_audit_events',
+  })
   id!: string;
 
   @Column('uuid', { name: 'tenant_id', nullable: true })
   tenantId!: string | null;
 
-  @Column('timestamptz', { name: 'occurred_at', default: () => 'now()' })
+  @PrimaryColumn('timestamptz', {
+    name: 'occurred_at',
+    default: () => 'now()',
+    primaryKeyConstraintName: 'PK_audit_events',
+  })
   occurredAt!: Date;
 
   @Column('text')

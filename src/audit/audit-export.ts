@@ -10,6 +10,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AUDIT_FORMAT, chainOf, type ExportHeader } from './audit-format.js';
 import { AuditChainRepository } from './audit-chain.repository.js';
 import { AuditCheckpointsRepository, type CheckpointRow } from './audit-checkpoints.repository.js';
+import { AuditRetentionRepository } from './audit-retention.repository.js';
 import { eventLine } from './event-line.js';
 import { AuditRepository } from './audit.repository.js';
 
@@ -31,6 +32,7 @@ export class AuditExport {
     @Inject(AuditCheckpointsRepository) private readonly checkpoints: AuditCheckpointsRepository,
     @Inject(AuditChainRepository) private readonly chain: AuditChainRepository,
     @Inject(AuditRepository) private readonly events: AuditRepository,
+    @Inject(AuditRetentionRepository) private readonly retention: AuditRetentionRepository,
   ) {}
 
   /**
@@ -39,6 +41,7 @@ export class AuditExport {
    */
   async open(tenantId: string | null, range: ExportRange): Promise<AsyncGenerator<string>> {
     const chain = chainOf(tenantId);
+    const truncation = await this.retention.latest(chain);
     const seqs = await this.checkpoints.seqRange(chain, range);
     const cursor = await this.chain.cursor();
     const header: ExportHeader = {
@@ -53,6 +56,10 @@ export class AuditExport {
     const linesOf = (page: CheckpointRow[]) => this.linesOf(chain, page);
     return (async function* lines() {
       yield JSON.stringify(header) + '\n';
+      // What retention removed from the chain (docs/audit-format.md), so that what remains verifies.
+      if (truncation) {
+        yield JSON.stringify({ ...(JSON.parse(truncation.body) as object), sig: truncation.sig }) + '\n';
+      }
       if (seqs) {
         let after = String(BigInt(seqs.first) - 1n);
         for (;;) {

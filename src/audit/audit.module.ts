@@ -6,6 +6,8 @@ import { AuditCheckpointsRepository } from './audit-checkpoints.repository.js';
 import { AuditExport } from './audit-export.js';
 import { AuditForwarder } from './audit-forwarder.js';
 import { AuditForwardStateRepository } from './audit-forward-state.repository.js';
+import { AuditRetention } from './audit-retention.js';
+import { AuditRetentionRepository } from './audit-retention.repository.js';
 import { AuditSealer } from './audit-sealer.js';
 import { AuditSigningKeys } from './audit-signing-keys.js';
 import { AuditSigningKeysRepository } from './audit-signing-keys.repository.js';
@@ -18,6 +20,7 @@ import {
   AuditChainHead,
   AuditChainLink,
   AuditForwardState,
+  AuditTruncation,
   AuditCheckpoint,
   AuditSealState,
   AuditSigningKey,
@@ -37,6 +40,7 @@ import {
       AuditSealState,
       AuditSigningKey,
       AuditForwardState,
+      AuditTruncation,
     ]),
   ],
   providers: [
@@ -53,6 +57,8 @@ import {
     AuditExport,
     AuditForwardStateRepository,
     AuditForwarder,
+    AuditRetentionRepository,
+    AuditRetention,
   ],
   exports: [
     AuditService,
@@ -64,6 +70,7 @@ import {
     AuditExport,
     AuditForwardStateRepository,
     AuditForwarder,
+    AuditRetention,
   ],
 })
 export class AuditModule {}

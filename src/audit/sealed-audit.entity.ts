@@ -136,3 +136,40 @@ export class AuditForwardState {
   @Column('bigint', { default: 0 })
   seq!: string;
 }
+
+/**
+ * A signed truncation record (docs/audit-format.md, "Retention"): what a retention run removed from a chain,
+ * so that what remains still verifies. `body` is its canonical JSON without the signature. Append-only.
+ */
+@Entity('audit_truncations')
+export class AuditTruncation {
+  @PrimaryColumn('text', { primaryKeyConstraintName: 'PK_audit_truncations' })
+  chain!: string;
+
+  @PrimaryColumn('bigint', { primaryKeyConstraintName: 'PK_audit_truncations' })
+  seq!: string;
+
+  @Column('uuid', { name: 'tenant_id', nullable: true })
+  tenantId!: string | null;
+
+  @Column('bigint', { name: 'through_pos' })
+  throughPos!: string;
+
+  @Column('bigint', { name: 'next_seq' })
+  nextSeq!: string;
+
+  @Column('timestamptz')
+  cutoff!: Date;
+
+  @Column('timestamptz', { name: 'truncated_at' })
+  truncatedAt!: Date;
+
+  @Column('text')
+  kid!: string;
+
+  @Column('text')
+  body!: string;
+
+  @Column('text')
+  sig!: string;
+}

@@ -300,6 +300,12 @@ export const variables = {
     description:
       'How long the next checkpoint signing key is published in the JWKS before it is used, so that verifiers holding a copy of the JWKS can learn it in time.',
   },
+  CUSTOS_AUDIT_RETENTION_MONTHS: {
+    schema: int(1, 1200).optional(),
+    sensitive: false,
+    description:
+      "Keep the audit trail's current month and this many before it; the worker drops older months (their partitions) each hour, leaving a signed truncation record per chain so that the rest still verifies. Needs the schema owner (CUSTOS_MIGRATION_DATABASE_URL, or the application's own role when it owns the schema). Unset: keep everything.",
+  },
   CUSTOS_AUDIT_FORWARD: {
     schema: z.union([z.literal('stdout'), z.url({ protocol: /^https?$/ })]).optional(),
     sensitive: false,
@@ -364,6 +370,7 @@ export interface Config {
   auditDenialsGlobalPerWindow: number;
   auditSealIntervalMs: number;
   auditSigningKeyRotationDays: number;
+  auditRetentionMonths: number | undefined;
   auditSigningKeyOverlapHours: number;
   /** Where the sealed trail is forwarded: 'stdout', an http(s) URL, or nowhere. */
   auditForward: { to: 'stdout' } | { to: 'webhook'; url: string; secret: string } | null;
@@ -485,6 +492,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auditDenialsGlobalPerWindow: e.CUSTOS_AUDIT_DENIALS_GLOBAL_PER_WINDOW,
     auditSealIntervalMs: e.CUSTOS_AUDIT_SEAL_INTERVAL_MS,
     auditSigningKeyRotationDays: e.CUSTOS_AUDIT_SIGNING_KEY_ROTATION_DAYS,
+    auditRetentionMonths: e.CUSTOS_AUDIT_RETENTION_MONTHS,
     auditSigningKeyOverlapHours: e.CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS,
     auditForward: auditForward(e.CUSTOS_AUDIT_FORWARD, e.CUSTOS_AUDIT_FORWARD_SECRET),
     logLevel: e.CUSTOS_LOG_LEVEL,

@@ -146,27 +146,16 @@ export interface MigrationOptions {
  * as the owner, and the application's role is granted its privileges under the same lock.
  */
 export async function runMigrations(ds: DataSource, opts: MigrationOptions = {}): Promise<string[]> {
-  const unlimited: Record<string, unknown> = {
-    ...(ds.options as { extra?: Record<string, unknown> }).extra,
-  };
-  delete unlimited.statement_timeout;
-  delete unlimited.query_timeout;
-  delete unlimited.idle_in_transaction_session_timeout;
-  delete unlimited.Client;
   // Two connections: one holds the lock, the other runs the migrations.
-  const mds = new DataSource({
-    ...ds.options,
-    ...(opts.ownerUrl ? { url: opts.ownerUrl } : {}),
-    poolSize: 2,
-    extra: unlimited,
-  } as DataSourceOptions);
-  await mds.initialize();
+  const mds = await maintenanceDataSource(ds, opts.ownerUrl, 2);
   try {
     const runner = mds.createQueryRunner();
     await runner.connect();
     try {
       await runner.query('select pg_advisory_lock(727274001)');
       const done = await mds.runMigrations({ transaction: 'each' });
+      // The audit trail's monthly partitions: this month's and the next three (migration AuditPartitions).
+      await mds.query('SELECT custos_audit_ensure_partitions(3)');
       if (opts.ownerUrl) {
         const [{ role }] = await ds.query<{ role: string }[]>('SELECT current_user AS role');
         await grantApplicationRole(mds, role);
@@ -182,8 +171,35 @@ export async function runMigrations(ds: DataSource, opts: MigrationOptions = {})
 }
 
 /**
+ * An initialised data source like `ds` but without statement time limits, as `ownerUrl`'s role when given:
+ * for migrations and the audit trail's partition maintenance, which may rightly take longer than any request.
+ * The caller destroys it.
+ */
+export async function maintenanceDataSource(
+  ds: DataSource,
+  ownerUrl: string | undefined,
+  poolSize: number,
+): Promise<DataSource> {
+  const unlimited: Record<string, unknown> = {
+    ...(ds.options as { extra?: Record<string, unknown> }).extra,
+  };
+  delete unlimited.statement_timeout;
+  delete unlimited.query_timeout;
+  delete unlimited.idle_in_transaction_session_timeout;
+  delete unlimited.Client;
+  const mds = new DataSource({
+    ...ds.options,
+    ...(ownerUrl ? { url: ownerUrl } : {}),
+    poolSize,
+    extra: unlimited,
+  } as DataSourceOptions);
+  await mds.initialize();
+  return mds;
+}
+
+/**
  * What the application's role may do, granted by the schema owner: read and write the tables it works with,
- * but only INSERT and SELECT on the audit trail (events, chain links, checkpoints) (no UPDATE, DELETE or TRUNCATE, and, not owning the table, no
+ * but only INSERT and SELECT on the audit trail (events, chain links, checkpoints, truncation records) (no UPDATE, DELETE or TRUNCATE, and, not owning the table, no
  * way to disable its append-only triggers), and only read the migrations table. Idempotent; re-run after every
  * migration so that new tables are covered.
  */
@@ -201,9 +217,19 @@ export async function grantApplicationRole(owner: DataSource, role: string): Pro
     // The sealed trail's links and signed checkpoints, like the events they seal.
     `REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${sc}.audit_chain FROM ${r}`,
     `REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${sc}.audit_checkpoints FROM ${r}`,
+    `REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ${sc}.audit_truncations FROM ${r}`,
     `REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ${sc}.migrations FROM ${r}`,
   ]) {
     await owner.query(statement);
+  }
+  // audit_events' monthly partitions: the application writes and reads through audit_events only (privileges
+  // are checked on the table a statement names), so it needs nothing on the partitions themselves.
+  const partitions = await owner.query<{ name: string }[]>(
+    `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = to_regclass('audit_events')`,
+  );
+  for (const { name } of partitions) {
+    await owner.query(`REVOKE ALL ON ${sc}.${quoteIdentifier(name)} FROM ${r}`);
   }
 }
 

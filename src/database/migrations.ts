@@ -16,6 +16,7 @@ import { KeyMigrationState1795491000000 } from '../../migrations/1795491000000-K
 import { ConnectSessionRetention1795500000000 } from '../../migrations/1795500000000-ConnectSessionRetention.js';
 import { SealedAudit1795510000000 } from '../../migrations/1795510000000-SealedAudit.js';
 import { AuditForwarding1795520000000 } from '../../migrations/1795520000000-AuditForwarding.js';
+import { AuditPartitions1795530000000 } from '../../migrations/1795530000000-AuditPartitions.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -35,4 +36,5 @@ export const migrations = [
   ConnectSessionRetention1795500000000,
   SealedAudit1795510000000,
   AuditForwarding1795520000000,
+  AuditPartitions1795530000000,
 ];

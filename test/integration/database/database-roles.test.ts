@@ -5,7 +5,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { AuditRetention } from '../../../src/audit/audit-retention.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
+import { sealFor } from '../../support/audit.js';
 import { createTenant } from '../../support/factories.js';
 import { adminDatabaseUrl } from '../../support/env.js';
 
@@ -155,7 +157,10 @@ describe('migrations as the owner, the application as its own role', () => {
     }
     // Row triggers fire only on rows: the owner writes one of each, then cannot change or remove it.
     expect(
-      await attempt(owner, `INSERT INTO audit_chain (event_id, chain, pos, head) VALUES (-1, 'test', 1, '\\x00')`),
+      await attempt(
+        owner,
+        `INSERT INTO audit_chain (event_id, chain, pos, head) VALUES (-1, 'test', 1, '\\x00')`,
+      ),
     ).toBe('ok');
     expect(
       await attempt(
@@ -170,6 +175,67 @@ describe('migrations as the owner, the application as its own role', () => {
     }
     // The sealer's own state stays writable: it moves forward with every batch.
     expect(await attempt(appRole, `UPDATE audit_seal_state SET last_id = last_id`)).toBe('ok');
+  });
+
+  it('cannot touch the monthly partitions or truncation records either, yet keeps partitions ahead', async () => {
+    for (const table of ['audit_events_default', 'audit_truncations']) {
+      expect(await attempt(appRole, `DELETE FROM ${table}`)).toBe('42501');
+      expect(await attempt(appRole, `TRUNCATE ${table}`)).toBe('42501');
+      expect(await attempt(appRole, `ALTER TABLE ${table} DISABLE TRIGGER ALL`)).toBe('42501');
+      expect(await attempt(owner, `TRUNCATE ${table}`)).toBe('42501');
+    }
+    // It reaches the events only through audit_events, never a partition by name.
+    expect(await attempt(appRole, 'SELECT 1 FROM audit_events_default')).toBe('42501');
+    expect(
+      await attempt(
+        appRole,
+        `INSERT INTO audit_events_default (action, outcome, actor_type) VALUES ('x', 'allowed', 'system')`,
+      ),
+    ).toBe('42501');
+    expect(await attempt(appRole, 'DROP TABLE audit_events_default')).toBe('42501');
+    // A month partition created later (by the owner's function, called as the application) is the owner's,
+    // with the append-only triggers, and closed to the application.
+    expect(await attempt(appRole, `SELECT custos_audit_partition('1999-01-01')`)).toBe('ok');
+    expect(
+      await attempt(
+        appRole,
+        `INSERT INTO audit_events (occurred_at, action, outcome, actor_type) VALUES ('1999-01-02', 'x', 'allowed', 'system')`,
+      ),
+    ).toBe('ok');
+    expect(await attempt(appRole, 'DELETE FROM audit_events_1999_01')).toBe('42501');
+    expect(await attempt(owner, 'TRUNCATE audit_events_1999_01')).toBe('42501');
+    expect(await attempt(owner, `DELETE FROM audit_events WHERE occurred_at < '2000-01-01'`)).toBe('42501');
+    const [{ role }] = await asRole(
+      owner,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT pg_get_userbyid(relowner) AS role FROM pg_class WHERE oid = to_regclass('audit_events_1999_01')`,
+          )
+        ).rows,
+    );
+    expect(role).toBe(owner);
+
+    // Retention removes that month as the owner (CUSTOS_MIGRATION_DATABASE_URL), the application's role
+    // being unable to.
+    await sealFor(app, [null]);
+    const retention = app.custos.app.get(AuditRetention);
+    expect(await retention.apply(new Date('1999-02-01T00:00:00Z'))).toMatchObject({
+      status: 'applied',
+      run: { partitions: ['audit_events_1999_01'] },
+    });
+    expect(await attempt(appRole, `SELECT 1 FROM audit_events WHERE occurred_at < '2000-01-01'`)).toBe('ok');
+  });
+
+  it('without the owner, keeps partitions ahead and says why nothing is removed', async () => {
+    await app.close();
+    app = await startTestApp({ DATABASE_URL: urlAs(appRole), CUSTOS_AUDIT_RETENTION_MONTHS: '12' });
+    const retention = app.custos.app.get(AuditRetention);
+    await expect(retention.maintain()).resolves.toBeUndefined();
+    expect(app.logs.join('\n')).toContain('audit retention needs the schema owner');
+    await expect(retention.apply(new Date('1999-02-01T00:00:00Z'))).rejects.toMatchObject({ code: '42501' });
+    await app.close();
+    app = await startTestApp(env());
   });
 
   it('starts again on the migrated schema and keeps the grants', async () => {

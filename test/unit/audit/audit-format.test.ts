@@ -18,16 +18,19 @@ import {
   publicJwk,
   signCheckpoint,
   signingInput,
+  signTruncation,
   verifyExport,
   type AuditJwk,
   type CheckpointBody,
   type CheckpointLine,
   type EventLine,
   type ExportHeader,
+  type TruncationBody,
+  type TruncationLine,
   type VerifyResult,
 } from '../../../src/audit/audit-format.js';
 
-type Line = ExportHeader | EventLine | CheckpointLine;
+type Line = ExportHeader | EventLine | CheckpointLine | TruncationLine;
 
 interface Signer {
   kid: string;
@@ -192,6 +195,7 @@ describe('verifyExport of an honest export', () => {
         kids: [signer.kid],
         lastSealedAt: sealed.segments[2].checkpoint.sealedAt,
         head: sealed.segments[2].checkpoint.head,
+        truncation: null,
       },
     });
     expect(describeSummary(result.summary)).toBe(
@@ -541,6 +545,505 @@ describe('verifyExport of a tampered export', () => {
     it('refuses a JWKS document without keys', () => {
       expect(() => auditKeysFrom({ nothing: [] })).toThrow(/not a JWKS document/);
     });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Retention: truncation records
+
+const CUTOFF = '2026-02-01T00:00:07.000000Z';
+const TRUNCATED_AT = '2026-02-03T00:00:00.000Z';
+
+/** Every event of a sealed chain by position, with its head. */
+const eventsOf = (c: SealedChain) => new Map(c.segments.flatMap((s) => s.events).map((e) => [e.pos, e]));
+
+function resignTruncation(
+  t: TruncationLine,
+  by: Signer,
+  changes: Partial<TruncationBody> = {},
+): TruncationLine {
+  const { sig: _sig, ...body } = t;
+  return signTruncation({ ...body, kid: by.kid, ...changes }, by.key);
+}
+
+/**
+ * The truncation record a retention run writes when it removes positions 1..throughPos of the chain and the
+ * later positions `stragglers` (events that occurred before the cutoff but were sealed after one that did not).
+ */
+function aTruncation(
+  c: SealedChain,
+  options: { throughPos: number; stragglers?: number[]; by?: Signer; seq?: number; truncatedAt?: string },
+): TruncationLine {
+  const { throughPos, stragglers = [], by = signer, seq = 1, truncatedAt = TRUNCATED_AT } = options;
+  const events = eventsOf(c);
+  const next = c.segments.find((s) => s.checkpoint.lastPos > throughPos);
+  return signTruncation(
+    {
+      kind: 'truncation',
+      format: AUDIT_FORMAT,
+      chain: c.chain,
+      seq,
+      cutoff: CUTOFF,
+      throughPos,
+      head: throughPos === 0 ? genesisHead(c.chain).toString('hex') : events.get(throughPos)!.head!,
+      removed: stragglers.map((pos) => ({ pos, entry: entryHash(events.get(pos)!).toString('hex') })),
+      // After the last checkpoint when everything sealed was removed: the next one to be sealed.
+      nextSeq: next ? next.checkpoint.seq : c.segments.length + 1,
+      truncatedAt,
+      kid: by.kid,
+    },
+    by.key,
+  );
+}
+
+/** The export a retention run leaves: the header, the truncation record, then what it kept (from `fromSeq`). */
+function truncatedExportOf(c: SealedChain, t: TruncationLine, fromSeq = t.nextSeq): Line[] {
+  const removed = new Set(t.removed.map((r) => r.pos));
+  const lines: Line[] = [
+    {
+      kind: 'export',
+      format: AUDIT_FORMAT,
+      chain: c.chain,
+      from: fromSeq !== t.nextSeq ? '2026-02-02T00:00:00.000Z' : null,
+      to: null,
+      exportedAt: '2026-03-01T00:00:00.000Z',
+    },
+    structuredClone(t),
+  ];
+  for (const s of c.segments.filter((s) => s.checkpoint.seq >= fromSeq)) {
+    const kept = s.events.filter((e) => e.pos > t.throughPos && !removed.has(e.pos));
+    lines.push(...structuredClone(kept), structuredClone(s.checkpoint));
+  }
+  return lines;
+}
+
+const truncationAt = (lines: Line[]) => lines.findIndex((l) => l.kind === 'truncation');
+const truncation = (lines: Line[]) => lines[truncationAt(lines)] as TruncationLine;
+
+describe('verifyExport of an export after retention', () => {
+  // Sixteen events in four checkpoints: positions 1–4 (seq 1), 5–8 (seq 2), 9–12 (seq 3), 13–16 (seq 4).
+  // Retention removes 1–6, which cuts checkpoint 2, and three stragglers: 10 inside checkpoint 3, and 13 and
+  // 16, the first and last positions of checkpoint 4. Kept: 7, 8 | 9, 11, 12 | 14, 15.
+  const long = aSealedChain({ signer, events: 16, checkpoints: 4 });
+  const cut = aTruncation(long, { throughPos: 6, stragglers: [10, 13, 16] });
+
+  describe('an honest one', () => {
+    it('verifies, from the truncation record’s head, and its summary says what retention removed', async () => {
+      expect(cut.nextSeq).toBe(2);
+      const result = await verify(truncatedExportOf(long, cut), jwks);
+      expect(result).toEqual({
+        ok: true,
+        summary: {
+          chain: long.chain,
+          events: 7,
+          firstPos: 7,
+          lastPos: 16,
+          checkpoints: 3,
+          firstSeq: 2,
+          lastSeq: 4,
+          kids: [signer.kid],
+          lastSealedAt: long.segments[3].checkpoint.sealedAt,
+          head: long.segments[3].checkpoint.head,
+          truncation: { seq: 1, cutoff: CUTOFF, throughPos: 6, removed: 3 },
+        },
+      });
+      expect(describeSummary(result.summary)).toBe(
+        `OK ${long.chain}: 7 events (positions 7–16) in 3 checkpoints (2–4), signed by ${signer.kid}; ` +
+          `last sealed ${long.segments[3].checkpoint.sealedAt}; head ${long.segments[3].checkpoint.head}; ` +
+          `events before ${CUTOFF} removed by retention (positions 1–6 and 3 later)`,
+      );
+    });
+
+    it('verifies with events that carry no head', async () => {
+      const lines = truncatedExportOf(long, cut).map((l): Line =>
+        l.kind === 'event' ? { ...l, head: undefined } : l,
+      );
+      await expect(verify(lines, jwks)).resolves.toMatchObject({ ok: true, summary: { events: 7 } });
+    });
+
+    it('verifies when the first checkpoint it keeps starts right after the cut, at the record’s head', async () => {
+      const t = aTruncation(long, { throughPos: 8 });
+      const lines = truncatedExportOf(long, t);
+      expect(checkpoint(lines, 3)).toMatchObject({ firstPos: 9, prevHead: t.head });
+      const result = await verify(lines, jwks);
+      expect(result).toMatchObject({
+        ok: true,
+        summary: { events: 8, firstPos: 9, lastPos: 16, firstSeq: 3, lastSeq: 4, truncation: { removed: 0 } },
+      });
+      expect(describeSummary(result.summary)).toMatch(
+        new RegExp(
+          `; events before ${CUTOFF.replace(/\./g, '\\.')} removed by retention \\(positions 1–8\\)$`,
+        ),
+      );
+    });
+
+    it('verifies a checkpoint all of whose positions were removed: it has no event line, only its head', async () => {
+      const t = aTruncation(long, { throughPos: 6, stragglers: [9, 10, 11, 12, 14] });
+      const lines = truncatedExportOf(long, t);
+      expect(lines.slice(checkpointAt(lines, 2) + 1, checkpointAt(lines, 3) + 1).map((l) => l.kind)).toEqual([
+        'checkpoint',
+      ]);
+      await expect(verify(lines, jwks)).resolves.toMatchObject({
+        ok: true,
+        summary: { events: 5, checkpoints: 3, truncation: { throughPos: 6, removed: 5 } },
+      });
+    });
+
+    it('verifies a cut that keeps every position (throughPos 0 at the genesis head) but stragglers', async () => {
+      const t = aTruncation(long, { throughPos: 0, stragglers: [2, 3] });
+      expect(t.nextSeq).toBe(1);
+      const result = await verify(truncatedExportOf(long, t), jwks);
+      expect(result).toMatchObject({ ok: true, summary: { events: 14, firstPos: 1, firstSeq: 1 } });
+      expect(describeSummary(result.summary)).toMatch(/removed by retention \(2 positions\)$/);
+    });
+
+    it('verifies an export of the header and the truncation record only: everything sealed was removed', async () => {
+      const t = aTruncation(long, { throughPos: 16 });
+      const lines = truncatedExportOf(long, t);
+      expect(lines.map((l) => l.kind)).toEqual(['export', 'truncation']);
+      const result = await verify(lines, jwks);
+      expect(result).toMatchObject({
+        ok: true,
+        summary: {
+          events: 0,
+          checkpoints: 0,
+          truncation: { seq: 1, cutoff: CUTOFF, throughPos: 16, removed: 0 },
+        },
+      });
+      expect(describeSummary(result.summary)).toBe(
+        `OK ${long.chain}: the export holds only a truncation record: events before ${CUTOFF} removed by ` +
+          `retention (positions 1–16), and no event sealed since`,
+      );
+    });
+
+    it('verifies a range export that starts after the first checkpoint kept, still skipping the stragglers', async () => {
+      const result = await verify(truncatedExportOf(long, cut, 3), jwks);
+      expect(result).toMatchObject({
+        ok: true,
+        summary: { events: 5, firstPos: 9, lastPos: 16, firstSeq: 3, lastSeq: 4, truncation: { removed: 3 } },
+      });
+    });
+
+    it('verifies a later truncation record of the chain (its seq 2), signed by another published key', async () => {
+      const retention = aSigner('retention', new Date('2026-02-02T12:00:00Z'));
+      const t = aTruncation(long, { throughPos: 10, stragglers: [13], seq: 2, by: retention });
+      await expect(verify(truncatedExportOf(long, t), jwksOf(signer, retention))).resolves.toMatchObject({
+        ok: true,
+        summary: { firstSeq: 3, kids: [signer.kid], truncation: { seq: 2, throughPos: 10, removed: 1 } },
+      });
+    });
+  });
+
+  describe('a tampered one', () => {
+    it('refuses a truncation record signed by a key the JWKS does not hold', async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = resignTruncation(cut, aSigner());
+      expectFailure(await verify(lines, jwks), /truncation record 1 is signed by unknown key key-/);
+    });
+
+    it.each([
+      ['head', { head: 'ab'.repeat(32) }],
+      ['throughPos', { throughPos: 7 }],
+      [
+        'a removed entry',
+        { removed: [{ ...cut.removed[0], entry: 'cd'.repeat(32) }, ...cut.removed.slice(1)] },
+      ],
+      ['the removed positions', { removed: cut.removed.slice(1) }],
+      ['nextSeq', { nextSeq: 3 }],
+      ['cutoff', { cutoff: '2026-01-01T00:00:00.000000Z' }],
+    ])('refuses a truncation record whose %s was edited under its old signature', async (_f, change) => {
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = { ...cut, ...change };
+      expectFailure(await verify(lines, jwks), /truncation record 1 has an invalid signature/);
+    });
+
+    it("refuses a truncation record signed outside its key's validity window", async () => {
+      const retired = aSigner('retired', KEY_FROM, new Date('2026-02-02T12:00:00Z'));
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = resignTruncation(cut, retired);
+      expectFailure(
+        await verify(lines, jwksOf(signer, retired)),
+        /truncation record 1 was signed outside key retired's validity window/,
+      );
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, { truncatedAt: '2026-13-45T00:00:00Z' });
+      expectFailure(
+        await verify(lines, jwks),
+        /truncation record 1 was signed outside key .*'s validity window/,
+      );
+    });
+
+    it('names a kept event that was altered, in the checkpoint the cut straddles and after a straggler', async () => {
+      for (const pos of [7, 11, 14]) {
+        const lines = truncatedExportOf(long, cut);
+        lines[eventAt(lines, pos)] = { ...event(lines, pos), action: 'connection.revoked' };
+        expectFailure(
+          await verify(lines, jwks),
+          new RegExp(`event ${idOf(pos)} \\(position ${pos}\\) does not match its seal`),
+          idOf(pos),
+        );
+      }
+    });
+
+    it('names the first event of the checkpoint when a kept event without heads was altered', async () => {
+      const lines = truncatedExportOf(long, cut).map((l): Line =>
+        l.kind === 'event' ? { ...l, head: undefined } : l,
+      );
+      lines[eventAt(lines, 11)] = { ...event(lines, 11), outcome: 'denied' };
+      expectFailure(await verify(lines, jwks), /do not hash to checkpoint 3's head/, idOf(9));
+    });
+
+    it('names the event after a kept event that was removed, across a straggler too', async () => {
+      let lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 11), 1);
+      expectFailure(
+        await verify(lines, jwks),
+        /position 11 is missing: an event was removed before event/,
+        idOf(12),
+      );
+      lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 14), 1);
+      expectFailure(await verify(lines, jwks), /position 14 is missing/, idOf(15));
+      lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 8), 1);
+      expectFailure(
+        await verify(lines, jwks),
+        /after position 7 up to 8 \(checkpoint 2\) are missing/,
+        idOf(7),
+      );
+    });
+
+    it("detects a checkpoint's last kept event removed when its last position is a straggler", async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 15), 1);
+      expectFailure(
+        await verify(lines, jwks),
+        /after position 14 up to 16 \(checkpoint 4\) are missing/,
+        idOf(14),
+      );
+    });
+
+    it('detects the first kept event removed, naming the one after it', async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 7), 1);
+      expectFailure(
+        await verify(lines, jwks),
+        /events from position 7, covered by checkpoint 2, are missing/,
+        idOf(8),
+      );
+    });
+
+    it('names a removed event put back as an event line, a straggler or one before the cut', async () => {
+      const events = eventsOf(long);
+      let lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 11), 0, structuredClone(events.get(10)!));
+      expectFailure(
+        await verify(lines, jwks),
+        /event \d+ claims position 10, which truncation record 1 says retention removed: it was inserted/,
+        idOf(10),
+      );
+      lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 7), 0, structuredClone(events.get(6)!));
+      expectFailure(await verify(lines, jwks), /claims position 6, which truncation record 1/, idOf(6));
+    });
+
+    it('refuses a record that claims one more removed position, re-signed by a key the JWKS does not hold', async () => {
+      const events = eventsOf(long);
+      const lines = truncatedExportOf(long, cut);
+      const removed = [...cut.removed, { pos: 11, entry: entryHash(events.get(11)!).toString('hex') }].sort(
+        (a, b) => a.pos - b.pos,
+      );
+      lines[truncationAt(lines)] = resignTruncation(cut, aSigner(), { removed });
+      lines.splice(eventAt(lines, 11), 1);
+      expectFailure(await verify(lines, jwks), /truncation record 1 is signed by unknown key/);
+    });
+
+    it('detects a removed entry hash that is wrong in an honestly signed record, at the event after it', async () => {
+      const lines = truncatedExportOf(long, cut);
+      const removed = cut.removed.map((r) => (r.pos === 10 ? { ...r, entry: 'ef'.repeat(32) } : r));
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, { removed });
+      expectFailure(
+        await verify(lines, jwks),
+        /event \d+ \(position 11\) does not match its seal: .*, or truncation record 1 is wrong about the positions it removed/,
+        idOf(11),
+      );
+    });
+
+    it("detects a wrong removed entry at a checkpoint's last position by the checkpoint's head", async () => {
+      const lines = truncatedExportOf(long, cut);
+      const removed = cut.removed.map((r) => (r.pos === 16 ? { ...r, entry: 'ef'.repeat(32) } : r));
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, { removed });
+      expectFailure(
+        await verify(lines, jwks),
+        /events \d+…\d+ do not hash to checkpoint 4's head: .*truncation record 1 is wrong about the positions it removed/,
+        idOf(14),
+      );
+    });
+
+    it('detects a wrong entry for a checkpoint all of whose positions were removed', async () => {
+      const t = aTruncation(long, { throughPos: 6, stragglers: [9, 10, 11, 12] });
+      const lines = truncatedExportOf(long, t);
+      const removed = t.removed.map((r) => (r.pos === 11 ? { ...r, entry: 'ef'.repeat(32) } : r));
+      lines[truncationAt(lines)] = resignTruncation(t, signer, { removed });
+      expectFailure(
+        await verify(lines, jwks),
+        /positions 9–12, all removed by retention, do not hash to checkpoint 3's head/,
+      );
+    });
+
+    it('detects a wrong head in an honestly signed record, at the first event kept', async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, { head: 'ab'.repeat(32) });
+      expectFailure(await verify(lines, jwks), /event \d+ \(position 7\) does not match its seal/, idOf(7));
+    });
+
+    it('refuses a first checkpoint kept, starting right after the cut, whose prevHead is not the record’s head', async () => {
+      const t = aTruncation(long, { throughPos: 8 });
+      const lines = truncatedExportOf(long, t);
+      lines[checkpointAt(lines, 3)] = resign(checkpoint(lines, 3), signer, { prevHead: 'cd'.repeat(32) });
+      expectFailure(await verify(lines, jwks), /checkpoint 3 does not continue truncation record 1/);
+    });
+
+    it('refuses an honestly signed record with a wrong head when the first checkpoint kept starts after it', async () => {
+      const t = aTruncation(long, { throughPos: 8 });
+      let lines = truncatedExportOf(long, t);
+      lines[truncationAt(lines)] = resignTruncation(t, signer, { head: 'ab'.repeat(32) });
+      expectFailure(await verify(lines, jwks), /event \d+ \(position 9\) does not match its seal/, idOf(9));
+      lines = lines.map((l): Line => (l.kind === 'event' ? { ...l, head: undefined } : l));
+      expectFailure(await verify(lines, jwks), /checkpoint 3 does not continue truncation record 1/);
+    });
+
+    it('refuses a first checkpoint kept that starts after the cut leaves off', async () => {
+      const t = aTruncation(long, { throughPos: 6 });
+      const lines = truncatedExportOf(long, t);
+      lines[truncationAt(lines)] = resignTruncation(t, signer, {
+        throughPos: 3,
+        head: eventsOf(long).get(3)!.head!,
+      });
+      expectFailure(await verify(lines, jwks), /checkpoint 2 does not continue truncation record 1/);
+    });
+
+    it('refuses a record whose throughPos is 0 but whose head is not the genesis head', async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, { throughPos: 0, head: 'ab'.repeat(32) });
+      expectFailure(
+        await verify(lines, jwks),
+        /truncation record 1 removes no leading positions, but its head/,
+      );
+    });
+
+    it('refuses a truncation record after a checkpoint, or after an event', async () => {
+      let lines = exportOf(long);
+      lines.splice(checkpointAt(lines, 1) + 1, 0, structuredClone(cut));
+      expectFailure(
+        await verify(lines, jwks),
+        /a truncation record appears after events or checkpoints: it belongs directly after the header/,
+      );
+      lines = exportOf(long);
+      lines.splice(eventAt(lines, 1) + 1, 0, structuredClone(cut));
+      expectFailure(await verify(lines, jwks), /a truncation record appears after events/);
+    });
+
+    it('refuses two truncation records', async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines.splice(truncationAt(lines), 0, aTruncation(long, { throughPos: 2 }));
+      expectFailure(await verify(lines, jwks), /second truncation record \(after 1\)/);
+    });
+
+    it('refuses a truncation record of another chain', async () => {
+      const other = aSealedChain({ signer });
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = aTruncation(other, { throughPos: 6 });
+      expectFailure(await verify(lines, jwks), /truncation record 1 belongs to another chain/);
+    });
+
+    it('refuses an export without a start whose checkpoints from nextSeq on are missing, naming them', async () => {
+      let lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 7), checkpointAt(lines, 2) - eventAt(lines, 7) + 1);
+      expectFailure(
+        await verify(lines, jwks),
+        /checkpoint 2 is missing: an export with no start \("from"\) begins at checkpoint 2/,
+        idOf(9),
+      );
+      lines = truncatedExportOf(long, cut);
+      lines.splice(eventAt(lines, 7), checkpointAt(lines, 3) - eventAt(lines, 7) + 1);
+      expectFailure(await verify(lines, jwks), /checkpoints 2–3 are missing/, idOf(14));
+    });
+
+    it('refuses a checkpoint before the cut as the first one', async () => {
+      const lines = truncatedExportOf(long, cut);
+      lines.splice(2, 0, structuredClone(long.segments[0].checkpoint));
+      expectFailure(
+        await verify(lines, jwks),
+        /checkpoint 1 comes before checkpoint 2, the first that truncation record 1 keeps/,
+      );
+      // The same checkpoint under a record that (falsely, but signed) names it as the first one kept.
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, { nextSeq: 1 });
+      expectFailure(
+        await verify(lines, jwks),
+        /checkpoint 1 covers only positions that truncation record 1 removed \(1–6\)/,
+      );
+    });
+
+    it('refuses a range export whose first checkpoint starts inside the cut though it is not nextSeq', async () => {
+      // A record that (falsely, but signed) puts the cut at 10 while still naming checkpoint 2 as the first kept.
+      const lines = truncatedExportOf(long, cut, 3);
+      lines.splice(eventAt(lines, 9), 1);
+      lines[truncationAt(lines)] = resignTruncation(cut, signer, {
+        throughPos: 10,
+        head: eventsOf(long).get(10)!.head!,
+        removed: [],
+      });
+      expectFailure(
+        await verify(lines, jwks),
+        /checkpoint 3 starts at position 9, which truncation record 1 removed/,
+      );
+    });
+
+    it.each([
+      ['a negative throughPos', { throughPos: -1 }],
+      ['a fractional throughPos', { throughPos: 6.5 }],
+      ['a removed position not after throughPos', { removed: [{ pos: 6, entry: 'ab'.repeat(32) }] }],
+      [
+        'removed positions out of order',
+        {
+          removed: [
+            { pos: 13, entry: 'ab'.repeat(32) },
+            { pos: 10, entry: 'ab'.repeat(32) },
+          ],
+        },
+      ],
+      [
+        'a removed position twice',
+        {
+          removed: [
+            { pos: 10, entry: 'ab'.repeat(32) },
+            { pos: 10, entry: 'ab'.repeat(32) },
+          ],
+        },
+      ],
+      ['a removed entry that is not lowercase hex', { removed: [{ pos: 10, entry: 'AB'.repeat(32) }] }],
+      ['a removed entry without its hash', { removed: [{ pos: 10 }] }],
+      ['a nextSeq of 0', { nextSeq: 0 }],
+      ['a cutoff that is no ISO timestamp', { cutoff: 'last March' }],
+      ['a truncatedAt that is no ISO timestamp', { truncatedAt: 1767225600000 }],
+    ])('refuses a truncation line with %s as malformed', async (_what, change) => {
+      const lines = truncatedExportOf(long, cut);
+      lines[truncationAt(lines)] = { ...cut, ...(change as Partial<TruncationLine>) };
+      expectFailure(await verify(lines, jwks), /malformed truncation line/);
+    });
+  });
+
+  it('signs the JCS of the record without "sig", like a checkpoint', () => {
+    const { sig, ...body } = truncation(truncatedExportOf(long, cut));
+    expect(signingInput(body).toString('utf8')).toBe(jcs(body));
+    expect(
+      crypto.verify(
+        null,
+        signingInput(body),
+        crypto.createPublicKey(signer.key),
+        Buffer.from(sig, 'base64url'),
+      ),
+    ).toBe(true);
   });
 });
 
