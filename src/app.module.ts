@@ -31,8 +31,15 @@ export interface Runtime {
 
 @Module({})
 export class AppModule {
-  /** `opened`: see DatabaseModule.forRoot. */
-  static register(rt: Runtime, opened: DataSource[] = []): DynamicModule {
+  /**
+   * `opened`: see DatabaseModule.forRoot. `background: false` (the `custos` CLI) leaves out what runs besides
+   * the services: no first admin key, no refresh queue, no jobs, no sealer.
+   */
+  static register(
+    rt: Runtime,
+    opened: DataSource[] = [],
+    opts: { background?: boolean } = {},
+  ): DynamicModule {
     const { role } = rt.config;
     return {
       module: AppModule,
@@ -54,7 +61,7 @@ export class AppModule {
           inject: [LOGGER],
           useFactory: (logger: Logger) => new CustosExceptionFilter(logger),
         },
-        Background,
+        ...(opts.background === false ? [] : [Background]),
       ],
     };
   }

@@ -3,8 +3,16 @@
  * The `custos` command line (dist/src/cli.js, the package's `custos` bin):
  *   custos migrate                                  applies the database migrations (npm run migration:run)
  *   custos audit verify <export> --jwks <file|url>  checks a sealed audit export (docs/audit-format.md)
+ *   custos doctor                                   checks the configuration and what it points at
+ *   custos tenants|admin-keys|connectors|identity-providers|key-backend|audit export …
+ *                                                   the admin API's operations, through the same services
+ *                                                   (cli/admin.ts), configured by the same CUSTOS_* variables
  * `audit verify` loads only the audit format, so it works offline on a machine with nothing configured: the
- * configuration, database, Nest and embedded PostgreSQL modules are imported inside `migrate` alone.
+ * configuration, database, Nest and embedded PostgreSQL modules are imported by the other commands alone.
+ *
+ * Exit status: 0 done; 1 refused (bad input, unknown record: the stable error code is printed) or, for verify
+ * and doctor, failed; 2 a wrong command line or configuration, or an unreadable input; 3 Custos could not do it
+ * (database, key backend or Redis unavailable, or an unexpected error).
  */
 import fs from 'node:fs';
 import readline from 'node:readline';
@@ -18,7 +26,12 @@ commands:
   audit verify <export-file> --jwks <file|url>  verify a sealed audit export (custos-audit/1) against the
                                                 chain's JWKS, offline (- reads the export from stdin);
                                                 exit 0 verified, 1 failed, 2 unreadable
+  doctor [--json]                               check the configuration, database, key backends, Redis,
+                                                outbound allow-list and audit sealing; exit 1 on a failure
   help                                          show this help
+
+administration (the admin API's operations, as the platform operator; JSON answers on stdout):
+%ADMIN%
 `;
 
 const VERIFY_USAGE = 'usage: custos audit verify <export-file | -> --jwks <file|url>\n';
@@ -167,19 +180,56 @@ async function auditVerify(args: string[]): Promise<number> {
   }
 }
 
+/** The administration commands' module, loaded (with Nest and the services) only when one is run. */
+const admin = () => import('./cli/admin.js');
+
+async function openContext() {
+  await import('reflect-metadata');
+  const { openCliContext } = await import('./cli/context.js');
+  return openCliContext();
+}
+
+async function usage(): Promise<string> {
+  return USAGE.replace('%ADMIN%', (await admin()).adminUsage());
+}
+
+async function runDoctor(args: string[]): Promise<number> {
+  let values: { json?: boolean };
+  try {
+    ({ values } = parseArgs({ args, options: { json: { type: 'boolean' } }, allowPositionals: false }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  await import('reflect-metadata');
+  const { doctor, formatChecks } = await import('./cli/doctor.js');
+  const checks = await doctor(undefined, openContext);
+  process.stdout.write(values.json ? `${JSON.stringify({ checks }, null, 2)}\n` : formatChecks(checks));
+  return checks.some((c) => c.status === 'fail') ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== 'audit' || rest[0] === 'export') {
+    const { isAdminGroup, runAdmin } = await admin();
+    if (isAdminGroup(command) && (command !== 'audit' || rest[0] === 'export')) {
+      return runAdmin(argv, openContext);
+    }
+  }
   switch (command) {
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(USAGE);
+      process.stdout.write(await usage());
       return 0;
     case 'migrate':
       return migrate();
+    case 'doctor':
+      return runDoctor(rest);
     case 'audit':
       if (rest[0] === 'verify') return auditVerify(rest.slice(1));
-      throw new UsageError(rest[0] ? `unknown audit command ${rest[0]}` : 'audit needs a command: verify');
+      throw new UsageError(
+        rest[0] ? `unknown audit command ${rest[0]}` : 'audit needs a command: verify, export',
+      );
     case undefined:
       throw new UsageError('a command is missing');
     default:
@@ -193,18 +243,30 @@ main(argv).then(
     // Not process.exit(): it could cut off output still on its way to a pipe.
     process.exitCode = status;
   },
-  (err: unknown) => {
+  async (err: unknown) => {
+    const { CliRefusal, CliUsageError } = await admin();
+    const { ConfigError } = await import('./config/config.js');
     if (err instanceof UsageError) {
       process.stderr.write(
-        `custos: ${printable(err.message)}\n${argv[0] === 'audit' ? VERIFY_USAGE : USAGE}`,
+        `custos: ${printable(err.message)}\n${argv[0] === 'audit' ? VERIFY_USAGE : await usage()}`,
       );
+      process.exitCode = 2;
+    } else if (err instanceof CliUsageError) {
+      process.stderr.write(`custos: ${printable(err.message)}\n${err.usage}`);
       process.exitCode = 2;
     } else if (err instanceof InputError) {
       process.stderr.write(`custos audit verify: ${printable(err.message)}\n`);
       process.exitCode = 2;
+    } else if (err instanceof ConfigError) {
+      // Named variable, never its value.
+      process.stderr.write(`custos: configuration error: ${err.message.replace(/[\r\n]+/g, ' ')}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof CliRefusal) {
+      process.stderr.write(`custos ${argv.slice(0, 2).join(' ')}: ${err.code}: ${printable(err.message)}\n`);
+      process.exitCode = 1;
     } else {
-      process.stderr.write(`custos ${argv[0]}: ${(err as Error).message}\n`);
-      process.exit(1);
+      process.stderr.write(`custos ${argv[0]}: ${printable((err as Error).message)}\n`);
+      process.exit(3);
     }
   },
 );
