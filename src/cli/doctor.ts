@@ -33,7 +33,10 @@ function within<T>(p: Promise<T>, ms = CHECK_MS): Promise<T> {
 
 const reason = (err: unknown) => ((err as Error).message || String(err)).replace(/\s+/g, ' ').slice(0, 300);
 
-export async function doctor(env: NodeJS.ProcessEnv, open: () => Promise<CliContext>): Promise<Check[]> {
+export async function doctor(
+  env: Record<string, string | undefined> | undefined,
+  open: () => Promise<CliContext>,
+): Promise<Check[]> {
   const checks: Check[] = [];
   const add = (name: string, status: CheckStatus, detail: string) => checks.push({ name, status, detail });
   let config: Config;
