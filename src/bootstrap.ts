@@ -12,6 +12,7 @@ import { Background } from './background.js';
 import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { answerFrameworkError } from './http/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
+import { installHttpMetrics } from './common/http-metrics.js';
 import { fastifyTrustProxy } from './common/rate-limit.js';
 import { installInputGuards } from './common/validation.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
@@ -91,6 +92,7 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       done();
     });
     installInputGuards(fastify);
+    installHttpMetrics(app);
     const access = accessLogger(logger);
     fastify.addHook('onResponse', (req, reply, done) => {
       // Probes and scrapes come every few seconds: a healthy one is logged at debug, not as an access line.
@@ -129,16 +131,23 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
       url = `http://${host}:${port}`;
       const embedded = !config.databaseUrl;
       const adminKeyFile = path.join(config.dataDir, 'bootstrap-admin-key');
-      // The start-up summary: where to go, what it runs on, where the first admin key is (never the key).
+      // Where people and links reach it (CUSTOS_PUBLIC_URL), when that differs from the listening address.
+      const publicUrl = config.port !== 0 ? config.publicUrl : url;
+      // The start-up summary: where to go, what it runs on, where the first admin key is (never a secret:
+      // no URL with its password, no key, only where keys come from).
       logger.info(
         {
           url,
-          ...(config.role !== 'worker' && { docs: `${url}/docs` }),
+          ...(publicUrl !== url && { publicUrl }),
+          ...(config.role !== 'worker' && { docs: `${publicUrl}/docs` }),
           role: config.role,
-          jobs: jobs.kind,
+          jobs: jobs.kind === 'bullmq' ? 'redis (BullMQ)' : 'in-process',
           database: embedded ? 'embedded' : 'external',
           ...((embedded || !config.rootKeys) && { dataDir: config.dataDir }),
-          rootKey: config.rootKeys ? 'configured' : 'local file (development only)',
+          keyBackend: 'managed',
+          rootKeySource: config.rootKeys
+            ? `CUSTOS_ROOT_KEYS (${keyring.currentVersion} wraps)`
+            : `local file ${path.join(config.dataDir, 'root-keys')} (development only)`,
           ...(!config.bootstrapAdminKey && fs.existsSync(adminKeyFile) && { adminKeyFile }),
         },
         'Custos is listening',

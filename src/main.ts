@@ -2,7 +2,10 @@
 import 'reflect-metadata';
 import { startCustos } from './bootstrap.js';
 import { ConfigError, loadConfig } from './config/config.js';
-import { createLogger } from './common/logger.js';
+import { createLogger, logDestination, type LogFormat } from './common/logger.js';
+
+/** The configured log format once known, so that a failed start is reported in it too. */
+let logFormat: LogFormat = 'json';
 
 /** A configuration mistake is the operator's to fix: one line naming the variable, no stack trace. */
 function exitOnConfigError(err: ConfigError): never {
@@ -13,7 +16,8 @@ function exitOnConfigError(err: ConfigError): never {
 async function main(): Promise<void> {
   // Everything is validated here, before any server (embedded PostgreSQL included) starts.
   const config = loadConfig();
-  const logger = createLogger(config.logLevel);
+  logFormat = config.logFormat;
+  const logger = createLogger(config.logLevel, logDestination(logFormat));
   const custos = await startCustos({ config, logger });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
@@ -44,7 +48,7 @@ async function main(): Promise<void> {
 main().catch((err: unknown) => {
   if (err instanceof ConfigError) exitOnConfigError(err);
   const e = err as Error;
-  createLogger('error').fatal(
+  createLogger('error', logDestination(logFormat)).fatal(
     { err: { name: e?.name, message: e?.message, stack: e?.stack } },
     'Custos failed to start',
   );

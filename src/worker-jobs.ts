@@ -1,5 +1,6 @@
 /** The worker role's periodic jobs, registered on the job runner the role was given. */
 import { Inject, Injectable } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { AuditRetention } from './audit/audit-retention.js';
 import { LOGGER } from './common/logger.js';
@@ -12,6 +13,7 @@ import { KeyBackendService } from './crypto/key-backend.service.js';
 import { UsedAssertionsRepository } from './identity/used-assertions.repository.js';
 import type { JobRunner } from './jobs/job-runner.js';
 import type { RefreshQueue } from './jobs/refresh-queue.js';
+import { TenantDeletionService } from './tenants/tenant-deletion.service.js';
 
 @Injectable()
 export class WorkerJobs {
@@ -25,6 +27,7 @@ export class WorkerJobs {
     @Inject(UsedAssertionsRepository) private readonly usedAssertions: UsedAssertionsRepository,
     @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
     @Inject(AuditRetention) private readonly auditRetention: AuditRetention,
+    @Inject(ModuleRef) private readonly modules: ModuleRef,
   ) {}
 
   register(jobs: JobRunner, refreshQueue: RefreshQueue | null): void {
@@ -66,5 +69,12 @@ export class WorkerJobs {
     // The audit trail's coming months' partitions, and CUSTOS_AUDIT_RETENTION_MONTHS.
     const retention = this.auditRetention;
     jobs.register('audit.partitions-and-retention', 60 * 60_000, () => retention.maintain());
+    // Deleted tenants, crypto-shredded once their tokens are revoked at the providers (or a day has passed).
+    // TenantsModule is not among this module's imports: its service is found in the application.
+    const deletions = this.modules.get(TenantDeletionService, { strict: false });
+    jobs.register('tenants.shred-deleted', 60_000, async () => {
+      const n = await deletions.shredDue();
+      if (n > 0) logger.info({ count: n }, 'deleted tenants shredded');
+    });
   }
 }

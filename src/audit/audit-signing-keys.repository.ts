@@ -5,6 +5,10 @@ import { DataSource, type EntityManager } from 'typeorm';
 export interface SigningKeyRow {
   kid: string;
   chain: string;
+  /**
+   * Whose key backend seals the private part: the chain's tenant, or null for the platform's root keyring (the
+   * platform chain's keys, and those of a tenant chain whose tenant is deleted; the chain keeps its id).
+   */
   tenant_id: string | null;
   public_jwk: Record<string, unknown>;
   sealed_key: Buffer;
@@ -45,6 +49,14 @@ export class AuditSigningKeysRepository {
        VALUES ($1, $2, $3, $4, $5, $6)`,
       [k.kid, k.chain, k.tenantId, JSON.stringify(k.publicJwk), k.sealedKey, k.validFrom],
     );
+  }
+
+  /** Replaces a key's sealed private part with one the platform's root keyring seals (tenant_id NULL). */
+  async reprotect(m: EntityManager, kid: string, sealedKey: Buffer): Promise<void> {
+    await m.query('UPDATE audit_signing_keys SET sealed_key = $2, tenant_id = NULL WHERE kid = $1', [
+      kid,
+      sealedKey,
+    ]);
   }
 
   /** Ends a key's signing window (when its successor takes over). */

@@ -4,11 +4,12 @@
  * CUSTOS_AUDIT_SIGNING_KEY_ROTATION_DAYS with the next key published CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS
  * before it signs, and published, all of them with their validity windows, as a JWKS. An old key stays in
  * the JWKS for ever: it still verifies the checkpoints it signed. A key that can no longer be opened at all is
- * replaced at once (audited as audit.signing_key.replaced).
+ * replaced at once (audited as audit.signing_key.replaced). When a tenant is deleted, its chain's keys pass to
+ * the platform's protection (transferToPlatform), and so do the chain's later keys (SigningKeyProtector.protectorOf).
  */
 import crypto from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { CustosException } from '../common/errors.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { AuditService, systemActor } from './audit.service.js';
@@ -97,13 +98,15 @@ export class AuditSigningKeys {
     replacedBecause?: string,
   ): Promise<void> {
     const tenantId = tenantOfChain(chain);
+    // A tenant being deleted, or gone, no longer protects its chain's keys: the platform does.
+    const protectedBy = tenantId === null ? null : await this.protection.protectorOf(tenantId);
     const kid = crypto.randomUUID();
     const seed = crypto.randomBytes(32);
     let jwk: AuditJwk;
     let sealedKey: Buffer;
     try {
       jwk = publicJwk(ed25519FromSeed(seed), kid, validFrom, null);
-      sealedKey = await this.protection.seal(tenantId, kid, seed);
+      sealedKey = await this.protection.seal(protectedBy, kid, seed);
     } finally {
       seed.fill(0);
     }
@@ -113,7 +116,17 @@ export class AuditSigningKeys {
       const keys = await this.rows.forChain(chain, m);
       const newest = keys[keys.length - 1];
       if (previous === null ? keys.length > 0 : newest?.kid !== previous) return;
-      await this.rows.insert(m, { kid, chain, tenantId, publicJwk: stored, sealedKey, validFrom });
+      // The chain passed to the platform's protection meanwhile (its tenant was shredded): this key, sealed by
+      // the tenant, is dropped, and the caller's next turn makes one the platform protects.
+      if (protectedBy !== null && newest?.tenant_id === null) return;
+      await this.rows.insert(m, {
+        kid,
+        chain,
+        tenantId: protectedBy,
+        publicJwk: stored,
+        sealedKey,
+        validFrom,
+      });
       if (previous) await this.rows.retire(m, previous, validFrom);
       await this.audit.record(
         {
@@ -131,6 +144,54 @@ export class AuditSigningKeys {
         m,
       );
     });
+  }
+
+  /**
+   * Hands a tenant chain's signing keys to the platform's protection, in the caller's transaction: the tenant is
+   * being shredded, and its data keys go in the same transaction. Each key whose window has not ended is opened
+   * under the tenant's key backend and wrapped again by the platform's root keyring, keeping its kid and
+   * window, so the chain goes on being sealed, and verified, as before (audited in the chain as
+   * audit.signing_key.reprotected). A key whose window has ended never signs again: its private part goes with
+   * the tenant's data keys. Keys that cannot be opened (the tenant's key backend unreachable or refusing) are
+   * listed and left: the caller decides whether to wait; left, such a key is replaced by the sealer the next
+   * time it is needed (audit.signing_key.replaced), by a key the platform protects.
+   */
+  async transferToPlatform(
+    m: EntityManager,
+    chain: string,
+    now = new Date(),
+  ): Promise<{ moved: string[]; unopenable: { kid: string; code: string }[] }> {
+    const moved: string[] = [];
+    const unopenable: { kid: string; code: string }[] = [];
+    await this.rows.lockChain(m, chain);
+    for (const k of await this.rows.forChain(chain, m)) {
+      if (k.tenant_id === null || (k.valid_until !== null && k.valid_until <= now)) continue;
+      let seed: Buffer;
+      try {
+        seed = await this.protection.open(k.tenant_id, k.kid, k.sealed_key);
+      } catch (err) {
+        if (!(err instanceof CustosException)) throw err;
+        unopenable.push({ kid: k.kid, code: err.code });
+        continue;
+      }
+      try {
+        await this.rows.reprotect(m, k.kid, await this.protection.seal(null, k.kid, seed));
+      } finally {
+        seed.fill(0);
+      }
+      await this.audit.record(
+        {
+          tenantId: tenantOfChain(chain),
+          action: 'audit.signing_key.reprotected',
+          outcome: 'allowed',
+          actor: systemActor,
+          details: { kid: k.kid, protectedBy: 'platform', reason: 'tenant_deleted' },
+        },
+        m,
+      );
+      moved.push(k.kid);
+    }
+    return { moved, unopenable };
   }
 
   /** The chain's public keys with their windows, oldest first. */

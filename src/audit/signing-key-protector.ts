@@ -7,6 +7,12 @@
 import { Injectable } from '@nestjs/common';
 
 export interface SigningKeyProtector {
+  /**
+   * Whose key backend protects a new key of this tenant's chain: the tenant's (its id) while the tenant exists
+   * and is not being deleted, else the platform's (null). A deleted tenant's chain stays sealable with no keys
+   * of the tenant left.
+   */
+  protectorOf(tenantId: string): Promise<string | null>;
   /** Seals a 32-byte Ed25519 seed for a chain's key (tenant: the tenant's key backend; null: the platform's). */
   seal(tenantId: string | null, kid: string, seed: Buffer): Promise<Buffer>;
   /** Opens what `seal` returned for the same tenant and kid. */
@@ -25,6 +31,10 @@ export class SigningKeyProtection implements SigningKeyProtector {
     // Fails closed: without a key backend nothing is signed (the events stay linked and wait).
     if (!this.impl) throw new Error('no signing key protector is registered');
     return this.impl;
+  }
+
+  protectorOf(tenantId: string): Promise<string | null> {
+    return this.protector.protectorOf(tenantId);
   }
 
   seal(tenantId: string | null, kid: string, seed: Buffer): Promise<Buffer> {

@@ -147,6 +147,21 @@ const commands: Record<string, Record<string, Command>> = {
       summary: 'show a tenant',
       run: (ctx, a) => get(ctx, TenantsService).getTenant(tenantId(a['tenant-id'])),
     },
+    delete: {
+      args: ['tenant-id'],
+      options: { confirm: { type: 'string' } },
+      summary:
+        'delete a tenant (--confirm <its current name>): its keys and connectors stop at once, its tokens are revoked at providers, then its data keys are destroyed (crypto-shredding); its audit trail stays',
+      run: (ctx, a, o) =>
+        get(ctx, TenantsService).deleteTenant(cliActor(), tenantId(a['tenant-id']), {
+          confirmName: typeof o.confirm === 'string' ? o.confirm : '',
+        }),
+    },
+    'deletion-status': {
+      args: ['tenant-id'],
+      summary: "a deletion's progress (not_found once the tenant is shredded)",
+      run: (ctx, a) => get(ctx, TenantsService).deletionStatus(tenantId(a['tenant-id'])),
+    },
   },
   'admin-keys': {
     issue: {

@@ -1,7 +1,11 @@
-/** Structured JSON logs (pino) with central secret redaction and the request id on every line. */
+/**
+ * Structured JSON logs (pino) with central secret redaction and the request id on every line; the same lines
+ * made readable (pino-pretty) for a person at a terminal.
+ */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { LoggerService } from '@nestjs/common';
 import { pino, type Logger } from 'pino';
+import { isColorSupported, prettyFactory } from 'pino-pretty';
 
 export interface RequestContext {
   requestId: string;
@@ -67,6 +71,52 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     },
     destination,
   );
+}
+
+/** `CUSTOS_LOG_FORMAT`: `auto` is pretty for a person at a terminal and JSON for everything else. */
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+/**
+ * JSON unless pretty is asked for, or left to `auto` while stdout is a terminal. Log collectors (a container
+ * runtime, systemd's journal, a pipe) never present a terminal, so production stays JSON without a setting.
+ */
+export function resolveLogFormat(format: LogFormat, stdoutIsTty: boolean): 'json' | 'pretty' {
+  switch (format) {
+    case 'json':
+    case 'pretty':
+      return format;
+    case 'auto':
+      return stdoutIsTty ? 'pretty' : 'json';
+  }
+}
+
+/** Where text goes: process.stdout, or a test's buffer. */
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+/**
+ * A destination that rewrites each JSON line as pino-pretty's readable form. Pino redacts while it serialises,
+ * before the line reaches any destination, so a pretty line hides exactly what the JSON line hides. Each line
+ * is written at once (no transport thread, no buffer), so the last line before process.exit() is not lost.
+ */
+export function prettyDestination(out: TextSink, colorize: boolean): pino.DestinationStream {
+  const prettify = prettyFactory({ colorize, translateTime: 'SYS:HH:MM:ss.l' });
+  return { write: (line: string) => void out.write(prettify(line)) };
+}
+
+/**
+ * The destination for a format: undefined (pino's own JSON destination on stdout) or pretty lines on stdout,
+ * coloured when that is a terminal which takes colours (`NO_COLOR` and `TERM=dumb` turn colours off).
+ */
+export function logDestination(
+  format: LogFormat,
+  stdout: TextSink & { isTTY?: boolean } = process.stdout,
+): pino.DestinationStream | undefined {
+  const tty = stdout.isTTY === true;
+  return resolveLogFormat(format, tty) === 'json'
+    ? undefined
+    : prettyDestination(stdout, tty && isColorSupported);
 }
 
 /** Nest's logger interface over pino, so framework messages get the same format and redaction. */

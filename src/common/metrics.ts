@@ -15,6 +15,14 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Lookups of unwrapped data keys (a hit costs no key-backend call; a miss unwraps or joins an unwrap in progress). */
+  readonly dataKeyCache = new Counter({
+    name: 'custos_data_key_cache_lookups_total',
+    help: 'Lookups of the unwrapped data-key cache by result: hit, miss (unwrapped, or waited for an unwrap in progress).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   readonly tokenRequests = new Counter({
     name: 'custos_token_requests_total',
     help: 'Token endpoint answers by outcome: released, denied, consent_required, throttled, unavailable.',

@@ -323,6 +323,12 @@ export const variables = {
     sensitive: false,
     description: 'Log level.',
   },
+  CUSTOS_LOG_FORMAT: {
+    schema: z.enum(['auto', 'json', 'pretty']).default('auto'),
+    sensitive: false,
+    description:
+      'Log lines as `json`, or `pretty` (readable, pino-pretty); `auto`: pretty when stdout is a terminal, JSON otherwise.',
+  },
 } satisfies Record<string, VariableSpec>;
 
 type Vars = typeof variables;
@@ -375,6 +381,7 @@ export interface Config {
   /** Where the sealed trail is forwarded: 'stdout', an http(s) URL, or nowhere. */
   auditForward: { to: 'stdout' } | { to: 'webhook'; url: string; secret: string } | null;
   logLevel: Env['CUSTOS_LOG_LEVEL'];
+  logFormat: Env['CUSTOS_LOG_FORMAT'];
 }
 
 export class ConfigError extends Error {}
@@ -496,6 +503,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     auditSigningKeyOverlapHours: e.CUSTOS_AUDIT_SIGNING_KEY_OVERLAP_HOURS,
     auditForward: auditForward(e.CUSTOS_AUDIT_FORWARD, e.CUSTOS_AUDIT_FORWARD_SECRET),
     logLevel: e.CUSTOS_LOG_LEVEL,
+    logFormat: e.CUSTOS_LOG_FORMAT,
   };
 }
 

@@ -120,22 +120,23 @@ export class ConnectSessionsRepository {
     return (res as [unknown, number])[1];
   }
 
-  /** The session behind a link's token (any status), with its tenant. */
+  /** The session behind a link's token (any status), with its tenant; none once the tenant is being deleted. */
   async findByTokenHash(tokenHash: Buffer): Promise<FlowSessionRow | undefined> {
     const rows: FlowSessionRow[] = await this.db.query(
       `SELECT ${flowColumns}
-             FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id WHERE s.token_hash = $1`,
+         FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id
+        WHERE s.token_hash = $1 AND t.deletion_requested_at IS NULL`,
       [tokenHash],
     );
     return rows[0];
   }
 
-  /** The session an authorization response's state belongs to (any status), with its tenant. */
+  /** The session an authorization response's state belongs to (any status), with its tenant (not being deleted). */
   async findByStateHash(stateHash: Buffer, provider: string): Promise<FlowSessionRow | undefined> {
     const rows: FlowSessionRow[] = await this.db.query(
       `SELECT ${flowColumns}
          FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id
-        WHERE s.state_hash = $1 AND s.provider = $2`,
+        WHERE s.state_hash = $1 AND s.provider = $2 AND t.deletion_requested_at IS NULL`,
       [stateHash, provider],
     );
     return rows[0];

@@ -3,22 +3,27 @@
  * app. The local secret is already gone when this runs; a provider outage only delays this. Failures retry
  * with exponential backoff (30 s doubling, capped at an hour) up to MAX_ATTEMPTS, then the token is erased
  * and the give-up is audited. A row is claimed with SKIP LOCKED, so replicas never revoke twice at once.
+ *
+ * Also connections' side of a tenant's deletion (registered with TenantDeletionService at start-up, since
+ * tenants/ sits below connections/): the request revokes every live connection of the tenant and queues its
+ * tokens here; shredding waits until this queue has none of the tenant's left, then drops whatever remains.
  */
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { DataSource } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { AuditService } from '../audit/audit.service.js';
 import { LOGGER } from '../common/logger.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { ProviderAppsService } from '../providers/provider-apps.service.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
 import { ProviderOAuthClient } from '../providers/oauth-client.js';
+import { TenantDeletionService } from '../tenants/tenant-deletion.service.js';
 import { PendingRevocationsRepository, type PendingRevocationRow } from './pending-revocations.repository.js';
 
 const MAX_ATTEMPTS = 10;
 
 @Injectable()
-export class ProviderRevocationService {
+export class ProviderRevocationService implements OnModuleInit {
   constructor(
     @Inject(DataSource) private readonly db: DataSource,
     @Inject(PendingRevocationsRepository) private readonly pending: PendingRevocationsRepository,
@@ -28,7 +33,35 @@ export class ProviderRevocationService {
     @Inject(ProviderRegistry) private readonly providers: ProviderRegistry,
     @Inject(ProviderOAuthClient) private readonly oauth: ProviderOAuthClient,
     @Inject(LOGGER) private readonly log: Logger,
+    @Inject(TenantDeletionService) private readonly deletions: TenantDeletionService,
   ) {}
+
+  onModuleInit(): void {
+    this.deletions.registerParticipant({
+      name: 'connections',
+      requested: (m, tenantId) => this.revokeTenant(m, tenantId),
+      outstanding: (tenantId) => this.pending.countForTenant(this.db.manager, tenantId),
+      shredding: async (m, tenantId) => ({
+        connectionsDestroyed: await this.pending.connectionsOfTenant(m, tenantId),
+        revocationsAbandoned: await this.pending.deleteForTenant(m, tenantId),
+      }),
+    });
+  }
+
+  /**
+   * A tenant being deleted, in the request's transaction: every live connection is revoked (its secrets
+   * destroyed, a tombstone kept until shredding) and the tokens of those whose provider has an RFC 7009
+   * endpoint are queued here, refresh token first, as when one connection is revoked.
+   */
+  async revokeTenant(m: EntityManager, tenantId: string): Promise<Record<string, number>> {
+    const revocable: string[] = [];
+    for (const provider of await this.pending.liveOauthProvidersOfTenant(m, tenantId)) {
+      const definition = await this.providers.get(tenantId, provider, { fresh: true, manager: m });
+      if (definition?.oauth2?.revocationUrl) revocable.push(provider);
+    }
+    const { connections, queued } = await this.pending.revokeAllOfTenant(m, tenantId, revocable);
+    return { connectionsRevoked: connections, revocationsQueued: queued };
+  }
 
   /** Processes due revocations (of one connection, or all); returns how many tokens were revoked. */
   async processDue(connectionId?: string, limit = 100): Promise<number> {

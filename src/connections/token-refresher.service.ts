@@ -20,6 +20,7 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
+import { Histogram } from 'prom-client';
 import { DataSource } from 'typeorm';
 import { AuditService, systemActor } from '../audit/audit.service.js';
 import { CommonException, CustosException } from '../common/errors.js';
@@ -69,6 +70,7 @@ export class TokenRefresher {
   /** Background refreshes in flight in this process: in all, and per provider. */
   readonly limiter: RefreshLimiter;
   private readonly leaseSeconds: number;
+  private readonly lag: Histogram<'trigger'>;
 
   constructor(
     @Inject(CONFIG) private readonly config: Config,
@@ -86,6 +88,13 @@ export class TokenRefresher {
   ) {
     this.limiter = new RefreshLimiter(config.refreshConcurrency, config.refreshPerProvider);
     this.leaseSeconds = config.refreshLeaseSeconds;
+    this.lag = new Histogram({
+      name: 'custos_token_refresh_lag_seconds',
+      help: 'How late a due refresh reached the provider (after its due time, or its retry time after a failure), by trigger: background (refresh-ahead), read (a request found the token due).',
+      labelNames: ['trigger'] as const,
+      buckets: [0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600],
+      registers: [metrics.registry],
+    });
   }
 
   /** A fresh access token for the connection; one refresh per connection at a time, here and everywhere. */
@@ -118,7 +127,7 @@ export class TokenRefresher {
       await this.release(leased.id);
       return 'not_due';
     }
-    const run = this.refreshLeased(leased);
+    const run = this.refreshLeased(leased, 'background');
     this.inflight.set(connectionId, run);
     try {
       await run;
@@ -187,7 +196,7 @@ export class TokenRefresher {
       const leased = await this.lease(tenantId, connectionId);
       if (leased) {
         try {
-          return await this.refreshLeased(leased);
+          return await this.refreshLeased(leased, 'read');
         } catch (err) {
           if (!(err instanceof RefreshSuperseded)) throw err;
           // Written meanwhile: read the row again (the new credential is served, or refreshed if due).
@@ -233,7 +242,7 @@ export class TokenRefresher {
     return this.rows.releaseRefreshLease(connectionId, this.owner);
   }
 
-  private async refreshLeased(row: LeasedRow): Promise<FreshToken> {
+  private async refreshLeased(row: LeasedRow, trigger: 'background' | 'read'): Promise<FreshToken> {
     const release = () => this.release(row.id);
     try {
       if (row.status !== 'active' || !row.secret) {
@@ -273,6 +282,10 @@ export class TokenRefresher {
       // stands between the provider's answer and the commit.
       const sealing = await this.dataKeys.sealingKey(row.tenant_id);
       let next: Awaited<ReturnType<ProviderOAuthClient['refresh']>>;
+      if (row.refresh_due_at) {
+        const due = Math.max(row.refresh_due_at.getTime(), row.refresh_retry_at?.getTime() ?? 0);
+        this.lag.observe({ trigger }, Math.max(0, Date.now() - due) / 1000);
+      }
       try {
         this.providerCalls++;
         // The call ends well inside the lease, so that nobody takes the lease over while an answer is coming.

@@ -1,7 +1,9 @@
 /**
  * Keeps the audit trail's checkpoint signing keys sealed: a tenant's under the tenant's data keys (so its
  * key backend, managed or BYOK, protects them and key migrations carry them along), the platform chain's
- * wrapped directly by the managed root keyring. Registered with audit/'s SigningKeyProtection at start-up.
+ * wrapped directly by the managed root keyring. A tenant being deleted (or gone) has its chain's keys wrapped
+ * like the platform's, so that its chain stays sealable once its data keys are shredded (the chain keeps its
+ * id). Registered with audit/'s SigningKeyProtection at start-up.
  */
 import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import { SigningKeyProtection, type SigningKeyProtector } from '../audit/signing-key-protector.js';
@@ -23,6 +25,10 @@ export class AuditSigningKeyProtector implements SigningKeyProtector, OnModuleIn
 
   onModuleInit(): void {
     this.protection.register(this);
+  }
+
+  async protectorOf(tenantId: string): Promise<string | null> {
+    return (await this.dataKeys.acceptsNewSecrets(tenantId)) ? tenantId : null;
   }
 
   async seal(tenantId: string | null, kid: string, seed: Buffer): Promise<Buffer> {

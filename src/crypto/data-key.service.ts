@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
-import { DataSource } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { CONFIG, type Config } from '../config/config.js';
 import { CommonException } from '../common/errors.js';
 import { Metrics } from '../common/metrics.js';
@@ -61,7 +61,12 @@ export class DataKeyService {
     return this.config.dataKeyCacheTtlSeconds * 1000;
   }
 
-  /** The data key new secrets of this tenant are sealed under (creating a new epoch when due). */
+  /**
+   * The data key new secrets of this tenant are sealed under (creating a new epoch when due). A tenant being
+   * deleted, or unknown, gets none (404, as for an unknown tenant): nothing new is sealed under keys about to
+   * be shredded. A process that remembers the current epoch checks that only when it reads the epoch again
+   * (within a minute), or at once after the deletion request's flush of epochs (KeyCacheBus, scope `epoch`).
+   */
   async sealingKey(tenantId: string): Promise<{ dataKeyId: string; key: Buffer }> {
     const now = Date.now();
     const maxAge = this.config.dataKeyMaxAgeDays * DAY_MS;
@@ -69,7 +74,9 @@ export class DataKeyService {
     if (cur && cur.expiresAt > now && now - cur.createdAt < maxAge) {
       return { dataKeyId: cur.dataKeyId, key: await this.keyById(tenantId, cur.dataKeyId) };
     }
-    let row = await this.rows.latest(tenantId);
+    const state = await this.rows.sealingState(tenantId);
+    if (!state.accepting) throw new CommonException('not_found', 'Tenant not found');
+    let row = state.latest;
     if (!row || now - row.created_at.getTime() >= maxAge)
       row = await this.createEpoch(tenantId, row?.epoch ?? 0);
     this.current.set(tenantId, {
@@ -100,6 +107,7 @@ export class DataKeyService {
   async keyById(tenantId: string, dataKeyId: string): Promise<Buffer> {
     const hit = this.keys.get(dataKeyId);
     if (hit) {
+      this.metrics.dataKeyCache.inc({ result: 'hit' });
       if (hit.tenantId !== tenantId)
         throw new CryptoException('decryption_failed', 'Data key does not belong to tenant');
       return hit.key;
@@ -107,6 +115,16 @@ export class DataKeyService {
     const row = await this.rows.byId(tenantId, dataKeyId);
     if (!row) throw new CryptoException('decryption_failed', 'Unknown data key');
     return this.unwrapCached(row);
+  }
+
+  /** Whether the tenant takes new secrets: it exists and its deletion was not requested. */
+  async acceptsNewSecrets(tenantId: string): Promise<boolean> {
+    return (await this.rows.sealingState(tenantId)).accepting;
+  }
+
+  /** How many data keys the tenant has, in the caller's transaction (what shredding destroys). */
+  countForTenant(m: EntityManager, tenantId: string): Promise<number> {
+    return this.rows.countForTenant(m, tenantId);
   }
 
   /** Whether this tenant's data key is unwrapped in the cache right now (not expired, not flushed). */
@@ -192,6 +210,7 @@ export class DataKeyService {
 
   private unwrapCached(row: DataKeyRow): Promise<Buffer> {
     const hit = this.keys.get(row.id);
+    this.metrics.dataKeyCache.inc({ result: hit ? 'hit' : 'miss' });
     if (hit) return Promise.resolve(hit.key);
     const pending = this.inflight.get(row.id);
     if (pending) return pending;

@@ -1,8 +1,10 @@
 /**
  * Every statement on data_keys: opening a key by id (the hot path, one round trip, kept raw), the current
  * epoch and a new one, and what the key-backend migration and rotation read and rewrite. Statements that join
- * tenants read only its key_backend_id pointer (the backend a tenant's keys should be on); it is crypto's
- * column, written by KeyBackendsRepository.
+ * tenants read only its key_backend_id pointer (the backend a tenant's keys should be on; crypto's column,
+ * written by KeyBackendsRepository) and whether the tenant still takes new secrets (deletion_requested_at,
+ * written by tenants/): a tenant being deleted, or gone, gets nothing sealed under its keys. A deleted
+ * tenant's data keys go with its row (ON DELETE CASCADE; tenants/tenants.repository.ts).
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -66,6 +68,35 @@ export class DataKeysRepository {
       [tenantId],
     );
     return rows[0];
+  }
+
+  /**
+   * Whether the tenant takes new secrets (it exists and its deletion was not requested), with its newest epoch
+   * not retired (undefined when it has none): what sealing reads when it does not remember the current epoch.
+   */
+  async sealingState(tenantId: string): Promise<{ accepting: boolean; latest: DataKeyRow | undefined }> {
+    const rows: (Partial<DataKeyRow> & { accepting: boolean })[] = await this.db.query(
+      `SELECT t.deletion_requested_at IS NULL AS accepting, d.id, d.tenant_id, d.epoch, d.backend_id, d.wrapped,
+              d.created_at
+         FROM tenants t
+         LEFT JOIN LATERAL (SELECT ${rowColumns} FROM data_keys
+                             WHERE tenant_id = t.id AND retired_at IS NULL ORDER BY epoch DESC LIMIT 1) d ON true
+        WHERE t.id = $1`,
+      [tenantId],
+    );
+    const row = rows[0];
+    if (!row) return { accepting: false, latest: undefined };
+    const { accepting, ...key } = row;
+    return { accepting, latest: key.id ? (key as DataKeyRow) : undefined };
+  }
+
+  /** How many data keys the tenant has (all epochs, all backends), in the caller's transaction. */
+  async countForTenant(m: EntityManager, tenantId: string): Promise<number> {
+    const rows: { n: number }[] = await m.query(
+      'SELECT count(*)::int AS n FROM data_keys WHERE tenant_id = $1',
+      [tenantId],
+    );
+    return rows[0].n;
   }
 
   /** Inserts a new epoch's key; undefined when another replica created this epoch first. */

@@ -30,6 +30,7 @@ import {
 import { openField, sealField, type FieldBinding } from './envelope.js';
 import type { ExternalType, KeyBackend, KeyBackendSettings } from './key-backend.js';
 import { CircuitBreakerKeyBackend } from './key-backend-breaker.js';
+import { keyBackendLatency, TimedKeyBackend, type KeyBackendLatency } from './key-backend-metrics.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
 import { KeyBackendsRepository } from './key-backends.repository.js';
 import { CryptoException } from './crypto.errors.js';
@@ -228,9 +229,12 @@ export class KeyBackends implements OnModuleDestroy {
   private readonly built = new Map<string, Promise<KeyBackend>>();
   private operator?: Promise<AwsCredentialIdentityProvider>;
   private readonly fastFailures: Counter<'backend'>;
+  private readonly latency: KeyBackendLatency;
+  /** The managed keyring, timed like every other backend. */
+  private readonly managed: KeyBackend;
 
   constructor(
-    @Inject(MANAGED_KEY_BACKEND) private readonly managed: KeyBackend,
+    @Inject(MANAGED_KEY_BACKEND) managed: KeyBackend,
     @Inject(KeyBackendsRepository) private readonly configs: KeyBackendsRepository,
     @Inject(CONFIG) private readonly config: Config,
     @Inject(OutboundHttpClient) private readonly http: OutboundHttpClient,
@@ -242,6 +246,8 @@ export class KeyBackends implements OnModuleDestroy {
       labelNames: ['backend'] as const,
       registers: [metrics.registry],
     });
+    this.latency = keyBackendLatency(metrics.registry);
+    this.managed = new TimedKeyBackend(managed, this.latency);
   }
 
   get timeoutMs(): number {
@@ -345,7 +351,7 @@ export class KeyBackends implements OnModuleDestroy {
       }
     }
     const backend = await buildBackend(row.type, tenantId, row.settings, secrets, this.deps());
-    return new CircuitBreakerKeyBackend(backend, {
+    return new CircuitBreakerKeyBackend(new TimedKeyBackend(backend, this.latency), {
       openMs: this.config.keyBackendBreakerSeconds * 1000,
       onFastFail: (type) => this.fastFailures.inc({ backend: type }),
     });

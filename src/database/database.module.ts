@@ -12,6 +12,7 @@ import type { DataSource, DataSourceOptions } from 'typeorm';
 import type { Config } from '../config/config.js';
 import { auditTrailProtection, createDataSource, runMigrations } from './data-source.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
+import { DatabasePoolMetrics } from './pool-metrics.js';
 
 @Module({})
 export class DatabaseModule {
@@ -37,6 +38,7 @@ export class DatabaseModule {
           },
         }),
       ],
+      providers: [DatabasePoolMetrics],
     };
   }
 }

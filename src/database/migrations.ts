@@ -17,6 +17,7 @@ import { ConnectSessionRetention1795500000000 } from '../../migrations/179550000
 import { SealedAudit1795510000000 } from '../../migrations/1795510000000-SealedAudit.js';
 import { AuditForwarding1795520000000 } from '../../migrations/1795520000000-AuditForwarding.js';
 import { AuditPartitions1795530000000 } from '../../migrations/1795530000000-AuditPartitions.js';
+import { TenantDeletion1795540000000 } from '../../migrations/1795540000000-TenantDeletion.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -37,4 +38,5 @@ export const migrations = [
   SealedAudit1795510000000,
   AuditForwarding1795520000000,
   AuditPartitions1795530000000,
+  TenantDeletion1795540000000,
 ];

@@ -1,7 +1,8 @@
 /**
  * Every statement on the admin_keys table: the lookup of a presented key by its hash, issuing a tenant's key,
  * and the platform bootstrap key (its advisory lock, the live platform keys, replacing an earlier bootstrap key).
- * Only key hashes are stored; the bootstrap statements run in the caller's transaction.
+ * Only key hashes are stored; the bootstrap statements run in the caller's transaction. The lookup reads whether
+ * the key's tenant is being deleted (tenants.deletion_requested_at).
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -39,11 +40,15 @@ export interface TenantAdminKeyRow {
 export class AdminKeysRepository {
   constructor(@Inject(DataSource) private readonly db: DataSource) {}
 
-  /** The live (unrevoked) key with this SHA-256, if any. */
+  /**
+   * The live (unrevoked) key with this SHA-256, if any. A key of a tenant being deleted is none: refused as an
+   * unknown key from the moment the deletion is requested (same statement, one probe of the tenant's row).
+   */
   async findLiveByHash(digest: Buffer): Promise<AdminKeyRow | undefined> {
     const rows: AdminKeyRow[] = await this.db.query(
       `SELECT k.id, k.tenant_id, k.role, k.name, k.key_hash FROM admin_keys k
-        WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
+        WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id AND t.deletion_requested_at IS NOT NULL)`,
       [digest],
     );
     return rows[0];

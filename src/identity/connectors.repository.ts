@@ -1,8 +1,9 @@
 /**
  * Every statement on the connectors table outside the token endpoint's decision read
  * (connections/decision-query.ts, one statement over several tables): the admin API's create, read, change,
- * delete and secret rotation, client authentication's lookup by client_id, and a deleted custom provider's
- * removal from every connector's policy. Only a client secret's SHA-256 is stored; JSON columns are written from typed values here.
+ * delete and secret rotation, client authentication's lookup by client_id (which reads whether the tenant is
+ * being deleted), a deleted custom provider's removal from every connector's policy, and a deleted tenant's
+ * connectors' version bump. Only a client secret's SHA-256 is stored; JSON columns are written from typed values here.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -187,12 +188,31 @@ export class ConnectorsRepository {
     );
   }
 
-  /** A connector by client_id, disabled or not, with its secret hash (client authentication's lookup). */
+  /**
+   * A connector by client_id, disabled or not, with its secret hash (client authentication's lookup). A
+   * connector of a tenant being deleted is none: refused as an unknown client (one probe of the tenant's row).
+   */
   async findByClientId(clientId: string): Promise<ConnectorWithSecretRow | undefined> {
     const rows: ConnectorWithSecretRow[] = await this.db.query(
-      `SELECT ${columns}, secret_hash FROM connectors WHERE client_id = $1`,
+      `SELECT ${columns}, secret_hash FROM connectors k WHERE client_id = $1
+          AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id AND t.deletion_requested_at IS NOT NULL)`,
       [clientId],
     );
     return rows[0];
+  }
+
+  /**
+   * Moves the version of every connector of the tenant (being deleted), in the caller's transaction: the token
+   * endpoint's decision read sees a registration newer than the one it cached, and authenticates the client
+   * again, against the lookup above. Returns how many.
+   */
+  async supersedeAllOfTenant(m: EntityManager, tenantId: string): Promise<number> {
+    const rows = returned<{ id: string }>(
+      await m.query(
+        'UPDATE connectors SET version = version + 1, updated_at = now() WHERE tenant_id = $1 RETURNING id',
+        [tenantId],
+      ),
+    );
+    return rows.length;
   }
 }

@@ -20,6 +20,7 @@ import { IdentityProvidersRepository } from './identity-providers.repository.js'
 import { IdentityProvidersService } from './identity-providers.service.js';
 import { JwksResolver } from './jwks-resolver.js';
 import { SubjectTokenVerifier } from './subject-token.js';
+import { TenantDeletionCredentials } from './tenant-deletion-credentials.js';
 import { UsedAssertionsRepository } from './used-assertions.repository.js';
 import { IdentityProvider } from './identity-provider.entity.js';
 import { Connector } from './connector.entity.js';
@@ -51,6 +52,7 @@ import { UsedAssertion } from './used-assertion.entity.js';
     ConnectorAuthGuard,
     UsedAssertionsRepository,
     ConnectorProviderUsage,
+    TenantDeletionCredentials,
     AdminKeysRepository,
     ConnectorsRepository,
     IdentityProvidersRepository,

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { LOGGER } from '../common/logger.js';
+import { Metrics } from '../common/metrics.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { BullMqJobRunner, InProcessJobRunner, JOB_RUNNER, type JobRunner } from './job-runner.js';
 import { RefreshJobs } from './refresh-jobs.js';
@@ -27,8 +28,8 @@ export const REFRESH_QUEUE = Symbol('REFRESH_QUEUE');
     },
     {
       provide: REFRESH_QUEUE,
-      inject: [CONFIG, LOGGER],
-      useFactory: (config: Config, logger: Logger): RefreshQueue | null =>
+      inject: [CONFIG, LOGGER, Metrics],
+      useFactory: (config: Config, logger: Logger, metrics: Metrics): RefreshQueue | null =>
         config.redisUrl
           ? new RefreshQueue({
               redisUrl: config.redisUrl,
@@ -36,6 +37,7 @@ export const REFRESH_QUEUE = Symbol('REFRESH_QUEUE');
               log: logger,
               concurrency: config.refreshConcurrency,
               lockMs: config.refreshLeaseSeconds * 1000,
+              metrics: metrics.registry,
             })
           : null,
     },

@@ -11,6 +11,7 @@
 import type { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { Gauge, type Registry } from 'prom-client';
 import { closeBullMq, connectRedis, errorReporterOf, whenReady } from '../common/redis.js';
 import { refreshJobId, type DueRefresh, type RefreshLimiter, type RefreshScheduler } from './refresh-jobs.js';
 
@@ -24,6 +25,10 @@ const ADD_CHUNK = 1000;
  * (README, "Crash safety").
  */
 const IN_FLIGHT_GRACE_MS = 15_000;
+/** How long a scrape of /metrics waits for the queue's counts: a slow or absent Redis must not hold it up. */
+const DEPTH_WAIT_MS = 500;
+
+type QueueCounts = Awaited<ReturnType<RefreshQueue['counts']>>;
 
 export interface RefreshJobData {
   c: string;
@@ -39,6 +44,8 @@ export interface RefreshQueueOptions {
   concurrency: number;
   /** A job's lock and stalled-job check, in ms: a job held by a process that died is retried after this. */
   lockMs: number;
+  /** Where to report the queue's depth (/metrics). */
+  metrics?: Registry;
 }
 
 export class RefreshQueue implements RefreshScheduler {
@@ -57,8 +64,12 @@ export class RefreshQueue implements RefreshScheduler {
    */
   private readonly added = new Map<string, number>();
   private sentinel = '';
+  /** The counts asked of Redis for a scrape and not answered yet: later scrapes wait for it, not ask again. */
+  private counting?: Promise<QueueCounts | undefined>;
 
-  constructor(private readonly opts: RefreshQueueOptions) {}
+  constructor(private readonly opts: RefreshQueueOptions) {
+    if (opts.metrics) this.reportDepth(opts.metrics);
+  }
 
   /**
    * Connects; with `work`, also processes jobs with `run` under `limiter`. Waits a moment at most for Redis:
@@ -187,6 +198,36 @@ export class RefreshQueue implements RefreshScheduler {
   async counts(): Promise<{ delayed: number; waiting: number; active: number }> {
     const c = await this.queue!.getJobCounts('delayed', 'waiting', 'active');
     return { delayed: c.delayed ?? 0, waiting: c.waiting ?? 0, active: c.active ?? 0 };
+  }
+
+  /**
+   * The queue's depth at each scrape, by state. When Redis is not connected, or does not answer within
+   * DEPTH_WAIT_MS, the series are left out of that scrape rather than showing a count that may be stale.
+   */
+  private reportDepth(registry: Registry): void {
+    const depth = (): Promise<QueueCounts | undefined> => {
+      if (!this.queue || this.connection?.status !== 'ready') return Promise.resolve(undefined);
+      this.counting ??= this.counts()
+        .catch(() => undefined)
+        .finally(() => (this.counting = undefined));
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
+        this.counting,
+        new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), DEPTH_WAIT_MS))),
+      ]).finally(() => clearTimeout(timer));
+    };
+    new Gauge({
+      name: 'custos_refresh_queue_depth',
+      help: `Refresh-ahead jobs in the BullMQ queue by state: delayed (not due yet), waiting (due, not started), active. Absent while Redis does not answer within ${DEPTH_WAIT_MS} ms.`,
+      labelNames: ['state'] as const,
+      registers: [registry],
+      async collect() {
+        const counts = await depth();
+        this.reset();
+        if (!counts) return;
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
   }
 
   async check(): Promise<void> {

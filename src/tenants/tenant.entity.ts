@@ -36,6 +36,13 @@ export class Tenant {
   @Column('bytea', { name: 'connect_login_secret', nullable: true })
   connectLoginSecret!: Buffer | null;
 
+  /**
+   * When a platform admin asked for the tenant's deletion; null while it is active. From then on its
+   * credentials are refused, and the shredding job deletes the row (tenant-deletion.service.ts).
+   */
+  @Column('timestamptz', { name: 'deletion_requested_at', nullable: true })
+  deletionRequestedAt!: Date | null;
+
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;
 

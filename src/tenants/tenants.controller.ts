@@ -1,9 +1,26 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Patch, Post, Req } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  HttpCode,
+  Inject,
+  Param,
+  Patch,
+  Post,
+  Query,
+  Req,
+} from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiTags } from '@nestjs/swagger';
 import { z } from 'zod';
 import { Access, adminActor, type AuthedRequest } from '../common/admin-access.js';
-import { UuidParam, ZodBody } from '../common/validation.js';
-import { createTenantSchema, updateTenantSchema, type UpdateTenantInput } from './tenants.dto.js';
+import { UuidParam, ZodBody, ZodQuery } from '../common/validation.js';
+import {
+  createTenantSchema,
+  deleteTenantQuerySchema,
+  updateTenantSchema,
+  type UpdateTenantInput,
+} from './tenants.dto.js';
 import { TenantsService } from './tenants.service.js';
 
 @ApiTags('tenants')
@@ -44,5 +61,17 @@ export class TenantsController {
     @Body(new ZodBody(updateTenantSchema)) body: UpdateTenantInput,
   ) {
     return this.tenants.updateTenant(adminActor(req.principal!), tenantId, body);
+  }
+
+  /** 202: the tenant is `deleting`; a worker job crypto-shreds it once its tokens are revoked at providers. */
+  @Delete(':tenantId')
+  @HttpCode(202)
+  @Access('platform')
+  delete(
+    @Req() req: AuthedRequest,
+    @Param('tenantId', UuidParam) tenantId: string,
+    @Query(new ZodQuery(deleteTenantQuerySchema)) query: z.output<typeof deleteTenantQuerySchema>,
+  ) {
+    return this.tenants.deleteTenant(adminActor(req.principal!), tenantId, { confirmName: query.confirm });
   }
 }

@@ -7,6 +7,11 @@ export const createTenantSchema = z.strictObject({
   name: tenantName,
 });
 
+/** Deleting a tenant: `confirm` is its current name, so that a mistyped id deletes nothing. */
+export const deleteTenantQuerySchema = z.strictObject({
+  confirm: text({ max: 200 }),
+});
+
 /**
  * A return URL a connect flow may redirect to. Absolute https (http only for localhost, for development),
  * no credentials, no fragment, and nothing that browsers or proxies read differently: no backslashes,

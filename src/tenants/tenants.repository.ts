@@ -2,7 +2,9 @@
  * Every statement on the tenants table outside its key backend columns (src/crypto/ owns those) and the
  * connect flow's reads of a session with its tenant (connect/connect-sessions.repository.ts, one join): the
  * admin API's create, update, list and get, the webhook settings, the connect flow's sign-in settings and
- * return-URL allow-list, and whether a tenant exists.
+ * return-URL allow-list, whether a tenant exists, and its deletion (the request, and the row's removal, which
+ * cascades to every table of the tenant). Reads that authenticate a tenant's credentials (admin keys, connectors)
+ * and crypto's sealing check read deletion_requested_at in their own statements.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -23,11 +25,14 @@ export interface TenantRow {
   allowed_return_urls: string[];
   webhook_url: string | null;
   connect_login: ConnectLogin | null;
+  /** When its deletion was requested; null while it is active. */
+  deletion_requested_at: Date | null;
   created_at: Date;
 }
 
 /** The columns of a TenantRow. */
-const columns = 'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, created_at';
+const columns =
+  'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, deletion_requested_at, created_at';
 
 /** Where a tenant's notifications go, and their signing secret (sealed). */
 export interface WebhookRow {
@@ -71,7 +76,7 @@ export class TenantsRepository {
     return rows[0];
   }
 
-  /** Writes a settings update; undefined when there is no such tenant. */
+  /** Writes a settings update; undefined when there is no such tenant, or it is being deleted. */
   async update(m: EntityManager, id: string, c: TenantChanges): Promise<TenantRow | undefined> {
     const rows = returned<TenantRow>(
       await m.query(
@@ -81,7 +86,7 @@ export class TenantsRepository {
                                    ELSE COALESCE($6, webhook_secret) END,
              connect_login = CASE WHEN $7::boolean THEN $8::jsonb ELSE connect_login END,
              connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END
-            WHERE id = $1 RETURNING ${columns}`,
+            WHERE id = $1 AND deletion_requested_at IS NULL RETURNING ${columns}`,
         [
           id,
           c.name,
@@ -108,9 +113,53 @@ export class TenantsRepository {
     return rows[0];
   }
 
-  /** Whether the tenant exists (in the caller's transaction when given one). */
+  /**
+   * Whether the tenant exists and is not being deleted (in the caller's transaction when given one): a tenant
+   * being deleted gets nothing new.
+   */
   async exists(id: string, m?: EntityManager): Promise<boolean> {
-    const rows: unknown[] = await (m ?? this.db.manager).query('SELECT 1 FROM tenants WHERE id = $1', [id]);
+    const rows: unknown[] = await (m ?? this.db.manager).query(
+      'SELECT 1 FROM tenants WHERE id = $1 AND deletion_requested_at IS NULL',
+      [id],
+    );
+    return rows.length > 0;
+  }
+
+  /** The tenant's row, locked until the caller's transaction ends; undefined when there is no such tenant. */
+  async lockForDeletion(m: EntityManager, id: string): Promise<TenantRow | undefined> {
+    const rows: TenantRow[] = await m.query(`SELECT ${columns} FROM tenants WHERE id = $1 FOR UPDATE`, [id]);
+    return rows[0];
+  }
+
+  /** Records the deletion request (the caller holds the row's lock); returns its time. */
+  async markDeletionRequested(m: EntityManager, id: string): Promise<Date> {
+    const rows = returned<{ at: Date }>(
+      await m.query(
+        `UPDATE tenants SET deletion_requested_at = now(), updated_at = now() WHERE id = $1
+           RETURNING deletion_requested_at AS at`,
+        [id],
+      ),
+    );
+    return rows[0].at;
+  }
+
+  /** Tenants whose deletion was requested, the oldest request first. */
+  async deleting(limit: number): Promise<{ id: string; deletion_requested_at: Date }[]> {
+    return this.db.query(
+      `SELECT id, deletion_requested_at FROM tenants WHERE deletion_requested_at IS NOT NULL
+        ORDER BY deletion_requested_at, id LIMIT $1`,
+      [limit],
+    );
+  }
+
+  /**
+   * Deletes the tenant's row, and with it, by the foreign keys' ON DELETE CASCADE, every row of every table that
+   * names the tenant (its connections before the data keys they reference, within the one statement).
+   */
+  async delete(m: EntityManager, id: string): Promise<boolean> {
+    const rows = returned<{ id: string }>(
+      await m.query('DELETE FROM tenants WHERE id = $1 RETURNING id', [id]),
+    );
     return rows.length > 0;
   }
 

@@ -9,10 +9,19 @@ import type { KeyBackendType } from '../crypto/key-backend.js';
 import type { UpdateTenantInput } from './tenants.dto.js';
 import { TenantsRepository, type TenantRow } from './tenants.repository.js';
 import type { IdentityProviderNames } from './identity-provider-names.js';
+import {
+  statusOf,
+  TenantDeletionService,
+  type TenantDeletionView,
+  type TenantStatus,
+} from './tenant-deletion.service.js';
 
 export interface TenantView {
   id: string;
   name: string;
+  /** `deleting` from the deletion request until the tenant is shredded (then it is unknown: 404). */
+  status: TenantStatus;
+  deletionRequestedAt: string | null;
   keyBackend: { type: KeyBackendType };
   allowedReturnUrls: string[];
   webhookUrl: string | null;
@@ -23,6 +32,8 @@ export interface TenantView {
 const view = (r: TenantRow): TenantView => ({
   id: r.id,
   name: r.name,
+  status: statusOf(r),
+  deletionRequestedAt: r.deletion_requested_at?.toISOString() ?? null,
   keyBackend: { type: r.key_backend_type },
   allowedReturnUrls: r.allowed_return_urls,
   webhookUrl: r.webhook_url,
@@ -38,6 +49,7 @@ export class TenantsService {
     @Inject(AuditService) private readonly audit: AuditService,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(OutboundHttpClient) private readonly outbound: OutboundHttpClient,
+    @Inject(TenantDeletionService) private readonly deletion: TenantDeletionService,
   ) {}
 
   private identityProviders: IdentityProviderNames | undefined;
@@ -150,5 +162,20 @@ export class TenantsService {
     const row = await this.tenants.get(id);
     if (!row) throw new CommonException('not_found', 'Tenant not found');
     return view(row);
+  }
+
+  /**
+   * Deletes a tenant (platform admin): its credentials stop working at once and its tokens are queued for
+   * revocation at their providers; a worker job then crypto-shreds it (tenant-deletion.service.ts).
+   * `confirmName` must be the tenant's current name (else 400 validation_failed on `confirm`); unknown: 404.
+   * Asking again while it is being deleted changes nothing and answers its status.
+   */
+  deleteTenant(actor: Actor, tenantId: string, opts: { confirmName: string }): Promise<TenantDeletionView> {
+    return this.deletion.requestDeletion(actor, tenantId, opts.confirmName);
+  }
+
+  /** Where a tenant's deletion stands (`active` when none was requested); 404 once it has been shredded. */
+  deletionStatus(tenantId: string): Promise<TenantDeletionView> {
+    return this.deletion.status(tenantId);
   }
 }

@@ -23,6 +23,8 @@ describe('tenants and admin keys', () => {
     expect(res.body).toEqual({
       id: expect.any(String),
       name: 'Acme',
+      status: 'active',
+      deletionRequestedAt: null,
       keyBackend: { type: 'managed' },
       allowedReturnUrls: [],
       webhookUrl: null,

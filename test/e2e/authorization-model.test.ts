@@ -14,6 +14,8 @@ type Level =
   | 'public'
   /** Platform admins only. */
   | 'platform'
+  /** Platform admins only, on a tenant's path: a tenant's key on another tenant's path learns nothing (404). */
+  | 'platform_on_tenant'
   /** Any valid admin key. */
   | 'any_key'
   /** The tenant's admins, and platform admins. */
@@ -33,6 +35,8 @@ const model: Record<string, Level> = {
   'GET /v1/tenants': 'platform',
   'GET /v1/tenants/{tenantId}': 'tenant_or_platform_admin',
   'PATCH /v1/tenants/{tenantId}': 'tenant_admin',
+  // Without `confirm` (as called here) it is refused before anything happens.
+  'DELETE /v1/tenants/{tenantId}': 'platform_on_tenant',
   'POST /v1/tenants/{tenantId}/admin-keys': 'tenant_or_platform_admin',
   'GET /v1/tenants/{tenantId}/admin-keys': 'tenant_or_platform_admin',
   'DELETE /v1/tenants/{tenantId}/admin-keys/{keyId}': 'tenant_or_platform_admin',
@@ -132,6 +136,8 @@ function expected(level: Level, p: PrincipalName, target: Target): 'allowed' | 4
   if (p !== 'platform' && ownTenant !== target) return 404;
   const role = p === 'platform' ? 'platform' : p.endsWith('admin') ? 'admin' : 'auditor';
   switch (level) {
+    case 'platform_on_tenant':
+      return role === 'platform' ? 'allowed' : 403;
     case 'tenant_or_platform_admin':
       return role === 'auditor' ? 403 : 'allowed';
     case 'tenant_read':

@@ -92,6 +92,26 @@ describe('custos administration commands', () => {
     expect(cliActor().id).toMatch(/^cli:[A-Za-z0-9._-]{1,64}$/);
   });
 
+  it('delete a tenant only with its name as confirmation', async () => {
+    const t = (await custos('tenants', 'create', 'cli-doomed')) as { id: string };
+    expect(await refusal(custos('tenants', 'delete', t.id))).toMatchObject({ code: 'validation_failed' });
+    expect(await refusal(custos('tenants', 'delete', t.id, '--confirm', 'cli-other'))).toMatchObject({
+      code: 'validation_failed',
+    });
+    expect(await custos('tenants', 'delete', t.id, '--confirm', 'cli-doomed')).toMatchObject({
+      id: t.id,
+      status: 'deleting',
+    });
+    expect(await custos('tenants', 'deletion-status', t.id)).toMatchObject({ status: 'deleting' });
+    const [event] = await ctx.app
+      .get((await import('typeorm')).DataSource)
+      .query(
+        `SELECT actor_id FROM audit_events WHERE tenant_id = $1 AND action = 'tenant.deletion_requested'`,
+        [t.id],
+      );
+    expect(event).toEqual({ actor_id: cliActor().id });
+  });
+
   it('issue, list and revoke admin keys; the key is shown once', async () => {
     const t = (await custos('tenants', 'create', 'cli-keys')) as { id: string };
     const issued = (await custos('admin-keys', 'issue', t.id, '--name', 'ops', '--role', 'auditor')) as {

@@ -115,9 +115,12 @@ describe('npm start', () => {
         jobs: 'in-process',
         database: 'embedded',
         dataDir,
-        rootKey: 'local file (development only)',
+        keyBackend: 'managed',
+        rootKeySource: `local file ${path.join(dataDir, 'root-keys')} (development only)`,
         adminKeyFile: path.join(dataDir, 'bootstrap-admin-key'),
       });
+      // Same address as the listener (PORT=0 here): no separate publicUrl.
+      expect(summary).not.toHaveProperty('publicUrl');
       expect(s.output()).not.toContain(
         readFileSync(path.join(dataDir, 'bootstrap-admin-key'), 'utf8').trim(),
       );

@@ -71,7 +71,8 @@ describe('the audit partitions migration', () => {
     const ds = createDataSource(url, entities, 2);
     await ds.initialize();
     try {
-      expect(await runMigrations(ds)).toEqual(['AuditPartitions1795530000000']);
+      // This migration, then any that came after it.
+      expect(await runMigrations(ds)).toEqual(migrations.slice(until).map((m) => m.name));
       expect(await ds.query('SELECT * FROM audit_events ORDER BY id')).toEqual(rows);
       const parts = await ds.query(
         `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -93,7 +94,7 @@ describe('the audit partitions migration', () => {
       );
       expect(BigInt(id)).toBeGreaterThan(BigInt((rows[2] as { id: string }).id));
       // And back: the events return to one table, ids and all.
-      await ds.undoLastMigration({ transaction: 'each' });
+      for (let i = until; i < migrations.length; i++) await ds.undoLastMigration({ transaction: 'each' });
       const back = await ds.query('SELECT * FROM audit_events ORDER BY id');
       expect(back.slice(0, 3)).toEqual(rows);
       expect(back).toHaveLength(4);

@@ -24,6 +24,7 @@ const IP = '93.184.215.14';
 /** Valid examples of each exported schema, by "<module>:<export>". */
 const examples: Record<string, unknown[]> = {
   'tenants.dto:createTenantSchema': [{ name: 'Acme' }],
+  'tenants.dto:deleteTenantQuerySchema': [{ confirm: 'Acme' }],
   'admin-keys.dto:createAdminKeySchema': [{ name: 'ci', role: 'admin' }],
   'tenants.dto:returnUrlSchema': ['https://app.example/done'],
   'tenants.dto:updateTenantSchema': [
