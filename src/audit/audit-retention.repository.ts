@@ -169,6 +169,10 @@ export class AuditRetentionRepository {
    * partitions named and deleting from the default partition (events whose month had no partition yet).
    */
   async removeEvents(m: EntityManager, cutoff: Date, partitions: string[]): Promise<void> {
+    // audit_events before any of its partitions, as every INSERT takes them: a writer that holds audit_events
+    // and routes a row to the default partition is waited for, never deadlocked with. Held to the commit,
+    // which follows at once: writers wait only for this last step.
+    await m.query('LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE');
     await m.query('ALTER TABLE audit_events_default DISABLE TRIGGER audit_events_no_update_delete');
     await m.query('DELETE FROM audit_events_default WHERE occurred_at < $1', [cutoff]);
     await m.query('ALTER TABLE audit_events_default ENABLE TRIGGER audit_events_no_update_delete');

@@ -32,3 +32,19 @@ export async function sealFor(app: TestApp, tenantIds: (string | null)[], ms = 2
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Drops a test's trigger on audit_events. audit_events is partitioned, and DROP TRIGGER removes the partitions'
+ * copies (locking each partition) before the trigger on audit_events itself: against a transaction of the
+ * application that already wrote to audit_events and routes another row to a partition, that order deadlocks.
+ * Locking audit_events first, in the same transaction, waits for such a transaction instead.
+ */
+export async function dropAuditTrigger(
+  db: { transaction<T>(fn: (m: { query(sql: string): Promise<unknown> }) => Promise<T>): Promise<T> },
+  name: string,
+): Promise<void> {
+  await db.transaction(async (m) => {
+    await m.query('LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE');
+    await m.query(`DROP TRIGGER ${name} ON audit_events`);
+  });
+}

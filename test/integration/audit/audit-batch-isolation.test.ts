@@ -15,6 +15,7 @@ import {
   type TenantFixture,
 } from '../../support/factories.js';
 import { signJwt, startTestIdp, type TestIdp } from '../../support/idp.js';
+import { dropAuditTrigger } from '../../support/audit.js';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -139,7 +140,7 @@ describe('AuditBatcher', () => {
       expect(metrics).toMatch(/custos_db_batch_failures_total\{batcher="audit",reason="isolated"\} [1-9]/);
       expect(metrics).toMatch(/custos_audit_events_rejected_total [1-9]/);
     } finally {
-      await db().query('DROP TRIGGER test_refuse_poison ON audit_events');
+      await dropAuditTrigger(db(), 'test_refuse_poison');
     }
   });
 
@@ -156,7 +157,7 @@ describe('AuditBatcher', () => {
       );
       expect(results.every((r) => r.status === 'rejected')).toBe(true);
     } finally {
-      await db().query('DROP TRIGGER test_fail_all ON audit_events');
+      await dropAuditTrigger(db(), 'test_fail_all');
     }
     await expect(batcher.write(event(a.tenantId, { after: true }))).resolves.toBeUndefined();
   });

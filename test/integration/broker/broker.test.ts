@@ -26,6 +26,7 @@ import {
 } from '../../support/factories.js';
 import { newSigningKey, signJwt, startTestIdp, type TestIdp } from '../../support/idp.js';
 import { startTcpProxy } from '../../support/tcp-proxy.js';
+import { dropAuditTrigger } from '../../support/audit.js';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -877,7 +878,7 @@ describe('failures are 503, never a token and never 401', () => {
       const denied = await exchange(basicClient, token, { audience: 'salesforce' });
       expect(denied.status).toBe(503);
     } finally {
-      await db().query('DROP TRIGGER test_fail_broker_audit ON audit_events');
+      await dropAuditTrigger(db(), 'test_fail_broker_audit');
     }
     expect((await exchange(basicClient, token)).status).toBe(200);
   });

@@ -23,6 +23,7 @@ const rawRow = async (id: string) =>
   (await app.custos.runtime.dataSource.query('SELECT * FROM connections WHERE id = $1', [id]))[0];
 const connections = () => app.custos.app.get(ConnectionsService);
 import { ConnectionsService } from '../../../src/connections/connections.service.js';
+import { dropAuditTrigger } from '../../support/audit.js';
 
 describe('PUT /v1/tenants/:tenantId/users/:userId/connections/:provider', () => {
   it('imports an API key (201), and replaces it in place on a second import (200, same id)', async () => {
@@ -118,7 +119,7 @@ describe('PUT /v1/tenants/:tenantId/users/:userId/connections/:provider', () => 
       const rows = await ds.query(`SELECT id FROM connections WHERE user_id = 'audit-fails'`);
       expect(rows).toHaveLength(0);
     } finally {
-      await ds.query('DROP TRIGGER test_fail_audit ON audit_events');
+      await dropAuditTrigger(ds, 'test_fail_audit');
     }
   });
 

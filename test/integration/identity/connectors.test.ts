@@ -4,6 +4,7 @@ import { ConnectorsService } from '../../../src/identity/connectors.service.js';
 import { IdentityProvidersService } from '../../../src/identity/identity-providers.service.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
 import { createTenant, type TenantFixture } from '../../support/factories.js';
+import { dropAuditTrigger } from '../../support/audit.js';
 
 let app: TestApp;
 let a: TenantFixture;
@@ -721,7 +722,7 @@ describe('audit', () => {
       expect(res.headers['retry-after']).toBeDefined();
       expect(await db().query(`SELECT id FROM connectors WHERE name = 'audit-fails'`)).toHaveLength(0);
     } finally {
-      await db().query('DROP TRIGGER test_fail_connector_audit ON audit_events');
+      await dropAuditTrigger(db(), 'test_fail_connector_audit');
     }
   });
 
