@@ -119,11 +119,23 @@ export function logDestination(
     : prettyDestination(stdout, tty && isColorSupported);
 }
 
+/** The Nest components whose `log` calls only narrate start-up. */
+const NEST_NARRATION = new Set([
+  'NestFactory',
+  'InstanceLoader',
+  'RoutesResolver',
+  'RouterExplorer',
+  'NestApplication',
+]);
+
 /** Nest's logger interface over pino, so framework messages get the same format and redaction. */
 export class PinoNestLogger implements LoggerService {
   constructor(private readonly logger: Logger) {}
   log(message: unknown, context?: string): void {
-    this.logger.info({ context }, String(message));
+    // Nest's start-up narration (a line per module, per controller and per route, about a hundred in all) is
+    // at debug: at info, a start says what matters once, in Custos's own summary line.
+    const level = context !== undefined && NEST_NARRATION.has(context) ? 'debug' : 'info';
+    this.logger[level]({ context }, String(message));
   }
   error(message: unknown, trace?: string, context?: string): void {
     this.logger.error({ context, trace }, String(message));

@@ -121,6 +121,8 @@ describe('npm start', () => {
       });
       // Same address as the listener (PORT=0 here): no separate publicUrl.
       expect(summary).not.toHaveProperty('publicUrl');
+      // Nest's narration of modules and routes stays at debug.
+      expect(s.output()).not.toMatch(/"context":"(RouterExplorer|RoutesResolver|InstanceLoader)"/);
       expect(s.output()).not.toContain(
         readFileSync(path.join(dataDir, 'bootstrap-admin-key'), 'utf8').trim(),
       );
