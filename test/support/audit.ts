@@ -1,10 +1,27 @@
 /**
- * Waiting for the sealer in tests. The sealer links only events whose transactions are older than every
+ * The audit trail in tests. Waiting for the sealer: it links only events whose transactions are older than every
  * transaction still running in the whole PostgreSQL cluster, and the other Jest worker's tests run theirs on the
  * same cluster: one run may rightly link nothing yet. So tests run the sealer until their own chains are done.
+ * And what someone with direct database access can do to the trail.
  */
+import { Client } from 'pg';
 import { AuditSealer } from '../../src/audit/audit-sealer.js';
 import type { TestApp } from './app.js';
+import { databaseUrlFor, workerDatabaseName } from './env.js';
+
+/** Runs SQL as the superuser with triggers off: what someone with direct database access can do. */
+export async function asSuperuser(sql: string, params: unknown[] = []): Promise<void> {
+  const c = new Client({ connectionString: databaseUrlFor(workerDatabaseName()) });
+  await c.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query('SET LOCAL session_replication_role = replica');
+    await c.query(sql, params);
+    await c.query('COMMIT');
+  } finally {
+    await c.end();
+  }
+}
 
 /** Events of these tenants (null: the platform) not linked yet, and links not covered by a checkpoint yet. */
 export async function unsealed(app: TestApp, tenantIds: (string | null)[]): Promise<number> {

@@ -7,13 +7,11 @@
  * moved back by a superuser before they are sealed); each test works in months of its own, long ago, so that
  * nothing else in the database is ever before its cutoff.
  */
-import { Client } from 'pg';
 import { AuditRetention, retentionCutoff } from '../../../src/audit/audit-retention.js';
 import { AuditService, systemActor } from '../../../src/audit/audit.service.js';
 import { verifyExport, type VerifyResult } from '../../../src/audit/audit-format.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
-import { sealFor } from '../../support/audit.js';
-import { databaseUrlFor, workerDatabaseName } from '../../support/env.js';
+import { asSuperuser, sealFor } from '../../support/audit.js';
 import { createTenant, type TenantFixture } from '../../support/factories.js';
 
 let app: TestApp;
@@ -28,20 +26,6 @@ beforeAll(async () => {
   audit = app.custos.app.get(AuditService);
 });
 afterAll(() => app.close());
-
-/** Runs SQL as the superuser with triggers off: what someone with direct database access can do. */
-async function asSuperuser(sql: string, params: unknown[] = []): Promise<void> {
-  const c = new Client({ connectionString: databaseUrlFor(workerDatabaseName()) });
-  await c.connect();
-  try {
-    await c.query('BEGIN');
-    await c.query('SET LOCAL session_replication_role = replica');
-    await c.query(sql, params);
-    await c.query('COMMIT');
-  } finally {
-    await c.end();
-  }
-}
 
 async function writeAt(tenantId: string, occurredAt: string, n: number, action = 'old.event'): Promise<void> {
   for (let i = 0; i < n; i++) {

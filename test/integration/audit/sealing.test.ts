@@ -9,7 +9,7 @@ import { AuditService, systemActor } from '../../../src/audit/audit.service.js';
 import { verifyExport, type VerifyResult } from '../../../src/audit/audit-format.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
 import { databaseUrlFor, workerDatabaseName } from '../../support/env.js';
-import { sealFor } from '../../support/audit.js';
+import { asSuperuser, sealFor } from '../../support/audit.js';
 import { createTenant, type TenantFixture } from '../../support/factories.js';
 
 let app: TestApp;
@@ -52,20 +52,6 @@ async function jwksOf(t: TenantFixture): Promise<unknown> {
 
 async function verifyTenant(t: TenantFixture): Promise<VerifyResult> {
   return verifyExport(await exportOf(t), await jwksOf(t));
-}
-
-/** Runs SQL as the superuser with triggers off: what someone with direct database access can do. */
-async function asSuperuser(sql: string, params: unknown[] = []): Promise<void> {
-  const c = new Client({ connectionString: databaseUrlFor(workerDatabaseName()) });
-  await c.connect();
-  try {
-    await c.query('BEGIN');
-    await c.query('SET LOCAL session_replication_role = replica');
-    await c.query(sql, params);
-    await c.query('COMMIT');
-  } finally {
-    await c.end();
-  }
 }
 
 async function eventIds(tenantId: string): Promise<string[]> {
