@@ -1,6 +1,5 @@
 /** The worker role's periodic jobs, registered on the job runner the role was given. */
 import { Inject, Injectable } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { AuditRetention } from './audit/audit-retention.js';
 import { LOGGER } from './common/logger.js';
@@ -27,7 +26,7 @@ export class WorkerJobs {
     @Inject(UsedAssertionsRepository) private readonly usedAssertions: UsedAssertionsRepository,
     @Inject(ConnectSessionsService) private readonly sessions: ConnectSessionsService,
     @Inject(AuditRetention) private readonly auditRetention: AuditRetention,
-    @Inject(ModuleRef) private readonly modules: ModuleRef,
+    @Inject(TenantDeletionService) private readonly deletions: TenantDeletionService,
   ) {}
 
   register(jobs: JobRunner, refreshQueue: RefreshQueue | null): void {
@@ -70,8 +69,7 @@ export class WorkerJobs {
     const retention = this.auditRetention;
     jobs.register('audit.partitions-and-retention', 60 * 60_000, () => retention.maintain());
     // Deleted tenants, crypto-shredded once their tokens are revoked at the providers (or a day has passed).
-    // TenantsModule is not among this module's imports: its service is found in the application.
-    const deletions = this.modules.get(TenantDeletionService, { strict: false });
+    const deletions = this.deletions;
     jobs.register('tenants.shred-deleted', 60_000, async () => {
       const n = await deletions.shredDue();
       if (n > 0) logger.info({ count: n }, 'deleted tenants shredded');

@@ -10,14 +10,13 @@
  * signed its first checkpoint, so in the worker's shared database another file's app would hold it; and this
  * file's events would stay behind for the files after it.
  */
-import { Client } from 'pg';
 import { SEAL_LOCK } from '../../src/audit/audit-chain.repository.js';
 import { AuditSealer, SEAL_BATCH } from '../../src/audit/audit-sealer.js';
 import { AuditService, systemActor } from '../../src/audit/audit.service.js';
 import { chainOf, verifyExport, type VerifyResult } from '../../src/audit/audit-format.js';
 import { RootKeyring } from '../../src/common/root-keyring.js';
 import { startTestApp, type TestApp } from '../support/app.js';
-import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../support/env.js';
+import { asAdmin, databaseUrlFor, workerDatabaseName } from '../support/env.js';
 import { createTenant, type TenantFixture } from '../support/factories.js';
 import { spawnCustos, type CustosProcess } from '../support/processes.js';
 
@@ -45,19 +44,9 @@ const procs: CustosProcess[] = [];
 const db = () => app.custos.runtime.dataSource;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function admin(sql: string): Promise<void> {
-  const c = new Client({ connectionString: adminDatabaseUrl });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
 beforeAll(async () => {
-  await admin(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
-  await admin(`CREATE DATABASE "${dbName}"`);
+  await asAdmin(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  await asAdmin(`CREATE DATABASE "${dbName}"`);
   app = await startTestApp({
     DATABASE_URL: dbUrl,
     CUSTOS_AUDIT_SEAL_INTERVAL_MS: '60000',
@@ -73,7 +62,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(procs.map((p) => p.stop()));
   await app?.close();
-  await admin(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  await asAdmin(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
 });
 
 async function writeEvents(tenantId: string | null, n: number): Promise<void> {

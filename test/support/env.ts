@@ -1,4 +1,5 @@
 /** Where the tests find PostgreSQL and Redis: TEST_DATABASE_URL / TEST_REDIS_URL, or this machine's defaults. */
+import pg from 'pg';
 import { adminDatabaseUrl, WORKER_DB_COUNT } from './global-setup.js';
 
 export { adminDatabaseUrl };
@@ -19,4 +20,15 @@ export function workerDatabaseName(): string {
       'CUSTOS_TEST_DB_PREFIX is unset: run the tests through Jest (globalSetup creates the databases)',
     );
   return `${prefix}${((id - 1) % WORKER_DB_COUNT) + 1}`;
+}
+
+/** Runs one statement on the server's admin database (creating or dropping roles and databases). */
+export async function asAdmin(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: adminDatabaseUrl });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
 }

@@ -9,7 +9,7 @@ import { AuditRetention } from '../../../src/audit/audit-retention.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
 import { sealFor } from '../../support/audit.js';
 import { createTenant } from '../../support/factories.js';
-import { adminDatabaseUrl } from '../../support/env.js';
+import { adminDatabaseUrl, asAdmin } from '../../support/env.js';
 
 const suffix = `${process.pid}_${randomBytes(3).toString('hex')}`;
 const owner = `custos_owner_${suffix}`;
@@ -34,16 +34,6 @@ async function asRole<T>(role: string, fn: (c: pg.Client) => Promise<T>): Promis
   }
 }
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: adminDatabaseUrl });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
 /** The SQLSTATE a statement fails with as `role` (or 'ok'). */
 const attempt = (role: string, sql: string) =>
   asRole(role, (c) =>
@@ -60,17 +50,17 @@ const env = () => ({
 });
 
 beforeAll(async () => {
-  await admin(`CREATE ROLE ${owner} LOGIN`);
-  await admin(`CREATE ROLE ${appRole} LOGIN`);
-  await admin(`CREATE DATABASE ${dbName} OWNER ${owner}`);
+  await asAdmin(`CREATE ROLE ${owner} LOGIN`);
+  await asAdmin(`CREATE ROLE ${appRole} LOGIN`);
+  await asAdmin(`CREATE DATABASE ${dbName} OWNER ${owner}`);
   app = await startTestApp(env());
 });
 
 afterAll(async () => {
   await app?.close();
-  await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-  await admin(`DROP ROLE IF EXISTS ${appRole}`);
-  await admin(`DROP ROLE IF EXISTS ${owner}`);
+  await asAdmin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await asAdmin(`DROP ROLE IF EXISTS ${appRole}`);
+  await asAdmin(`DROP ROLE IF EXISTS ${owner}`);
 });
 
 describe('migrations as the owner, the application as its own role', () => {

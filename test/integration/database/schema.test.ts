@@ -1,20 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { DataSource } from 'typeorm';
 import { createDataSource, runMigrations } from '../../../src/database/data-source.js';
 import { migrations } from '../../../src/database/migrations.js';
 import { entities } from '../../../src/entities.js';
-import { adminDatabaseUrl, databaseUrlFor, workerDatabaseName } from '../../support/env.js';
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: adminDatabaseUrl });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+import { asAdmin, databaseUrlFor, workerDatabaseName } from '../../support/env.js';
 
 describe('migrations', () => {
   it('bring the database to exactly what the entities describe, and are idempotent', async () => {
@@ -47,7 +36,7 @@ describe('migrations', () => {
 describe('the audit partitions migration', () => {
   it('moves existing events into monthly partitions with their ids, transaction ids and contents', async () => {
     const name = `custos_partitions_${process.pid}_${randomBytes(3).toString('hex')}`;
-    await admin(`CREATE DATABASE ${name}`);
+    await asAdmin(`CREATE DATABASE ${name}`);
     const url = databaseUrlFor(name);
     const until = migrations.findIndex((m) => m.name === 'AuditPartitions1795530000000');
     expect(until).toBeGreaterThan(0);
@@ -104,7 +93,7 @@ describe('the audit partitions migration', () => {
       expect(kind).toBe('r');
     } finally {
       await ds.destroy();
-      await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await asAdmin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     }
   });
 });
