@@ -40,7 +40,8 @@ import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionType } from '../connections/connection.types.js';
 import { ConnectionsService } from '../connections/connections.service.js';
 import { minRemainingMs, refreshDueOnRead } from '../connections/refresh-schedule.js';
-import { TokenRefresher, type FreshToken } from '../connections/token-refresher.service.js';
+import { NarrowingRefused, TokenRefresher, type FreshToken } from '../connections/token-refresher.service.js';
+import { TenantsRepository } from '../tenants/tenants.repository.js';
 import { preparedQuery } from '../database/sql.js';
 import { PROVIDER_KEY_PATTERN, type ProviderDefinition } from '../providers/provider-definition.js';
 import { ProviderRegistry } from '../providers/provider-registry.js';
@@ -54,7 +55,7 @@ import {
 import { DecisionBatcher } from './decision-batcher.js';
 import { SubjectTokenError, SubjectTokenVerifier, type VerifiedSubject } from '../identity/subject-token.js';
 import { ASSERTION_DECISION_SQL, type DecisionRow } from '../connections/decision-query.js';
-import type { OAuthRefusalCode, TokenOutcome } from './token-outcome.js';
+import type { ConsentReason, OAuthRefusalCode, TokenOutcome } from './token-outcome.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -113,6 +114,7 @@ export class BrokerService {
     @Inject(TokenRefresher) private readonly refresher: TokenRefresher,
     @Inject(DenialThrottle) private readonly throttle: DenialThrottle,
     @Inject(CONFIG) private readonly config: Config,
+    @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
   ) {}
 
   async token(req: TokenRequest): Promise<TokenOutcome> {
@@ -315,6 +317,32 @@ export class BrokerService {
     }
     event.connectionId = live.id;
     event.details.grantedScopes = live.scopes;
+    if (live.type === 'oauth2') {
+      const narrowTo = await this.leastPrivilege(client, provider, definition, live, row!, scopes, event);
+      if (narrowTo) {
+        let token: FreshToken & { cached: boolean };
+        try {
+          token = await this.refresher.narrowed(connector.tenantId, live.id, narrowTo, live.secret);
+        } catch (err) {
+          if (err instanceof NarrowingRefused) {
+            throw new Refusal('invalid_scope', err.message, 'provider_refused_narrowing');
+          }
+          // The provider refused the refresh token: the user must reconnect.
+          if (err instanceof CustosException && err.code === 'conflict') {
+            return this.consentRequired(client, subject, provider, scopes, row, 'needs_reauth', event);
+          }
+          throw err;
+        }
+        event.details.narrowedFrom = live.scopes;
+        event.details.grantedScopes = token.scopes;
+        event.details.narrowed = token.cached ? 'cached' : 'minted';
+        return this.releaseCredential(
+          event,
+          { ...live, expires_at: token.expiresAt, scopes: token.scopes },
+          token.accessToken,
+        );
+      }
+    }
     const secret =
       refreshed?.accessToken ??
       (await this.connections.openSecret(connector.tenantId, live.id, live.type, live.secret));
@@ -344,6 +372,41 @@ export class BrokerService {
       }),
       ...(live.scopes.length > 0 && { scope: live.scopes.join(' ') }),
     };
+  }
+
+  /**
+   * Least privilege per tool: the scopes to mint a narrower token for, or null to hand out the stored one.
+   * The token a request gets carries the scopes it asked for (or, asking none, the grant within the
+   * connector's allowed scopes). Where the provider can mint a token for a subset of the grant
+   * (`narrowsScopesOnRefresh`), a narrower one is minted; where it cannot, the whole grant goes out only if
+   * the connector may have all of it, or the tenant opted in to pass-through.
+   */
+  private async leastPrivilege(
+    client: AuthenticatedClient,
+    provider: string,
+    definition: ProviderDefinition,
+    live: { scopes: string[] },
+    row: HotRow,
+    requested: string[],
+    event: AuditRecord & { details: Record<string, unknown> },
+  ): Promise<string[] | null> {
+    const granted = live.scopes;
+    const allowed = client.connector.allowedScopes[provider];
+    const target =
+      requested.length > 0 ? requested : allowed ? granted.filter((s) => allowed.includes(s)) : granted;
+    if (granted.every((s) => target.includes(s))) return null;
+    if (definition.oauth2?.narrowsScopesOnRefresh && row.has_refresh && target.length > 0) return target;
+    const outside = allowed ? granted.filter((s) => !allowed.includes(s)) : [];
+    if (outside.length === 0) return null;
+    if (await this.tenants.scopePassThrough(client.connector.tenantId)) {
+      event.details.scopePassThrough = true;
+      return null;
+    }
+    throw new Refusal(
+      'invalid_scope',
+      'The user’s grant is wider than this connector may use, and the provider cannot mint a narrower token',
+      'grant_exceeds_connector_scopes',
+    );
   }
 
   private async authenticate(
@@ -475,7 +538,7 @@ export class BrokerService {
     provider: string,
     scopes: string[],
     row: HotRow | undefined,
-    why: 'not_connected' | 'needs_reauth' | 'expired' | 'insufficient_scope',
+    why: ConsentReason,
     event: AuditRecord & { details: Record<string, unknown> },
   ): Promise<TokenOutcome> {
     const granted = why === 'insufficient_scope' ? (row?.scopes ?? []) : [];
@@ -502,6 +565,9 @@ export class BrokerService {
       description: descriptions[why],
       connectUri: session.url,
       expiresIn: Math.max(0, Math.floor((Date.parse(session.expiresAt) - Date.now()) / 1000)),
+      sessionId: session.id,
+      sessionUri: `${this.config.publicUrl}/v1/tenants/${client.connector.tenantId}/connect/sessions/${session.id}`,
+      reason: why,
     };
   }
 

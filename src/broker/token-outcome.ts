@@ -12,6 +12,9 @@ export type OAuthRefusalCode =
   | 'invalid_target'
   | 'invalid_scope';
 
+/** Why the user must (re)connect before a credential can be released. */
+export type ConsentReason = 'not_connected' | 'needs_reauth' | 'expired' | 'insufficient_scope';
+
 export type TokenOutcome =
   /** The user's credential, released after its `allowed` event was committed. */
   | {
@@ -23,7 +26,16 @@ export type TokenOutcome =
       scope?: string;
     }
   /** No usable connection: a fresh connect link for the user. */
-  | { kind: 'consent_required'; description: string; connectUri: string; expiresIn: number }
+  | {
+      kind: 'consent_required';
+      description: string;
+      connectUri: string;
+      expiresIn: number;
+      /** The connect session behind the link, which the connector may read to learn when the user is done. */
+      sessionId: string;
+      sessionUri: string;
+      reason: ConsentReason;
+    }
   /** Refused; `basicChallenge` when the client authenticated (and failed) with HTTP Basic. */
   | { kind: 'refused'; error: OAuthRefusalCode; description: string; basicChallenge: boolean }
   /** Too many failed requests from this address or client id. */

@@ -45,6 +45,9 @@ export function tokenResponse(outcome: TokenOutcome): TokenResponse {
           error_description: outcome.description,
           connect_uri: outcome.connectUri,
           expires_in: outcome.expiresIn,
+          connect_session_id: outcome.sessionId,
+          connect_session_uri: outcome.sessionUri,
+          consent_reason: outcome.reason,
         },
       };
     case 'refused':

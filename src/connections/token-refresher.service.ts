@@ -17,9 +17,10 @@
  * - Background refreshes (`refreshDue`) never wait for another holder: whoever holds the lease does the work.
  *   They run under a limiter (in all, and per provider) in this process.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
+import { LRUCache } from 'lru-cache';
 import { Histogram } from 'prom-client';
 import { DataSource } from 'typeorm';
 import { AuditService, systemActor } from '../audit/audit.service.js';
@@ -49,10 +50,27 @@ class RefreshSuperseded extends Error {
   }
 }
 
+/** The provider refused (invalid_scope) to mint an access token for the subset of the grant asked for. */
+export class NarrowingRefused extends Error {
+  constructor() {
+    super('The provider refused to mint a token for these scopes');
+  }
+}
+
 export interface FreshToken {
   accessToken: string;
   expiresAt: Date | null;
   scopes: string[];
+}
+
+/** Narrowed tokens kept per process (connection × scope set), each until shortly before it expires. */
+const NARROWED_CACHE_ENTRIES = 10_000;
+
+interface NarrowedEntry extends FreshToken {
+  /** SHA-256 of the stored access token's ciphertext when it was minted: any write to the connection retires it. */
+  stored: Buffer;
+  /** Handed out until then: a margin before expiry of a tenth of its life at mint time, at most a minute. */
+  until: number;
 }
 
 const field = (connectionId: string, name: 'access_token' | 'refresh_token') => ({
@@ -65,6 +83,8 @@ const field = (connectionId: string, name: 'access_token' | 'refresh_token') => 
 export class TokenRefresher {
   private readonly owner = randomUUID();
   private readonly inflight = new Map<string, Promise<FreshToken>>();
+  private readonly narrowing = new Map<string, Promise<FreshToken>>();
+  private readonly narrowedCache = new LRUCache<string, NarrowedEntry>({ max: NARROWED_CACHE_ENTRIES });
   /** Provider refresh calls made by this process (tests, metrics). */
   providerCalls = 0;
   /** Background refreshes in flight in this process: in all, and per provider. */
@@ -105,6 +125,180 @@ export class TokenRefresher {
       this.inflight.set(connectionId, pending);
     }
     return pending;
+  }
+
+  /**
+   * An access token for a subset of the connection's grant, minted by a refresh_token grant naming `scopes`
+   * (RFC 6749 §6), for a provider that declares `narrowsScopesOnRefresh`. It is never stored as the
+   * connection's token and never wider than asked: an answer with a scope outside `scopes` is dropped. Kept in
+   * this process until shortly before it expires, for as long as the connection's stored token is the one it
+   * was minted next to (`storedSecret`, the ciphertext the caller read); one mint per connection and scope set
+   * at a time. A provider that returns a new refresh token has it stored (under the refresh lease, like any
+   * refresh), so narrowing works with rotating refresh tokens too.
+   */
+  async narrowed(
+    tenantId: string,
+    connectionId: string,
+    scopes: string[],
+    storedSecret: Buffer,
+  ): Promise<FreshToken & { cached: boolean }> {
+    const wanted = [...new Set(scopes)].sort();
+    const key = `${connectionId} ${wanted.join(' ')}`;
+    const stored = createHash('sha256').update(storedSecret).digest();
+    const hit = this.narrowedCache.get(key);
+    if (hit && hit.stored.equals(stored) && hit.until > Date.now()) {
+      return { accessToken: hit.accessToken, expiresAt: hit.expiresAt, scopes: hit.scopes, cached: true };
+    }
+    let pending: Promise<FreshToken> | undefined = this.narrowing.get(key);
+    if (!pending) {
+      pending = this.runNarrow(tenantId, connectionId, wanted)
+        .then((token) => {
+          this.narrowedCache.set(key, { ...token, until: usableUntil(token.expiresAt) });
+          return token;
+        })
+        .finally(() => this.narrowing.delete(key));
+      this.narrowing.set(key, pending);
+    }
+    const token = await pending;
+    return {
+      accessToken: token.accessToken,
+      expiresAt: token.expiresAt,
+      scopes: token.scopes,
+      cached: false,
+    };
+  }
+
+  private async runNarrow(
+    tenantId: string,
+    connectionId: string,
+    scopes: string[],
+  ): Promise<FreshToken & { stored: Buffer }> {
+    let superseded = 0;
+    for (let waited = 0; ; waited += WAIT_STEP_MS) {
+      const leased = await this.lease(tenantId, connectionId);
+      if (leased) {
+        try {
+          return await this.narrowLeased(leased, scopes);
+        } catch (err) {
+          if (!(err instanceof RefreshSuperseded)) throw err;
+          if (++superseded >= MAX_SUPERSEDED) {
+            throw new CommonException(
+              'temporarily_unavailable',
+              'The connection keeps changing; retry shortly',
+            );
+          }
+          continue;
+        } finally {
+          await this.release(leased.id).catch(() => undefined);
+        }
+      }
+      // Someone else is refreshing (or narrowing) this connection: its refresh token may be about to change.
+      if (waited > (this.leaseSeconds + 5) * 1000) {
+        throw new CommonException('temporarily_unavailable', 'A refresh of this connection is stuck');
+      }
+      await new Promise((r) => setTimeout(r, WAIT_STEP_MS));
+    }
+  }
+
+  /** The narrowed token, and the fingerprint of the stored token's ciphertext as it is after the mint. */
+  private async narrowLeased(row: LeasedRow, scopes: string[]): Promise<FreshToken & { stored: Buffer }> {
+    if (row.status !== 'active' || !row.secret) {
+      throw new CommonException('conflict', 'The connection is not active');
+    }
+    if (!row.refresh_token) throw new CommonException('conflict', 'The connection has no refresh token');
+    if (row.refresh_retry_at && row.refresh_retry_at.getTime() > Date.now()) {
+      throw new CommonException(
+        'temporarily_unavailable',
+        'Refresh is backing off after a provider failure',
+        {
+          retryAt: row.refresh_retry_at.toISOString(),
+        },
+      );
+    }
+    const definition = await this.providers.get(row.tenant_id, row.provider);
+    const app = await this.apps.open(row.tenant_id, row.provider);
+    if (!definition?.oauth2 || !app) {
+      throw new CommonException('temporarily_unavailable', 'No OAuth app is configured for this provider');
+    }
+    const refreshToken = await this.dataKeys.open(
+      row.tenant_id,
+      field(row.id, 'refresh_token'),
+      row.refresh_token,
+    );
+    const sealing = await this.dataKeys.sealingKey(row.tenant_id);
+    let next: Awaited<ReturnType<ProviderOAuthClient['refresh']>>;
+    try {
+      this.providerCalls++;
+      const timeoutMs = Math.min(10_000, (this.leaseSeconds - 3) * 1000);
+      next = await this.oauth.refresh(definition, app, refreshToken, timeoutMs, scopes);
+    } catch (err) {
+      const error = (err as { error?: string }).error;
+      if (error === 'invalid_grant') {
+        if (!(await this.needsReauth(row, 'refresh token rejected'))) throw new RefreshSuperseded(row.id);
+        this.metrics.refreshes.inc({ outcome: 'needs_reauth' });
+        throw new CommonException('conflict', 'The connection needs re-authorization');
+      }
+      this.log.warn(
+        { connectionId: row.id, provider: row.provider, code: error ?? (err as { code?: string }).code },
+        'scope narrowing failed',
+      );
+      if (error === 'invalid_scope') {
+        throw new NarrowingRefused();
+      }
+      throw new CommonException('temporarily_unavailable', 'The provider could not mint a narrowed token');
+    }
+    let stored = createHash('sha256').update(row.secret).digest();
+    if (next.refreshToken && next.refreshToken !== refreshToken) {
+      // A new refresh token (rotation): stored before anything else, with the stored access token re-sealed
+      // as it is (the connection's own token, expiry and scopes do not change).
+      const accessToken = await this.dataKeys.open(row.tenant_id, field(row.id, 'access_token'), row.secret);
+      const seal = (name: 'access_token' | 'refresh_token', value: string) =>
+        sealField(
+          sealing.key,
+          { tenantId: row.tenant_id, dataKeyId: sealing.dataKeyId, ...field(row.id, name) },
+          Buffer.from(value, 'utf8'),
+        );
+      const secret = seal('access_token', accessToken);
+      const written = await this.rows.commitRefresh(
+        row.id,
+        row.version,
+        {
+          secret,
+          refreshToken: seal('refresh_token', next.refreshToken),
+          expiresAt: row.expires_at,
+          scopes: row.scopes,
+          dataKeyId: readEnvelopeHeader(secret).dataKeyId,
+          dueAt: row.refresh_due_at,
+        },
+        {
+          tenantId: row.tenant_id,
+          action: 'connection.refreshed',
+          outcome: 'allowed',
+          actor: systemActor,
+          subjectUserId: row.user_id,
+          connectionId: row.id,
+          provider: row.provider,
+          details: { rotated: true, narrowedTo: scopes },
+        },
+      );
+      if (!written) throw new RefreshSuperseded(row.id);
+      // The stored token itself did not change, only its sealing: this process's narrowed tokens stay usable.
+      const before = stored;
+      stored = createHash('sha256').update(secret).digest();
+      for (const [key, entry] of this.narrowedCache.entries()) {
+        if (key.startsWith(`${row.id} `) && entry.stored.equals(before)) entry.stored = stored;
+      }
+    }
+    // Never wider than asked: a provider that ignores `scope` (or adds to it) gets nothing handed out.
+    const granted = next.scopes ?? scopes;
+    if (granted.some((s) => !scopes.includes(s))) {
+      this.log.warn(
+        { connectionId: row.id, provider: row.provider },
+        'the provider widened a narrowed token',
+      );
+      throw new CommonException('temporarily_unavailable', 'The provider did not narrow the token’s scopes');
+    }
+    return { accessToken: next.accessToken, expiresAt: next.expiresAt, scopes: granted, stored };
   }
 
   /**
@@ -422,6 +616,12 @@ export class TokenRefresher {
     });
     return true;
   }
+}
+
+/** Until when a narrowed token is handed out: a margin before expiry of a tenth of its life, at most a minute. */
+function usableUntil(expiresAt: Date | null): number {
+  if (!expiresAt) return Number.POSITIVE_INFINITY;
+  return expiresAt.getTime() - Math.min(60_000, Math.max(0, expiresAt.getTime() - Date.now()) / 10);
 }
 
 /** A row worth a provider call: its refresh has come due (or its token is about to expire). */

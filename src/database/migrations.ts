@@ -18,6 +18,7 @@ import { SealedAudit1795510000000 } from '../../migrations/1795510000000-SealedA
 import { AuditForwarding1795520000000 } from '../../migrations/1795520000000-AuditForwarding.js';
 import { AuditPartitions1795530000000 } from '../../migrations/1795530000000-AuditPartitions.js';
 import { TenantDeletion1795540000000 } from '../../migrations/1795540000000-TenantDeletion.js';
+import { ScopePassThrough1795550000000 } from '../../migrations/1795550000000-ScopePassThrough.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -39,4 +40,5 @@ export const migrations = [
   AuditForwarding1795520000000,
   AuditPartitions1795530000000,
   TenantDeletion1795540000000,
+  ScopePassThrough1795550000000,
 ];

@@ -121,9 +121,15 @@ export class ProviderOAuthClient {
     app: OpenedProviderApp,
     refreshToken: string,
     timeoutMs = 10_000,
+    /** Ask for an access token with just these scopes, a subset of the grant (RFC 6749 §6). */
+    scopes?: string[],
   ): Promise<{ accessToken: string; refreshToken: string | null; expiresAt: Date; scopes: string[] | null }> {
     const cfg = await this.configuration(definition, app, timeoutMs);
-    const tokens = await oidc.refreshTokenGrant(cfg, refreshToken);
+    const tokens = await oidc.refreshTokenGrant(
+      cfg,
+      refreshToken,
+      scopes ? { scope: scopes.join(oauth2(definition).scopeSeparator) } : undefined,
+    );
     if (!tokens.access_token)
       throw new CommonException('outbound_request_failed', 'No access token in the refresh');
     const expiresIn = tokens.expiresIn() ?? oauth2(definition).defaultExpiresIn;

@@ -226,6 +226,13 @@ const oauth2SchemaFor = (urls: UrlSchemas) =>
      */
     rotatesRefreshToken: z.boolean().default(false),
     /**
+     * The token endpoint honours `scope` on a refresh_token grant naming a subset of the grant (RFC 6749 §6)
+     * and answers with an access token for just those scopes. With it, a connector that asks for fewer scopes
+     * than the user granted (least privilege per tool) gets a token minted for exactly those; without it, a
+     * grant wider than the connector's allowed scopes is refused unless the tenant opts in to pass-through.
+     */
+    narrowsScopesOnRefresh: z.boolean().default(false),
+    /**
      * Access-token lifetime in seconds, assumed when a token response that carries a refresh token omits
      * expires_in. (A response with neither a refresh token nor expires_in is a token that does not expire.)
      */

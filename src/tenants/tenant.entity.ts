@@ -40,6 +40,10 @@ export class Tenant {
    * When a platform admin asked for the tenant's deletion; null while it is active. From then on its
    * credentials are refused, and the shredding job deletes the row (tenant-deletion.service.ts).
    */
+  /** Hand out a stored grant wider than a connector's allowed scopes when the provider cannot narrow it. */
+  @Column('boolean', { name: 'scope_pass_through', default: false })
+  scopePassThrough!: boolean;
+
   @Column('timestamptz', { name: 'deletion_requested_at', nullable: true })
   deletionRequestedAt!: Date | null;
 

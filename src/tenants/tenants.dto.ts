@@ -65,6 +65,11 @@ export const updateTenantSchema = z
       })
       .nullable()
       .optional(),
+    /**
+     * Least privilege: with false (the default), a connector whose allowed scopes are narrower than a user's
+     * stored grant gets no token for a provider that cannot mint a narrower one; true hands out the whole grant.
+     */
+    scopePassThrough: z.boolean().optional(),
     /** Issue a new signing secret (shown once in the response). */
     rotateWebhookSecret: z.literal(true).optional(),
   })

@@ -25,6 +25,7 @@ export interface TenantRow {
   allowed_return_urls: string[];
   webhook_url: string | null;
   connect_login: ConnectLogin | null;
+  scope_pass_through: boolean;
   /** When its deletion was requested; null while it is active. */
   deletion_requested_at: Date | null;
   created_at: Date;
@@ -32,7 +33,8 @@ export interface TenantRow {
 
 /** The columns of a TenantRow. */
 const columns =
-  'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, deletion_requested_at, created_at';
+  'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, scope_pass_through, ' +
+  'deletion_requested_at, created_at';
 
 /** Where a tenant's notifications go, and their signing secret (sealed). */
 export interface WebhookRow {
@@ -60,6 +62,7 @@ export interface TenantChanges {
   connectLogin: ConnectLogin | null;
   /** The login client's secret, already sealed. */
   connectLoginSecret: Buffer | null;
+  scopePassThrough: boolean | null;
 }
 
 @Injectable()
@@ -85,7 +88,8 @@ export class TenantsRepository {
              webhook_secret = CASE WHEN $4::boolean AND $5::text IS NULL THEN NULL
                                    ELSE COALESCE($6, webhook_secret) END,
              connect_login = CASE WHEN $7::boolean THEN $8::jsonb ELSE connect_login END,
-             connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END
+             connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END,
+             scope_pass_through = COALESCE($10, scope_pass_through)
             WHERE id = $1 AND deletion_requested_at IS NULL RETURNING ${columns}`,
         [
           id,
@@ -97,10 +101,20 @@ export class TenantsRepository {
           c.setConnectLogin,
           c.connectLogin ? JSON.stringify(c.connectLogin) : null,
           c.connectLoginSecret,
+          c.scopePassThrough,
         ],
       ),
     );
     return rows[0];
+  }
+
+  /** Whether the tenant hands out grants wider than a connector's allowed scopes that cannot be narrowed. */
+  async scopePassThrough(id: string): Promise<boolean> {
+    const rows: Array<{ scope_pass_through: boolean }> = await this.db.query(
+      'SELECT scope_pass_through FROM tenants WHERE id = $1',
+      [id],
+    );
+    return rows[0]?.scope_pass_through === true;
   }
 
   /** Every tenant, oldest first. */

@@ -26,6 +26,8 @@ export interface TenantView {
   allowedReturnUrls: string[];
   webhookUrl: string | null;
   connectLogin: { identityProvider: string; clientId: string } | null;
+  /** Whether a grant wider than a connector's allowed scopes is handed out when it cannot be narrowed. */
+  scopePassThrough: boolean;
   createdAt: string;
 }
 
@@ -38,6 +40,7 @@ const view = (r: TenantRow): TenantView => ({
   allowedReturnUrls: r.allowed_return_urls,
   webhookUrl: r.webhook_url,
   connectLogin: r.connect_login,
+  scopePassThrough: r.scope_pass_through,
   createdAt: r.created_at.toISOString(),
 });
 
@@ -122,6 +125,7 @@ export class TenantsService {
             }
           : null,
         connectLoginSecret: loginSecret,
+        scopePassThrough: patch.scopePassThrough ?? null,
       });
       if (!row) throw new CommonException('not_found', 'Tenant not found');
       const { rotateWebhookSecret: _rotate, connectLogin, ...rest } = patch;

@@ -29,6 +29,7 @@ describe('tenants and admin keys', () => {
       allowedReturnUrls: [],
       webhookUrl: null,
       connectLogin: null,
+      scopePassThrough: false,
       createdAt: expect.any(String),
     });
   });

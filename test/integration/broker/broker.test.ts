@@ -658,6 +658,9 @@ describe('consent_required', () => {
       error_description: expect.any(String),
       connect_uri: expect.stringMatching(new RegExp(`^${PUBLIC_URL}/connect/cst_[A-Za-z0-9_-]{43}$`)),
       expires_in: expect.any(Number),
+      connect_session_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      connect_session_uri: `${PUBLIC_URL}/v1/tenants/${a.tenantId}/connect/sessions/${res.body.connect_session_id}`,
+      consent_reason: 'not_connected',
     });
     expect(res.body.expires_in).toBeGreaterThan(800);
     expect(res.body.expires_in).toBeLessThanOrEqual(900);
@@ -666,6 +669,8 @@ describe('consent_required', () => {
     const [ev] = await lastEvents(a);
     expect(ev).toMatchObject({ outcome: 'denied', subject_user_id: 'carol', provider: 'github' });
     expect(ev.details).toMatchObject({ reason: 'consent_required', consent: 'not_connected' });
+    expect(ev.details.connectSessionId).toBe(again.body.connect_session_id);
+    expect(again.body.connect_session_id).not.toBe(res.body.connect_session_id);
     const sessions = await db().query(`SELECT * FROM connect_sessions WHERE id = $1`, [
       ev.details.connectSessionId,
     ]);
@@ -706,6 +711,7 @@ describe('consent_required', () => {
     const token = await idp.token({ sub: 'dave' });
     const lacking = await exchange(basicClient, token, { scope: 'repo' });
     expect(lacking.body.error).toBe('consent_required');
+    expect(lacking.body.consent_reason).toBe('insufficient_scope');
     const [ev] = await lastEvents(a);
     expect(ev.details.consent).toBe('insufficient_scope');
     const session = await db().query('SELECT scopes FROM connect_sessions WHERE id = $1', [

@@ -111,6 +111,7 @@ describe('PUT /v1/tenants/:tenantId/providers/:key', () => {
           tokenEndpointAuthMethod: 'client_secret_basic',
           authorizationParams: {},
           rotatesRefreshToken: false,
+          narrowsScopesOnRefresh: false,
           defaultExpiresIn: 3600,
         },
       },

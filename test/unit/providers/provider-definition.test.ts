@@ -66,6 +66,7 @@ describe('parseProviderDefinition', () => {
       tokenEndpointAuthMethod: 'client_secret_basic',
       authorizationParams: {},
       rotatesRefreshToken: false,
+      narrowsScopesOnRefresh: false,
       defaultExpiresIn: 3600,
     });
     expect(isOAuth2Provider(def)).toBe(true);
