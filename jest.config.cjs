@@ -22,6 +22,9 @@ module.exports = {
   transformIgnorePatterns: [],
   moduleNameMapper: {
     '^(\\.{1,2}/.*)\\.js$': '$1',
+    // The SDK (sdk/) and the example import it by its package name; tests run its source.
+    '^@custos/sdk$': '<rootDir>/sdk/src/index.ts',
+    '^@custos/sdk/(.*)$': '<rootDir>/sdk/src/$1.ts',
     // Its package.json exports only an "import" condition, which Jest's CommonJS resolver does not take.
     '^canonicalize$': '<rootDir>/node_modules/canonicalize/lib/canonicalize.js',
   },
