@@ -6,9 +6,11 @@ export default tseslint.config(
   {
     ignores: [
       'dist/**',
+      'sdk/dist/**',
       'node_modules/**',
       'coverage/**',
       '.custos/**',
+      '.custos-demo/**',
       'jest.config.cjs',
       'eslint.config.js',
       '.dependency-cruiser.cjs',

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
-import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { AppModule, type Runtime } from './app.module.js';
@@ -13,6 +13,7 @@ import { describeConfig, loadConfig, type Config } from './config/config.js';
 import { answerFrameworkError } from './http/exception.filter.js';
 import { accessLogger, createLogger, PinoNestLogger, requestContext } from './common/logger.js';
 import { installHttpMetrics } from './common/http-metrics.js';
+import { openApiFrame } from './common/openapi.js';
 import { fastifyTrustProxy } from './common/rate-limit.js';
 import { installInputGuards } from './common/validation.js';
 import { loadRootKeyring } from './crypto/root-keyring-file.js';
@@ -177,14 +178,6 @@ export async function startCustos(opts: StartOptions = {}): Promise<Custos> {
 
 /** The OpenAPI document at /openapi.json and its viewer at /docs (api role). */
 function setupApiDocs(app: NestFastifyApplication): void {
-  const doc = SwaggerModule.createDocument(
-    app,
-    new DocumentBuilder()
-      .setTitle('Custos')
-      .setDescription('Credential vault and connector control plane')
-      .setVersion('0.1.0')
-      .addBearerAuth()
-      .build(),
-  );
+  const doc = SwaggerModule.createDocument(app, openApiFrame('0.1.0'));
   SwaggerModule.setup('docs', app, doc, { jsonDocumentUrl: 'openapi.json' });
 }

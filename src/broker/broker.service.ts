@@ -36,6 +36,7 @@ import { LOGGER } from '../common/logger.js';
 import { Metrics } from '../common/metrics.js';
 import { addressKey, clientKey, sourceAddress, type Block, type LimitKey } from '../common/rate-limit.js';
 import { scopeTokenSchema, textProblem, userIdSchema } from '../common/validation.js';
+import { ConnectException } from '../connect/connect.errors.js';
 import { ConnectSessionsService } from '../connect/connect-sessions.service.js';
 import type { ConnectionType } from '../connections/connection.types.js';
 import { ConnectionsService } from '../connections/connections.service.js';
@@ -551,7 +552,17 @@ export class BrokerService {
       .createSession(actor, client.connector.tenantId, { userId: subject.userId, provider, scopes: wanted }, [
         event,
       ])
-      .catch(auditUnwritable);
+      .catch((err: unknown) => {
+        // A link to a provider the tenant has not set up could only end in an error page: refused instead.
+        if (err instanceof ConnectException && err.code === 'provider_not_configured') {
+          throw new Refusal(
+            'invalid_target',
+            'The user has not connected this provider, and the tenant has not set it up for connecting',
+            'provider_not_configured',
+          );
+        }
+        return auditUnwritable(err);
+      });
     this.stats.consentRequired++;
     this.metrics.tokenRequests.inc({ outcome: 'consent_required' });
     const descriptions = {

@@ -8,7 +8,8 @@
 import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { KeyBackends } from '../crypto/key-backends.js';
+import { KeyBackendService } from '../crypto/key-backend.service.js';
+import { diagnoseFailure, KeyBackends } from '../crypto/key-backends.js';
 import { auditTrailProtection } from '../database/data-source.js';
 import type { CliContext } from './context.js';
 
@@ -160,18 +161,39 @@ export async function doctor(
     } catch (err) {
       add('key backends (tenants)', 'fail', reason(err));
     }
+    const keyBackends = ctx.app.get(KeyBackendService, { strict: false });
     for (const t of tenants) {
       try {
         await within((await within(backends.forTenant(t.id))).check());
         add(`key backend (tenant ${t.id})`, 'ok', `${t.type} answers`);
       } catch (err) {
-        add(`key backend (tenant ${t.id})`, 'fail', `${t.type}: ${reason(err)}`);
+        add(`key backend (tenant ${t.id})`, 'fail', await tenantBackendFailure(keyBackends, t, err));
       }
     }
   } finally {
     await ctx.close().catch(() => undefined);
   }
   return checks;
+}
+
+/**
+ * A tenant's key backend that failed its round trip, said by cause as the admin API says it when the backend is
+ * set (unreachable, denied, not found), with where it failed and what to check.
+ */
+async function tenantBackendFailure(
+  keyBackends: KeyBackendService,
+  t: { id: string; type: string },
+  err: unknown,
+): Promise<string> {
+  if (t.type !== 'aws-kms' && t.type !== 'vault-transit') return `${t.type}: ${reason(err)}`;
+  // The settings name the key, region or address in the message; without them it still names the cause.
+  const settings = await within(keyBackends.view(t.id)).then(
+    (v) => v.settings,
+    () => undefined,
+  );
+  const d = await diagnoseFailure(t.type, err, settings);
+  const cause = d.code.replace(/^key_backend_/, '').replace('_', ' ');
+  return `${t.type} ${cause} (${d.reason}): ${d.message}`;
 }
 
 export function formatChecks(checks: Check[]): string {

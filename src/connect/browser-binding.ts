@@ -3,13 +3,18 @@
  * checks of a cookie against the hash stored for it (state cookies, sign-in cookies).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { PageAction, PageBranding } from './connect-pages.js';
 
-/** A step of the hosted flow ends with this page (status, title, message), never with a stack. */
+/**
+ * A step of the hosted flow ends with this page (status, title, what happened and what to do next, the ways
+ * forward, and the tenant's branding when the session is known), never with a stack.
+ */
 export class FlowPageError extends Error {
   constructor(
     readonly status: number,
     readonly title: string,
     message: string,
+    readonly more: { actions?: PageAction[]; brand?: PageBranding } = {},
   ) {
     super(message);
   }

@@ -23,7 +23,9 @@ import { IdpTokenError, inspectIdpToken, verifyIdpToken } from '../identity/idp-
 import { cookie, FlowPageError, sameHash, sha256 } from './browser-binding.js';
 import { ProviderOAuthClient } from '../providers/oauth-client.js';
 import { TenantsRepository } from '../tenants/tenants.repository.js';
-import { ConnectSessionsRepository } from './connect-sessions.repository.js';
+import { pageBranding } from './connect-outcome.js';
+import type { PageAction } from './connect-pages.js';
+import { ConnectSessionsRepository, type LoginSessionRow } from './connect-sessions.repository.js';
 
 export const LOGIN_FLOW_COOKIE = '__Host-custos_login_flow';
 export const LOGIN_COOKIE = '__Host-custos_login';
@@ -141,6 +143,7 @@ export class ConnectLoginService {
     const secrets = JSON.parse(
       await this.dataKeys.open(session.tenant_id, loginField(session.id), session.login_secrets),
     ) as LoginSecrets;
+    const brand = pageBranding(session, this.config.publicUrl);
     if (!sameHash(Buffer.from(secrets.browserHash, 'hex'), browser)) {
       await this.event(session, 'connect_session.failed', 'denied', {
         reason: 'browser_mismatch',
@@ -149,9 +152,14 @@ export class ConnectLoginService {
       throw new FlowPageError(
         400,
         'Sign-in not recognised',
-        'This sign-in was started in another browser. Start again from your link.',
+        'This sign-in was started in another browser or window, so for your safety it was not used. Open your link again in the browser you want to use.',
+        { brand },
       );
     }
+    // The way back to the link's page, to sign in again.
+    const retry: PageAction[] = [
+      { href: `${this.config.publicUrl}/connect/${secrets.token}`, label: 'Try again' },
+    ];
     if (!(await this.sessions.takeLoginState(session.id, sha256(state)))) throw unknown();
     const settings = await this.settings(session.tenant_id);
     if (!settings) throw new FlowPageError(400, 'Not needed', 'This organisation does not require sign-in.');
@@ -174,25 +182,21 @@ export class ConnectLoginService {
       if (payload.nonce !== secrets.nonce) throw new Error('nonce');
       user = payload[settings.idp.userClaim];
     } catch (err) {
-      await this.event(session, 'connect_session.failed', 'failed', {
-        reason: signInFailure(err),
-        step: 'sign_in',
-      });
+      await this.failed(session, 'failed', signInFailure(err));
       throw new FlowPageError(
         502,
         'Sign-in failed',
-        'The sign-in did not complete. Use your link to try again.',
+        `The sign-in at ${settings.idp.name} did not complete, so nothing was connected. Use your link to try again; if it happens again, contact your administrator.`,
+        { brand, actions: retry },
       );
     }
     if (user !== session.user_id) {
-      await this.event(session, 'connect_session.failed', 'denied', {
-        reason: 'user_mismatch',
-        step: 'sign_in',
-      });
+      await this.failed(session, 'denied', 'user_mismatch');
       throw new FlowPageError(
         403,
         'Wrong account',
-        'This link was made for another person. Sign in with your own account, or ask for your own link.',
+        `This link was made for another person, but you signed in to ${settings.idp.name} as someone else, so nothing was connected. If you have more than one account there, sign out of ${settings.idp.name}, then try again and sign in with the right one; otherwise ask for your own link.`,
+        { brand, actions: retry },
       );
     }
     const verified = randomBytes(32).toString('base64url');
@@ -211,6 +215,21 @@ export class ConnectLoginService {
       location: `${this.config.publicUrl}/connect/${secrets.token}`,
       loginCookie: cookie(LOGIN_COOKIE, verified, ttl, 'Lax'),
     };
+  }
+
+  /**
+   * A sign-in that did not let the person connect: the session's last attempt failed (it stays usable), and
+   * `connect_session.failed` says why.
+   */
+  private async failed(
+    session: LoginSessionRow,
+    outcome: 'denied' | 'failed',
+    reason: string,
+  ): Promise<void> {
+    await this.db.transaction(async (m) => {
+      await this.sessions.recordOutcome(m, session.id, 'failed', reason);
+      await this.event(session, 'connect_session.failed', outcome, { reason, step: 'sign_in' }, m);
+    });
   }
 
   private async configuration(settings: LoginSettings): Promise<oidc.Configuration> {

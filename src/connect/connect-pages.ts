@@ -1,26 +1,47 @@
 /**
- * The hosted connect pages: server-rendered HTML, no script, no third-party assets, one inline stylesheet
- * allowed by its hash in a strict Content-Security-Policy. Every value is escaped. Accessible: a language,
- * a title, labelled fields, visible focus, AA contrast, and a layout that works on a phone.
+ * The hosted connect pages: server-rendered HTML, no script, no third-party assets, inline stylesheets allowed
+ * by their hashes in a strict Content-Security-Policy (the tenant's colour is a second, generated stylesheet;
+ * its logo an image from 'self'). Every value is escaped. Accessible: a language, a title, labelled fields,
+ * visible focus, AA contrast (the text on the tenant's colour is black or white, whichever reads), and a
+ * layout that works on a phone. Every page that ends a step says what happened and what to do next.
  */
 import { createHash } from 'node:crypto';
 
 const STYLE = `
 :root{color-scheme:light dark;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 body{margin:0;background:#f4f5f7;color:#111}
-main{max-width:28rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:.75rem;box-shadow:0 1px 3px #0002}
+main{max-width:28rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:.75rem;box-shadow:0 1px 3px #0002;border-top:.4rem solid var(--brand,#0b57d0)}
+.brand{display:flex;align-items:center;gap:.75rem;margin:0 0 1.25rem;font-weight:600;font-size:1.05rem}
+.brand img{display:block;max-height:2.5rem;max-width:10rem;width:auto;height:auto}
 h1{font-size:1.35rem;margin:0 0 1rem}
 p,li{line-height:1.5}
 ul{padding-left:1.25rem}
+code.scope{font-size:.8rem;color:#444}
 label{display:block;font-weight:600;margin:.75rem 0 .25rem}
 input[type=password],input[type=text]{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #555;border-radius:.4rem}
-button{margin-top:1rem;width:100%;padding:.75rem;font-size:1rem;font-weight:600;color:#fff;background:#0b57d0;border:0;border-radius:.4rem;cursor:pointer}
-button:focus-visible,input:focus-visible{outline:3px solid #e37400;outline-offset:2px}
+button,a.button{display:block;box-sizing:border-box;margin-top:1rem;width:100%;padding:.75rem;font-size:1rem;font-weight:600;text-align:center;text-decoration:none;color:var(--on-brand,#fff);background:var(--brand,#0b57d0);border:0;border-radius:.4rem;cursor:pointer}
+a{color:#0b57d0}
+a.secondary{display:block;margin-top:1rem;text-align:center}
+button:focus-visible,input:focus-visible,a:focus-visible{outline:3px solid #e37400;outline-offset:2px}
 .error{color:#a50e0e;font-weight:600}
 .muted{color:#444;font-size:.9rem}
-@media (prefers-color-scheme:dark){body{background:#111;color:#eee}main{background:#1d1d1f}.muted{color:#bbb}.error{color:#ff8a80}input[type=password],input[type=text]{background:#000;color:#eee;border-color:#aaa}}
+@media (prefers-color-scheme:dark){body{background:#111;color:#eee}main{background:#1d1d1f}.muted,code.scope{color:#bbb}.error{color:#ff8a80}a{color:#8ab4f8}input[type=password],input[type=text]{background:#000;color:#eee;border-color:#aaa}}
 `;
 const STYLE_HASH = createHash('sha256').update(STYLE).digest('base64');
+
+/** How a tenant's pages look: the name they show, and its colour and logo when it has them. */
+export interface PageBranding {
+  name: string;
+  /** `#rrggbb` (validated when it was set). */
+  color: string | null;
+  logo: { url: string; width: number; height: number } | null;
+}
+
+/** A way forward from a page: a link (a "try again" or "back to the app"); the first one is the main one. */
+export interface PageAction {
+  href: string;
+  label: string;
+}
 
 export function escapeHtml(value: string): string {
   return value
@@ -31,9 +52,41 @@ export function escapeHtml(value: string): string {
     .replace(/'/g, '&#39;');
 }
 
-/** The security headers of every hosted page; `formTargets` are the origins a form here may lead to. */
-export function pageHeaders(formTargets: string[] = []): Record<string, string> {
+const COLOR = /^#[0-9a-f]{6}$/;
+
+/** WCAG relative luminance of `#rrggbb`. */
+function luminance(color: string): number {
+  const [r, g, b] = [1, 3, 5].map((i) => {
+    const c = parseInt(color.slice(i, i + 2), 16) / 255;
+    return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+/**
+ * The text colour on a tenant's colour: white when it reaches the AA contrast of 4.5:1, else black (one of
+ * the two always reaches it).
+ */
+export function textOn(color: string): '#ffffff' | '#000000' {
+  return 1.05 / (luminance(color) + 0.05) >= 4.5 ? '#ffffff' : '#000000';
+}
+
+/** The generated stylesheet of a tenant's colour, or null for none (only a validated colour gets one). */
+function brandStyle(brand: PageBranding | undefined): string | null {
+  const color = brand?.color?.toLowerCase();
+  if (!color || !COLOR.test(color)) return null;
+  return `:root{--brand:${color};--on-brand:${textOn(color)}}`;
+}
+
+const hashOf = (css: string) => `'sha256-${createHash('sha256').update(css).digest('base64')}'`;
+
+/**
+ * The security headers of every hosted page; `formTargets` are the origins a form here may lead to, and
+ * `brand` adds the hash of its colour's stylesheet and, with a logo, images from 'self'.
+ */
+export function pageHeaders(formTargets: string[] = [], brand?: PageBranding): Record<string, string> {
   const formAction = ["'self'", ...formTargets].join(' ');
+  const extraStyle = brandStyle(brand);
   return {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
@@ -44,7 +97,8 @@ export function pageHeaders(formTargets: string[] = []): Record<string, string> 
     'cross-origin-opener-policy': 'same-origin',
     'content-security-policy': [
       "default-src 'none'",
-      `style-src 'sha256-${STYLE_HASH}'`,
+      `style-src 'sha256-${STYLE_HASH}'${extraStyle ? ` ${hashOf(extraStyle)}` : ''}`,
+      ...(brand?.logo ? ["img-src 'self'"] : []),
       `form-action ${formAction}`,
       "frame-ancestors 'none'",
       "base-uri 'none'",
@@ -52,41 +106,60 @@ export function pageHeaders(formTargets: string[] = []): Record<string, string> 
   };
 }
 
-export function page(title: string, body: string): string {
+export function page(title: string, body: string, brand?: PageBranding): string {
+  const extraStyle = brandStyle(brand);
+  const header = brand
+    ? `<header class="brand">${
+        brand.logo
+          ? `<img src="${escapeHtml(brand.logo.url)}" alt="" width="${brand.logo.width}" height="${brand.logo.height}">`
+          : ''
+      }<span>${escapeHtml(brand.name)}</span></header>\n`
+    : '';
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
-<title>${escapeHtml(title)}</title>
-<style>${STYLE}</style>
+<title>${escapeHtml(brand ? `${title} · ${brand.name}` : title)}</title>
+<style>${STYLE}</style>${extraStyle ? `\n<style>${extraStyle}</style>` : ''}
 </head>
 <body>
 <main>
-${body}
+${header}${body}
 </main>
 </body>
 </html>
 `;
 }
 
+/** A scope as the page shows it: the provider's words for it when its definition has them, else the token. */
+export interface ShownScope {
+  scope: string;
+  description?: string;
+}
+
 export interface ConnectPageModel {
   tenantName: string;
   providerName: string;
-  scopes: string[];
+  scopes: ShownScope[];
   /** OAuth: a button that starts the authorization; API key: a form. */
   mode: 'oauth2' | 'api_key';
   action: string;
   csrfToken: string;
   error?: string;
+  brand?: PageBranding;
+}
+
+function scopeItem(s: ShownScope): string {
+  return s.description
+    ? `<li>${escapeHtml(s.description)} <code class="scope">${escapeHtml(s.scope)}</code></li>`
+    : `<li><code>${escapeHtml(s.scope)}</code></li>`;
 }
 
 export function connectPage(m: ConnectPageModel): string {
   const scopes =
-    m.scopes.length > 0
-      ? `<p>It will be able to:</p><ul>${m.scopes.map((s) => `<li><code>${escapeHtml(s)}</code></li>`).join('')}</ul>`
-      : '';
+    m.scopes.length > 0 ? `<p>It will be able to:</p><ul>${m.scopes.map(scopeItem).join('')}</ul>` : '';
   const error = m.error ? `<p class="error" role="alert">${escapeHtml(m.error)}</p>` : '';
   const form =
     m.mode === 'oauth2'
@@ -106,18 +179,38 @@ export function connectPage(m: ConnectPageModel): string {
 <p><strong>${escapeHtml(m.tenantName)}</strong> asks to use your own ${escapeHtml(m.providerName)} access on your behalf.</p>
 ${scopes}${error}${form}
 <p class="muted">Your credential is stored encrypted. You can disconnect at any time.</p>`,
+    m.brand,
+  );
+}
+
+/** A page that ends a step: what happened, and the ways forward (the first one as the main button). */
+export function outcomePage(m: {
+  title: string;
+  message: string;
+  isError?: boolean;
+  actions?: PageAction[];
+  reference?: string;
+  brand?: PageBranding;
+}): string {
+  const ref =
+    m.reference === undefined
+      ? ''
+      : `<p class="muted">Reference for your administrator: <code>${escapeHtml(m.reference)}</code></p>`;
+  const actions = (m.actions ?? [])
+    .map(
+      (a, i) =>
+        `<a class="${i === 0 ? 'button' : 'secondary'}" href="${escapeHtml(a.href)}">${escapeHtml(a.label)}</a>`,
+    )
+    .join('\n');
+  return page(
+    m.title,
+    `<h1>${escapeHtml(m.title)}</h1><p${m.isError ? ' class="error" role="alert"' : ''}>${escapeHtml(m.message)}</p>${ref}${actions ? `\n${actions}` : ''}`,
+    m.brand,
   );
 }
 
 export function messagePage(title: string, message: string, isError = false, reference?: string): string {
-  const ref =
-    reference === undefined
-      ? ''
-      : `<p class="muted">Reference for your administrator: <code>${escapeHtml(reference)}</code></p>`;
-  return page(
-    title,
-    `<h1>${escapeHtml(title)}</h1><p${isError ? ' class="error" role="alert"' : ''}>${escapeHtml(message)}</p>${ref}`,
-  );
+  return outcomePage({ title, message, isError, reference });
 }
 
 /**
@@ -171,6 +264,7 @@ export function signInPage(m: {
   identityProviderName: string;
   action: string;
   csrfToken: string;
+  brand?: PageBranding;
 }): string {
   return page(
     `Connect ${m.providerName}`,
@@ -180,5 +274,6 @@ export function signInPage(m: {
 <input type="hidden" name="csrf" value="${escapeHtml(m.csrfToken)}">
 <button type="submit" autofocus>Sign in with ${escapeHtml(m.identityProviderName)}</button>
 </form>`,
+    m.brand,
   );
 }

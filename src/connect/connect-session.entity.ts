@@ -1,4 +1,5 @@
 import {
+  Check,
   Column,
   CreateDateColumn,
   Entity,
@@ -10,11 +11,19 @@ import {
 } from 'typeorm';
 import { Tenant } from '../tenants/tenant.entity.js';
 
+/**
+ * What the row stores: `pending` while the link can be used (its last attempt may have been declined or have
+ * failed: `lastOutcome`), `completed` once connected, `failed` when closed for good (its provider was deleted).
+ */
 export type ConnectSessionStatus = 'pending' | 'completed' | 'failed';
+
+/** How the last attempt of a session whose link is still usable ended, when it did not connect. */
+export type ConnectAttemptOutcome = 'declined' | 'failed';
 
 /** A one-time link for one user to connect one provider. Only the SHA-256 of its token is stored. */
 @Entity('connect_sessions')
 @Index('ix_connect_sessions_tenant', ['tenantId', 'createdAt'])
+@Check('ck_connect_sessions_last_outcome', `"last_outcome" IN ('declined', 'failed')`)
 export class ConnectSession {
   @PrimaryColumn('uuid')
   id!: string;
@@ -98,4 +107,8 @@ export class ConnectSession {
   /** Why the last attempt failed (stable code), while the session stays usable until it expires. */
   @Column('text', { name: 'last_error', nullable: true })
   lastError!: string | null;
+
+  /** How the last attempt ended when it did not connect (declined at the provider, or failed); null otherwise. */
+  @Column('text', { name: 'last_outcome', nullable: true })
+  lastOutcome!: ConnectAttemptOutcome | null;
 }

@@ -1,14 +1,15 @@
 /**
  * Every statement on connect_sessions: the admin API's create, read and pruning (connect-sessions.service.ts),
  * the hosted flow's reads and single-use writes (connect-flow.service.ts), the sign-in before it
- * (connect-login.service.ts), and closing the pending sessions of a deleted custom provider. The flow reads a session joined with its tenant (name, whether sign-in is
- * required): those two statements read tenants too, and stay here as one round trip each.
+ * (connect-login.service.ts), and closing the pending sessions of a deleted custom provider. The flow reads a
+ * session joined with its tenant (its branding, whether sign-in is required): those statements read tenants
+ * too, and stay here as one round trip each.
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import type { Actor } from '../audit/audit.service.js';
 import { returned } from '../database/sql.js';
-import type { ConnectSessionStatus } from './connect-session.entity.js';
+import type { ConnectAttemptOutcome, ConnectSessionStatus } from './connect-session.entity.js';
 
 /** A session as the admin API shows it. */
 export interface ConnectSessionRow {
@@ -19,10 +20,29 @@ export interface ConnectSessionRow {
   status: ConnectSessionStatus;
   created_at: Date;
   expires_at: Date;
+  last_outcome: ConnectAttemptOutcome | null;
+  last_error: string | null;
 }
 
 /** The columns of a ConnectSessionRow. */
-const columns = 'id, user_id, provider, scopes, status, created_at, expires_at';
+const columns = 'id, user_id, provider, scopes, status, created_at, expires_at, last_outcome, last_error';
+
+/** The hosted pages' branding of the session's tenant, read with the session (never the logo's bytes). */
+export interface TenantBrandColumns {
+  tenant_id: string;
+  tenant_name: string;
+  tenant_display_name: string | null;
+  tenant_brand_color: string | null;
+  /** The logo's SHA-256 in hex; null without a logo. */
+  tenant_logo_sha256: string | null;
+  tenant_logo_width: number | null;
+  tenant_logo_height: number | null;
+}
+
+/** The columns of TenantBrandColumns, over `tenants t`. */
+const brandColumns = `t.name AS tenant_name, t.display_name AS tenant_display_name,
+                  t.brand_color AS tenant_brand_color, encode(t.logo_sha256, 'hex') AS tenant_logo_sha256,
+                  t.logo_width AS tenant_logo_width, t.logo_height AS tenant_logo_height`;
 
 /** What creating a session writes (the token only as its hash). */
 export interface NewConnectSession {
@@ -37,11 +57,9 @@ export interface NewConnectSession {
   ttlSeconds: number;
 }
 
-/** A session as the hosted flow reads it, with its tenant's name and sign-in requirement (a join). */
-export interface FlowSessionRow {
+/** A session as the hosted flow reads it, with its tenant's branding and sign-in requirement (a join). */
+export interface FlowSessionRow extends TenantBrandColumns {
   id: string;
-  tenant_id: string;
-  tenant_name: string;
   user_id: string;
   provider: string;
   scopes: string[];
@@ -54,22 +72,23 @@ export interface FlowSessionRow {
   /** The tenant requires sign-in at its identity provider first (connectLogin). */
   login_required: boolean;
   verified_browser_hash: Buffer | null;
+  last_outcome: ConnectAttemptOutcome | null;
 }
 
 /** The columns of a FlowSessionRow, over `connect_sessions s JOIN tenants t`. */
-const flowColumns = `s.id, s.tenant_id, t.name AS tenant_name, s.user_id, s.provider, s.scopes, s.return_to, s.status,
+const flowColumns = `s.id, s.tenant_id, ${brandColumns}, s.user_id, s.provider, s.scopes, s.return_to, s.status,
                   s.expires_at, s.opened_at, s.browser_hash, s.flow_secrets,
-                  (t.connect_login IS NOT NULL) AS login_required, s.verified_browser_hash`;
+                  (t.connect_login IS NOT NULL) AS login_required, s.verified_browser_hash, s.last_outcome`;
 
-/** A session as the sign-in's callback reads it. */
-export interface LoginSessionRow {
+/** A session as the sign-in's callback reads it, with its tenant's branding (a join). */
+export interface LoginSessionRow extends TenantBrandColumns {
   id: string;
-  tenant_id: string;
   user_id: string;
   provider: string;
   status: ConnectSessionStatus;
   expires_at: Date;
   login_secrets: Buffer | null;
+  return_to: string | null;
 }
 
 @Injectable()
@@ -187,7 +206,8 @@ export class ConnectSessionsRepository {
   async markCompleted(m: EntityManager, id: string, connectionId: string): Promise<void> {
     await m.query(
       `UPDATE connect_sessions SET status = 'completed', completed_at = now(), connection_id = $2,
-           state_hash = NULL, browser_hash = NULL, flow_secrets = NULL, last_error = NULL WHERE id = $1`,
+           state_hash = NULL, browser_hash = NULL, flow_secrets = NULL, last_error = NULL, last_outcome = NULL
+         WHERE id = $1`,
       [id, connectionId],
     );
   }
@@ -200,8 +220,8 @@ export class ConnectSessionsRepository {
     const rows = returned<{ id: string }>(
       await m.query(
         `UPDATE connect_sessions
-            SET status = 'failed', flow_secrets = NULL, login_secrets = NULL, state_hash = NULL,
-                login_state_hash = NULL
+            SET status = 'failed', last_error = 'provider_deleted', last_outcome = NULL, flow_secrets = NULL,
+                login_secrets = NULL, state_hash = NULL, login_state_hash = NULL
           WHERE tenant_id = $1 AND provider = $2 AND status = 'pending'
           RETURNING id`,
         [tenantId, provider],
@@ -210,9 +230,20 @@ export class ConnectSessionsRepository {
     return rows.length;
   }
 
-  /** Keeps the reason of the last failed attempt (the session stays usable). */
-  async setLastError(m: EntityManager, id: string, reason: string): Promise<void> {
-    await m.query('UPDATE connect_sessions SET last_error = $2 WHERE id = $1', [id, reason]);
+  /**
+   * Records how the last attempt of a pending session ended when it did not connect, and why (a stable code);
+   * the session stays usable until it expires.
+   */
+  async recordOutcome(
+    m: EntityManager,
+    id: string,
+    outcome: ConnectAttemptOutcome,
+    reason: string,
+  ): Promise<void> {
+    await m.query(
+      `UPDATE connect_sessions SET last_outcome = $2, last_error = $3 WHERE id = $1 AND status = 'pending'`,
+      [id, outcome, reason],
+    );
   }
 
   /** Binds a sign-in to a pending session: its state (hash) and sealed secrets. */
@@ -226,8 +257,10 @@ export class ConnectSessionsRepository {
   /** The session a sign-in response's state belongs to (any status). */
   async findByLoginStateHash(stateHash: Buffer): Promise<LoginSessionRow | undefined> {
     const rows: LoginSessionRow[] = await this.db.query(
-      `SELECT id, tenant_id, user_id, provider, status, expires_at, login_secrets FROM connect_sessions
-          WHERE login_state_hash = $1`,
+      `SELECT s.id, s.tenant_id, ${brandColumns}, s.user_id, s.provider, s.status, s.expires_at, s.login_secrets,
+              s.return_to
+         FROM connect_sessions s JOIN tenants t ON t.id = s.tenant_id
+        WHERE s.login_state_hash = $1`,
       [stateHash],
     );
     return rows[0];

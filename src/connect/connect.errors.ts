@@ -4,6 +4,11 @@ import { CustosException } from '../common/errors.js';
 export const CONNECT_ERROR_CODES = [
   /** A connect session's returnTo that is not on the tenant's allow-list (400). */
   'return_url_not_allowed',
+  /**
+   * A connect session for an OAuth provider the tenant has not set up (no OAuth app of its own there): refused
+   * when the session is created (400), not when the person clicks. At the token endpoint: invalid_target.
+   */
+  'provider_not_configured',
 ] as const;
 export type ConnectErrorCode = (typeof CONNECT_ERROR_CODES)[number];
 

@@ -15,19 +15,31 @@
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { CustosException } from '../common/errors.js';
 import type { OutboundHttpClient } from '../common/outbound-http.js';
-import { GuardedHttpHandler, KeyBackendTransportError } from './guarded-http-handler.js';
+import {
+  GuardedHttpHandler,
+  KeyBackendTransportError,
+  originOf,
+  type ConnectionFailure,
+} from './guarded-http-handler.js';
 import { CryptoException } from './crypto.errors.js';
 
 export type AwsIdentityKind = 'static' | 'assume-role' | 'ambient';
 
-/** Why an identity could not be had; the KMS adapter maps it like its own failures. */
-export type AwsIdentityFailureReason = 'denied' | 'unauthenticated' | 'unreachable' | 'misconfigured';
+/**
+ * Why an identity could not be had; the KMS adapter maps it like its own failures. `no_identity`: Custos itself has
+ * no AWS identity (the SDK's default chain found none), so it cannot assume a role or sign for an allow-listed key.
+ */
+export type AwsIdentityFailureReason =
+  'denied' | 'unauthenticated' | 'unreachable' | 'misconfigured' | 'no_identity';
 
 export class AwsIdentityError extends Error {
   override readonly name = 'AwsIdentityError';
   constructor(
     readonly reason: AwsIdentityFailureReason,
     message: string,
+    /** Where it failed: STS's scheme://host[:port] (nothing for a missing identity of Custos's own). */
+    readonly endpoint?: string,
+    readonly connection?: ConnectionFailure,
   ) {
     super(message);
   }
@@ -94,7 +106,7 @@ export async function operatorIdentity(): Promise<AwsCredentialIdentityProvider>
       return await chain();
     } catch {
       // The chain's errors describe the host's files and environment: not for a tenant's eyes.
-      throw new AwsIdentityError('unauthenticated', 'Custos has no AWS identity of its own to use');
+      throw new AwsIdentityError('no_identity', 'Custos has no AWS identity of its own to use');
     }
   };
 }
@@ -129,29 +141,42 @@ const STS_MISCONFIGURED = new Set([
   'PackedPolicyTooLarge',
 ]);
 
-function classifyStsError(error: unknown): AwsIdentityError {
+function classifyStsError(error: unknown, endpoint: string): AwsIdentityError {
   if (error instanceof AwsIdentityError) return error;
   if (error instanceof KeyBackendTransportError) {
     return new AwsIdentityError(
       error.reason === 'timeout' || error.reason === 'unreachable' ? 'unreachable' : 'misconfigured',
       `AWS STS: ${error.message}`,
+      error.origin ?? endpoint,
+      error.connection,
     );
   }
   const name = typeof error === 'object' && error !== null ? (error as { name?: unknown }).name : undefined;
   const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
   if (typeof name === 'string' && STS_DENIED.has(name)) {
-    return new AwsIdentityError('denied', 'AWS STS refused to let Custos assume the role');
+    return new AwsIdentityError('denied', 'AWS STS refused to let Custos assume the role', endpoint);
   }
   if (typeof name === 'string' && STS_UNAUTHENTICATED.has(name)) {
-    return new AwsIdentityError('unauthenticated', 'AWS STS did not accept Custos’s own identity');
+    return new AwsIdentityError('unauthenticated', 'AWS STS did not accept Custos’s own identity', endpoint);
   }
   if (typeof name === 'string' && STS_MISCONFIGURED.has(name)) {
-    return new AwsIdentityError('misconfigured', 'AWS STS rejected the role assumption');
+    return new AwsIdentityError('misconfigured', 'AWS STS rejected the role assumption', endpoint);
   }
   if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
-    return new AwsIdentityError('misconfigured', 'AWS STS rejected the role assumption');
+    return new AwsIdentityError('misconfigured', 'AWS STS rejected the role assumption', endpoint);
   }
-  return new AwsIdentityError('unreachable', 'AWS STS could not be reached');
+  const timedOut = name === 'AbortError' || name === 'TimeoutError';
+  return new AwsIdentityError(
+    'unreachable',
+    'AWS STS could not be reached',
+    endpoint,
+    timedOut ? 'timeout' : undefined,
+  );
+}
+
+/** AWS's own endpoint of a service in a region (the SDK's default when none is configured). */
+export function awsRegionalEndpoint(service: 'kms' | 'sts', region: string): string {
+  return `https://${service}.${region}.amazonaws.com${region.startsWith('cn-') ? '.cn' : ''}`;
 }
 
 /**
@@ -162,6 +187,7 @@ export async function assumeRoleIdentity(opts: AssumeRoleOptions): Promise<AwsCr
   const { STSClient, AssumeRoleCommand } = await import('@aws-sdk/client-sts');
   const region = opts.operator.stsRegion ?? opts.region;
   const endpoint = endpointFor(opts.operator.stsEndpoint, region);
+  const where = (endpoint ? originOf(endpoint) : undefined) ?? awsRegionalEndpoint('sts', region);
   const client = new STSClient({
     region,
     ...(endpoint ? { endpoint } : {}),
@@ -181,7 +207,7 @@ export async function assumeRoleIdentity(opts: AssumeRoleOptions): Promise<AwsCr
       );
       const c = output.Credentials;
       if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken) {
-        throw new AwsIdentityError('unreachable', 'AWS STS returned incomplete credentials');
+        throw new AwsIdentityError('unreachable', 'AWS STS returned incomplete credentials', where);
       }
       return {
         accessKeyId: c.AccessKeyId,
@@ -190,7 +216,7 @@ export async function assumeRoleIdentity(opts: AssumeRoleOptions): Promise<AwsCr
         ...(c.Expiration ? { expiration: c.Expiration } : {}),
       };
     } catch (error) {
-      throw classifyStsError(error);
+      throw classifyStsError(error, where);
     }
   };
 }

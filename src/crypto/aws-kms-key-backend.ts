@@ -31,9 +31,14 @@ import {
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { CommonException, CustosException } from '../common/errors.js';
 import type { OutboundHttpClient } from '../common/outbound-http.js';
-import { AwsIdentityError } from './aws-identity.js';
+import { AwsIdentityError, awsRegionalEndpoint } from './aws-identity.js';
 import { bindingStringProblem } from './envelope.js';
-import { GuardedHttpHandler, KeyBackendTransportError } from './guarded-http-handler.js';
+import {
+  GuardedHttpHandler,
+  KeyBackendTransportError,
+  originOf,
+  type ConnectionFailure,
+} from './guarded-http-handler.js';
 import type {
   DataKeyContext,
   GeneratedDataKey,
@@ -69,6 +74,7 @@ export type KmsFailureReason =
   | 'unreachable'
   | 'throttled'
   | 'misconfigured'
+  | 'no_identity'
   | 'invalid_ciphertext'
   | 'wrong_key';
 
@@ -116,6 +122,7 @@ const MESSAGES: Record<KmsFailureReason, string> = {
   unreachable: 'AWS KMS could not be reached',
   throttled: 'AWS KMS throttled the request',
   misconfigured: 'AWS KMS rejected the request',
+  no_identity: 'Custos has no AWS identity of its own to use',
   invalid_ciphertext: 'the data key could not be unwrapped',
   wrong_key: 'the data key was wrapped by a different AWS KMS key',
 };
@@ -178,11 +185,16 @@ export function classifyKmsError(error: unknown): KeyBackendFailure<KmsFailureRe
 export class AwsKmsKeyBackend implements KeyBackend {
   readonly type: KeyBackendType = 'aws-kms';
   readonly keyId: string;
+  /** scheme://host[:port] the calls go to, for messages (the SDK's regional default when none is given). */
+  readonly endpoint: string;
   readonly #client: KMSClient;
   readonly #timeoutMs: number;
 
   constructor(options: AwsKmsKeyBackendOptions) {
     this.keyId = options.keyId;
+    this.endpoint =
+      (options.endpoint ? originOf(options.endpoint) : undefined) ??
+      awsRegionalEndpoint('kms', options.region);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (options.credentials === undefined) {
       // Defence in depth: without them the SDK would use Custos's own identity.
@@ -368,13 +380,41 @@ export class AwsKmsKeyBackend implements KeyBackend {
         error instanceof KeyBackendTransportError || error instanceof AwsIdentityError
           ? error.message
           : MESSAGES[reason];
+      // Where it failed (KMS, or STS while assuming a role) and, below the protocol, how: for a message that
+      // says what to check (key-backend-failure.ts). Origins only: no path, query or credentials.
+      const where = failedAt(error);
       throw new CryptoException(code, message, {
         backend: this.type,
         reason,
         error: errorName(error),
+        endpoint: where.endpoint ?? this.endpoint,
+        ...(where.service ? { service: where.service } : {}),
+        ...(where.connection ? { connection: where.connection } : {}),
       });
     }
   }
+}
+
+/** The endpoint and connection failure an error names, if any (STS's when assuming a role failed). */
+function failedAt(error: unknown): {
+  endpoint?: string;
+  service?: 'sts';
+  connection?: ConnectionFailure;
+} {
+  if (error instanceof KeyBackendTransportError) {
+    return { ...(error.origin ? { endpoint: error.origin } : {}), connection: error.connection };
+  }
+  if (error instanceof AwsIdentityError) {
+    return error.endpoint
+      ? { endpoint: error.endpoint, service: 'sts', connection: error.connection }
+      : { connection: error.connection };
+  }
+  const name = errorName(error);
+  if (name === 'AbortError' || name === 'TimeoutError') return { connection: 'timeout' };
+  const code = errorCode(error);
+  if (code === 'ECONNREFUSED') return { connection: 'refused' };
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return { connection: 'dns' };
+  return {};
 }
 
 function toEncryptionContext(

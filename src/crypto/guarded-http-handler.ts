@@ -21,6 +21,19 @@ export type TransportFailureReason =
   /** An answer too large, or a request that could not be sent as given. */
   | 'invalid';
 
+/** What exactly went wrong below the protocol, so that a message can say what to check. */
+export type ConnectionFailure =
+  /** The host name does not resolve (or the resolver failed). */
+  | 'dns'
+  /** Nothing listens there (connection refused). */
+  | 'refused'
+  /** The connection was reset or closed before an answer. */
+  | 'reset'
+  /** No route to the host or network. */
+  | 'no_route'
+  /** No answer within the deadline (a silent network, a firewall dropping packets, a hung server). */
+  | 'timeout';
+
 /** A failure below the key-backend protocol; messages name at most scheme://host:port. */
 export class KeyBackendTransportError extends Error {
   override readonly name = 'KeyBackendTransportError';
@@ -30,10 +43,38 @@ export class KeyBackendTransportError extends Error {
   constructor(
     readonly reason: TransportFailureReason,
     message: string,
+    /** scheme://host[:port] of the request that failed (never a path, query or credentials). */
+    readonly origin?: string,
+    readonly connection?: ConnectionFailure,
   ) {
     super(message);
     if (reason === 'unreachable') this.$retryable = { throttling: false };
   }
+}
+
+/** Node's socket error codes, by what they mean for someone checking a network path. */
+const CONNECTION_FAILURES: Record<string, ConnectionFailure> = {
+  ECONNREFUSED: 'refused',
+  ECONNRESET: 'reset',
+  EPIPE: 'reset',
+  ECONNABORTED: 'reset',
+  EHOSTUNREACH: 'no_route',
+  ENETUNREACH: 'no_route',
+  EHOSTDOWN: 'no_route',
+  ENETDOWN: 'no_route',
+  ETIMEDOUT: 'timeout',
+  ENOTFOUND: 'dns',
+  EAI_AGAIN: 'dns',
+};
+
+/** The Node error code of a failure, also when it is the cause of the error given. */
+function socketErrorCode(error: unknown): string | undefined {
+  for (let current = error, depth = 0; depth < 4 && typeof current === 'object' && current; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && code in CONNECTION_FAILURES) return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 const REDIRECT = (status: number) => status >= 300 && status < 400;
@@ -65,18 +106,41 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
-function translate(error: unknown): unknown {
+function translate(error: unknown, origin: string): unknown {
   if (!(error instanceof CustosException)) return error;
-  if (error.code === 'outbound_url_refused') return new KeyBackendTransportError('refused', error.message);
+  if (error.code === 'outbound_url_refused') {
+    return new KeyBackendTransportError('refused', error.message, origin);
+  }
   if (error.code === 'outbound_request_failed') {
     const reason = error.details?.reason;
-    if (reason === 'timeout') return new KeyBackendTransportError('timeout', error.message);
-    if (reason === 'connection_failed' || reason === 'dns_resolution_failed') {
-      return new KeyBackendTransportError('unreachable', error.message);
+    if (reason === 'timeout')
+      return new KeyBackendTransportError('timeout', error.message, origin, 'timeout');
+    if (reason === 'dns_resolution_failed') {
+      return new KeyBackendTransportError('unreachable', error.message, origin, 'dns');
     }
-    return new KeyBackendTransportError('invalid', error.message);
+    if (reason === 'connection_failed') {
+      const code = socketErrorCode(error.cause);
+      const connection = code === undefined ? undefined : CONNECTION_FAILURES[code];
+      return new KeyBackendTransportError(
+        connection === 'timeout' ? 'timeout' : 'unreachable',
+        error.message,
+        origin,
+        connection,
+      );
+    }
+    return new KeyBackendTransportError('invalid', error.message, origin);
   }
   return error;
+}
+
+/** scheme://host[:port] of a URL, the only part of it a message may carry. */
+export function originOf(url: string): string | undefined {
+  try {
+    const origin = new URL(url).origin;
+    return origin === 'null' ? undefined : origin;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -90,6 +154,7 @@ export async function sendGuarded(
   signal?: AbortSignal,
 ): Promise<OutboundResponse> {
   let response: OutboundResponse;
+  const origin = originOf(url) ?? 'the key backend';
   try {
     response = await raceAbort(
       http.request(url, {
@@ -102,13 +167,13 @@ export async function sendGuarded(
       signal,
     );
   } catch (error) {
-    throw translate(error);
+    throw translate(error, origin);
   }
   if (REDIRECT(response.status)) {
-    const origin = new URL(url).origin;
     throw new KeyBackendTransportError(
       'redirect',
       `${origin} answered with a redirect (HTTP ${response.status}), which is not followed`,
+      origin,
     );
   }
   return response;

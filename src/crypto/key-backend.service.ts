@@ -26,7 +26,9 @@ import { Metrics } from '../common/metrics.js';
 import { OutboundHttpClient } from '../common/outbound-http.js';
 import { CONFIG, type Config } from '../config/config.js';
 import { awsExternalIdFor } from './aws-identity.js';
+import { CryptoException } from './crypto.errors.js';
 import { DataKeyService } from './data-key.service.js';
+import { originOf } from './guarded-http-handler.js';
 import { DataKeysRepository } from './data-keys.repository.js';
 import type { DataKeyContext, KeyBackend, KeyBackendType } from './key-backend.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
@@ -179,13 +181,13 @@ export class KeyBackendService {
       // Before anything is sent: whose identity may sign, and where.
       if (split.type === 'aws-kms') assertAwsIdentityAllowed(split.settings, this.backends.awsOperator);
       const url = input.type === 'aws-kms' ? input.endpoint : input.address;
-      if (url !== undefined) await this.outbound.assertUrlAllowed(url);
+      if (url !== undefined) await this.assertEndpointAllowed(split, url);
       let candidate: KeyBackend | undefined;
       try {
         candidate = await this.backends.buildCandidate(tenantId, split);
         await candidate.check();
       } catch (err) {
-        throw await verificationFailure(split.type, err);
+        throw await verificationFailure(split.type, err, split.settings);
       } finally {
         candidate?.close?.();
       }
@@ -229,6 +231,28 @@ export class KeyBackendService {
     await this.sealUnder(tenantId, backendId);
     this.startMigration(tenantId);
     return this.view(tenantId);
+  }
+
+  /**
+   * The SSRF guard's save-time check of a tenant's endpoint. A name that does not resolve is the first way a key
+   * backend can be unreachable, and is answered as such (key_backend_unreachable, naming the host).
+   */
+  private async assertEndpointAllowed(split: ReturnType<typeof splitConfig>, url: string): Promise<void> {
+    try {
+      await this.outbound.assertUrlAllowed(url);
+    } catch (err) {
+      const dns =
+        err instanceof CustosException &&
+        (err.code === 'outbound_url_unresolvable' ||
+          (err.code === 'outbound_request_failed' && err.details?.reason === 'dns_resolution_failed'));
+      if (!dns) throw err;
+      const unresolved = new CryptoException('key_unavailable', err.message, {
+        reason: 'unreachable',
+        connection: 'dns',
+        ...(originOf(url) ? { endpoint: originOf(url) } : {}),
+      });
+      throw await verificationFailure(split.type, unresolved, split.settings);
+    }
   }
 
   /**

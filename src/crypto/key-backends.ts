@@ -32,6 +32,7 @@ import type { ExternalType, KeyBackend, KeyBackendSettings } from './key-backend
 import { CircuitBreakerKeyBackend } from './key-backend-breaker.js';
 import { keyBackendLatency, TimedKeyBackend, type KeyBackendLatency } from './key-backend-metrics.js';
 import type { KeyBackendInput } from './key-backend.dto.js';
+import { diagnoseKeyBackendFailure, type KeyBackendDiagnosis } from './key-backend-failure.js';
 import { KeyBackendsRepository } from './key-backends.repository.js';
 import { CryptoException } from './crypto.errors.js';
 
@@ -192,9 +193,15 @@ export async function buildBackend(
   });
 }
 
-/** The 400 code for a configuration that failed its round trip, from the adapter's classification. */
-export async function verificationFailure(type: ExternalType, err: unknown): Promise<CryptoException> {
-  // The adapters have already classified their failures; raw errors are classified here.
+/**
+ * What a BYOK backend's failure means (key-backend-failure.ts): the adapter's classification when it gave one,
+ * else the error classified here.
+ */
+export async function diagnoseFailure(
+  type: ExternalType,
+  err: unknown,
+  settings?: KeyBackendSettings,
+): Promise<KeyBackendDiagnosis> {
   const given = err instanceof CustosException ? err.details?.reason : undefined;
   const reason =
     typeof given === 'string'
@@ -202,18 +209,24 @@ export async function verificationFailure(type: ExternalType, err: unknown): Pro
       : type === 'aws-kms'
         ? (await import('./aws-kms-key-backend.js')).classifyKmsError(err).reason
         : (await import('./vault-transit-key-backend.js')).classifyVaultError(err).reason;
-  const code =
-    reason === 'unreachable' || reason === 'throttled'
-      ? 'key_backend_unreachable'
-      : reason === 'denied' || reason === 'unauthenticated'
-        ? 'key_backend_denied'
-        : 'key_backend_invalid';
-  const what = {
-    key_backend_unreachable: 'The key backend could not be reached',
-    key_backend_denied: 'The key backend refused these credentials or this key',
-    key_backend_invalid: 'The key backend rejected this configuration',
-  }[code];
-  return new CryptoException(code, `${what} (${reason})`, { reason });
+  return diagnoseKeyBackendFailure(type, reason, err, settings);
+}
+
+/**
+ * The 400 answer for a configuration that failed its round trip: a code per cause and a message that says where
+ * it failed and what to check.
+ */
+export async function verificationFailure(
+  type: ExternalType,
+  err: unknown,
+  settings?: KeyBackendSettings,
+): Promise<CryptoException> {
+  const d = await diagnoseFailure(type, err, settings);
+  return new CryptoException(d.code, `${d.message} Nothing was saved.`, {
+    reason: d.reason,
+    ...(d.endpoint ? { endpoint: d.endpoint } : {}),
+    ...(d.connection ? { connection: d.connection } : {}),
+  });
 }
 
 const secretsBinding = (tenantId: string, configId: string): FieldBinding => ({

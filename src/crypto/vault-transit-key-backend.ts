@@ -31,7 +31,7 @@ import { CommonException, CustosException } from '../common/errors.js';
 import { trimChar } from '../common/validation.js';
 import type { OutboundHttpClient } from '../common/outbound-http.js';
 import { bindingStringProblem, lengthPrefixed } from './envelope.js';
-import { guardedRequestPromise, KeyBackendTransportError } from './guarded-http-handler.js';
+import { guardedRequestPromise, KeyBackendTransportError, originOf } from './guarded-http-handler.js';
 import type {
   DataKeyContext,
   GeneratedDataKey,
@@ -143,6 +143,8 @@ export class VaultTransitKeyBackend implements KeyBackend {
   readonly type: KeyBackendType = 'vault-transit';
   readonly keyName: string;
   readonly mount: string;
+  /** scheme://host[:port] of Vault, for messages. */
+  readonly endpoint: string;
   readonly #client: NodeVault.client;
   readonly #staticToken?: string;
   readonly #appRole?: { roleId: string; secretId: string; mount: string };
@@ -154,6 +156,7 @@ export class VaultTransitKeyBackend implements KeyBackend {
   constructor(options: VaultTransitKeyBackendOptions) {
     this.mount = trimChar(options.mount ?? 'transit', '/');
     this.keyName = options.keyName;
+    this.endpoint = originOf(options.address) ?? 'Vault';
     if (!PATH_SEGMENT.test(this.mount) || !/^[\w\-.@]+$/.test(this.keyName)) {
       throw new CommonException('internal_error', 'vault-transit key backend: invalid mount or key name');
     }
@@ -361,6 +364,11 @@ export class VaultTransitKeyBackend implements KeyBackend {
         backend: this.type,
         reason,
         ...(vaultStatus(error) === undefined ? {} : { status: vaultStatus(error) }),
+        // Where, and below the protocol how, for a message that says what to check (key-backend-failure.ts).
+        endpoint: error instanceof KeyBackendTransportError ? (error.origin ?? this.endpoint) : this.endpoint,
+        ...(error instanceof KeyBackendTransportError && error.connection
+          ? { connection: error.connection }
+          : {}),
       });
     }
   }

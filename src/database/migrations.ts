@@ -19,6 +19,7 @@ import { AuditForwarding1795520000000 } from '../../migrations/1795520000000-Aud
 import { AuditPartitions1795530000000 } from '../../migrations/1795530000000-AuditPartitions.js';
 import { TenantDeletion1795540000000 } from '../../migrations/1795540000000-TenantDeletion.js';
 import { ScopePassThrough1795550000000 } from '../../migrations/1795550000000-ScopePassThrough.js';
+import { ConnectBranding1795560000000 } from '../../migrations/1795560000000-ConnectBranding.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -41,4 +42,5 @@ export const migrations = [
   AuditPartitions1795530000000,
   TenantDeletion1795540000000,
   ScopePassThrough1795550000000,
+  ConnectBranding1795560000000,
 ];

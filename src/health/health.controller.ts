@@ -1,5 +1,6 @@
 import { Controller, Get, Inject, Res } from '@nestjs/common';
-import { ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiJsonResponse, type JsonSchema } from '../common/openapi.js';
 import type { FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
@@ -15,6 +16,22 @@ import type { RefreshQueue } from '../jobs/refresh-queue.js';
 
 /** Each probe's deadline: readiness answers quickly, whatever hangs behind it. */
 const PROBE_MS = 2000;
+
+const readinessSchema: JsonSchema = {
+  type: 'object',
+  required: ['status', 'checks'],
+  properties: {
+    status: { type: 'string', enum: ['ready', 'unavailable'] },
+    checks: {
+      type: 'object',
+      properties: {
+        database: { type: 'string', enum: ['ok', 'unavailable'] },
+        keyBackend: { type: 'string', enum: ['ok', 'unavailable'] },
+        jobs: { type: 'string', enum: ['ok', 'unavailable'] },
+      },
+    },
+  },
+};
 
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('timeout')), ms).unref())]);
@@ -35,6 +52,16 @@ export class HealthController {
 
   /** Liveness: the process answers. */
   @Get('healthz')
+  @ApiOperation({
+    summary: 'Liveness probe',
+    description: 'The process answers. No authentication; for orchestrators (Kubernetes livenessProbe).',
+  })
+  @ApiJsonResponse(
+    200,
+    'Alive.',
+    { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['ok'] } } },
+    { status: 'ok' },
+  )
   healthz() {
     return { status: 'ok' };
   }
@@ -47,6 +74,22 @@ export class HealthController {
    * queue when Redis is configured, which the api role uses too (it queues the next refresh after a write).
    */
   @Get('readyz')
+  @ApiOperation({
+    summary: 'Readiness probe',
+    description:
+      'No authentication. Ready when the database answers on the token endpoint’s own path (a pool ' +
+      'connection, the decision read and the audit write through their batchers), the platform key backend ' +
+      'wraps and unwraps, and the job runner (and, with Redis, the refresh queue) answers; each probed with a ' +
+      '2 s deadline. A failing tenant key backend does not make Custos unready.',
+  })
+  @ApiJsonResponse(200, 'Ready.', readinessSchema, {
+    status: 'ready',
+    checks: { database: 'ok', keyBackend: 'ok', jobs: 'ok' },
+  })
+  @ApiJsonResponse(503, 'Not ready: the checks say which part failed.', readinessSchema, {
+    status: 'unavailable',
+    checks: { database: 'ok', keyBackend: 'ok', jobs: 'unavailable' },
+  })
   async readyz(@Res({ passthrough: true }) reply: FastifyReply) {
     const failed: string[] = [];
     const probe = async (name: string, fn: () => Promise<unknown>) => {

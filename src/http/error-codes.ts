@@ -39,8 +39,10 @@ export function statusFor(code: ErrorCode): number {
     case 'outbound_url_unresolvable':
     case 'credential_type_mismatch':
     case 'return_url_not_allowed':
+    case 'provider_not_configured':
     case 'key_backend_unreachable':
     case 'key_backend_denied':
+    case 'key_backend_not_found':
     case 'key_backend_invalid':
       return 400;
     case 'unauthenticated':

@@ -37,6 +37,13 @@ const RESERVED_AUTHORIZATION_PARAMS = new Set([
   'code_challenge',
   'code_challenge_method',
 ]);
+/** How many scopes a definition may describe in words. */
+const MAX_SCOPE_DESCRIPTIONS = 200;
+/**
+ * Shown to people on a tenant's behalf, so no invisible formatting (bidi overrides, zero-width characters),
+ * private-use or unassigned code points that would make the words read differently from what they are.
+ */
+const INVISIBLE = /[\p{Cf}\p{Co}\p{Cn}]/u;
 /** Headers that frame or route the request; a verify call may not set them. */
 const RESERVED_VERIFY_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
 
@@ -277,6 +284,22 @@ const definitionSchemaFor = (urls: UrlSchemas) =>
       /** Values the user supplies at connect time (account, subdomain, …), usable as `{key}` in URLs. */
       connectionConfig: z.array(urls.connectionParam).min(1).max(10).optional(),
       oauth2: oauth2SchemaFor(urls).optional(),
+      /**
+       * What each scope lets Custos do, in words the hosted pages show the person connecting (`{repo: "Read and
+       * write your repositories"}`); a scope without words is shown as its token. OAuth providers only.
+       */
+      scopeDescriptions: z
+        .record(
+          z.string().max(512).regex(SCOPE_TOKEN_PATTERN, 'must be an RFC 6749 scope token'),
+          text({ max: 200, trim: true }).refine(
+            (v) => !INVISIBLE.test(v),
+            'must not contain invisible formatting, private-use or unassigned characters',
+          ),
+        )
+        .refine((m) => Object.keys(m).length <= MAX_SCOPE_DESCRIPTIONS, {
+          message: `at most ${MAX_SCOPE_DESCRIPTIONS} scope descriptions`,
+        })
+        .optional(),
       apiKey: z
         .strictObject({
           /** A cheap authenticated request that succeeds (2xx) only for a valid key. */
@@ -304,6 +327,13 @@ const definitionSchemaFor = (urls: UrlSchemas) =>
           code: 'custom',
           path: ['oauth2', 'issuer'],
           message: 'issuer is required with jwksUri (ID tokens are checked against it)',
+        });
+      }
+      if (def.authMode !== 'oauth2' && def.scopeDescriptions !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['scopeDescriptions'],
+          message: `scopeDescriptions is not allowed when authMode is ${def.authMode}`,
         });
       }
       if (def.authMode === 'oauth2' && def.apiKey !== undefined) {
@@ -389,6 +419,17 @@ export type OAuth2ProviderDefinition = ProviderDefinition & { authMode: 'oauth2'
 
 export function isOAuth2Provider(def: ProviderDefinition): def is OAuth2ProviderDefinition {
   return def.authMode === 'oauth2' && def.oauth2 !== undefined;
+}
+
+/** Scopes as the hosted pages show them: with the definition's words for each, where it has them. */
+export function describeScopes(
+  def: Pick<ProviderDefinition, 'scopeDescriptions'>,
+  scopes: readonly string[],
+): { scope: string; description?: string }[] {
+  const words = def.scopeDescriptions ?? {};
+  return scopes.map((scope) =>
+    Object.hasOwn(words, scope) ? { scope, description: words[scope] } : { scope },
+  );
 }
 
 /** JSON Schema (request-body shape, before defaults) for OpenAPI documentation. */

@@ -1,7 +1,12 @@
-import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+import { Check, Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
 import type { KeyBackendType } from '../crypto/key-backend.js';
 
 @Entity('tenants')
+@Check('ck_tenants_brand_color', `"brand_color" ~ '^#[0-9a-f]{6}$'`)
+@Check(
+  'ck_tenants_logo',
+  `("logo" IS NULL AND "logo_content_type" IS NULL) OR ("logo_content_type" IN ('image/png', 'image/jpeg') AND octet_length("logo") <= 65536)`,
+)
 export class Tenant {
   @PrimaryColumn('uuid')
   id!: string;
@@ -36,14 +41,44 @@ export class Tenant {
   @Column('bytea', { name: 'connect_login_secret', nullable: true })
   connectLoginSecret!: Buffer | null;
 
-  /**
-   * When a platform admin asked for the tenant's deletion; null while it is active. From then on its
-   * credentials are refused, and the shredding job deletes the row (tenant-deletion.service.ts).
-   */
   /** Hand out a stored grant wider than a connector's allowed scopes when the provider cannot narrow it. */
   @Column('boolean', { name: 'scope_pass_through', default: false })
   scopePassThrough!: boolean;
 
+  /** The name the hosted pages show (clean text, at most 100 characters); null: the tenant's name. */
+  @Column('text', { name: 'display_name', nullable: true })
+  displayName!: string | null;
+
+  /** The hosted pages' accent colour, `#rrggbb` in lower case. */
+  @Column('text', { name: 'brand_color', nullable: true })
+  brandColor!: string | null;
+
+  /**
+   * The hosted pages' logo: a PNG or JPEG of at most 64 KiB and 512×512, as Custos rewrote it (only the
+   * chunks or segments an image needs), served at /connect/branding/{tenantId}/logo.
+   */
+  @Column('bytea', { nullable: true })
+  logo!: Buffer | null;
+
+  @Column('text', { name: 'logo_content_type', nullable: true })
+  logoContentType!: 'image/png' | 'image/jpeg' | null;
+
+  @Column('bytea', { name: 'logo_sha256', nullable: true })
+  logoSha256!: Buffer | null;
+
+  @Column('integer', { name: 'logo_width', nullable: true })
+  logoWidth!: number | null;
+
+  @Column('integer', { name: 'logo_height', nullable: true })
+  logoHeight!: number | null;
+
+  @Column('timestamptz', { name: 'logo_updated_at', nullable: true })
+  logoUpdatedAt!: Date | null;
+
+  /**
+   * When a platform admin asked for the tenant's deletion; null while it is active. From then on its
+   * credentials are refused, and the shredding job deletes the row (tenant-deletion.service.ts).
+   */
   @Column('timestamptz', { name: 'deletion_requested_at', nullable: true })
   deletionRequestedAt!: Date | null;
 

@@ -3,6 +3,26 @@ import { text, textRule } from '../common/validation.js';
 
 const tenantName = text({ max: 200, trim: true });
 
+/**
+ * Text shown to end users on a tenant's behalf: the string rule, and no invisible formatting characters (bidi
+ * overrides, zero-width characters), private-use or unassigned code points, which could make the text read
+ * differently from what it is.
+ */
+const cleanText = (max: number) =>
+  text({ max, trim: true }).refine(
+    (v) => !/[\p{Cf}\p{Co}\p{Cn}]/u.test(v),
+    'must not contain invisible formatting, private-use or unassigned characters',
+  );
+
+/** The name the hosted pages show for the tenant. */
+const displayNameSchema = cleanText(100);
+
+/** The hosted pages' accent colour: `#rrggbb`, stored in lower case. */
+const brandColorSchema = z
+  .string()
+  .regex(/^#[0-9a-fA-F]{6}$/, 'must be a colour written #rrggbb')
+  .transform((v) => v.toLowerCase());
+
 export const createTenantSchema = z.strictObject({
   name: tenantName,
 });
@@ -70,6 +90,10 @@ export const updateTenantSchema = z
      * stored grant gets no token for a provider that cannot mint a narrower one; true hands out the whole grant.
      */
     scopePassThrough: z.boolean().optional(),
+    /** The name the hosted connect pages show (else the tenant's name); null removes it. */
+    displayName: displayNameSchema.nullable().optional(),
+    /** The hosted connect pages' accent colour, `#rrggbb`; null removes it. */
+    brandColor: brandColorSchema.nullable().optional(),
     /** Issue a new signing secret (shown once in the response). */
     rotateWebhookSecret: z.literal(true).optional(),
   })

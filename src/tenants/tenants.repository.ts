@@ -1,8 +1,8 @@
 /**
  * Every statement on the tenants table outside its key backend columns (src/crypto/ owns those) and the
  * connect flow's reads of a session with its tenant (connect/connect-sessions.repository.ts, one join): the
- * admin API's create, update, list and get, the webhook settings, the connect flow's sign-in settings and
- * return-URL allow-list, whether a tenant exists, and its deletion (the request, and the row's removal, which
+ * admin API's create, update, list and get, the webhook settings, the hosted pages' branding (the logo's bytes
+ * are read only to serve it), the connect flow's sign-in settings and return-URL allow-list, whether a tenant exists, and its deletion (the request, and the row's removal, which
  * cascades to every table of the tenant). Reads that authenticate a tenant's credentials (admin keys, connectors)
  * and crypto's sealing check read deletion_requested_at in their own statements.
  */
@@ -10,6 +10,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import type { KeyBackendType } from '../crypto/key-backend.js';
 import { returned } from '../database/sql.js';
+import type { LogoContentType } from './logo-image.js';
 
 /** The tenant's connect-flow sign-in: one of its identity providers and the OIDC client to use there. */
 export interface ConnectLogin {
@@ -26,15 +27,41 @@ export interface TenantRow {
   webhook_url: string | null;
   connect_login: ConnectLogin | null;
   scope_pass_through: boolean;
+  display_name: string | null;
+  brand_color: string | null;
+  /** The logo's type, size in bytes and pixels, SHA-256 (hex) and time of upload; null without a logo. */
+  logo_content_type: LogoContentType | null;
+  logo_bytes: number | null;
+  logo_width: number | null;
+  logo_height: number | null;
+  logo_sha256: string | null;
+  logo_updated_at: Date | null;
   /** When its deletion was requested; null while it is active. */
   deletion_requested_at: Date | null;
   created_at: Date;
 }
 
-/** The columns of a TenantRow. */
+/** The columns of a TenantRow (never the logo's bytes). */
 const columns =
   'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, scope_pass_through, ' +
-  'deletion_requested_at, created_at';
+  'display_name, brand_color, logo_content_type, octet_length(logo) AS logo_bytes, logo_width, logo_height, ' +
+  "encode(logo_sha256, 'hex') AS logo_sha256, logo_updated_at, deletion_requested_at, created_at";
+
+/** A logo as served: its bytes, type and SHA-256. */
+export interface LogoRow {
+  logo: Buffer;
+  logo_content_type: LogoContentType;
+  logo_sha256: Buffer;
+}
+
+/** A logo as stored, already checked and rewritten (logo-image.ts). */
+export interface StoredLogo {
+  bytes: Buffer;
+  contentType: LogoContentType;
+  sha256: Buffer;
+  width: number;
+  height: number;
+}
 
 /** Where a tenant's notifications go, and their signing secret (sealed). */
 export interface WebhookRow {
@@ -63,6 +90,12 @@ export interface TenantChanges {
   /** The login client's secret, already sealed. */
   connectLoginSecret: Buffer | null;
   scopePassThrough: boolean | null;
+  /** Whether to write display_name (null: none). */
+  setDisplayName: boolean;
+  displayName: string | null;
+  /** Whether to write brand_color (null: none). */
+  setBrandColor: boolean;
+  brandColor: string | null;
 }
 
 @Injectable()
@@ -89,7 +122,9 @@ export class TenantsRepository {
                                    ELSE COALESCE($6, webhook_secret) END,
              connect_login = CASE WHEN $7::boolean THEN $8::jsonb ELSE connect_login END,
              connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END,
-             scope_pass_through = COALESCE($10, scope_pass_through)
+             scope_pass_through = COALESCE($10, scope_pass_through),
+             display_name = CASE WHEN $11::boolean THEN $12 ELSE display_name END,
+             brand_color = CASE WHEN $13::boolean THEN $14 ELSE brand_color END
             WHERE id = $1 AND deletion_requested_at IS NULL RETURNING ${columns}`,
         [
           id,
@@ -102,6 +137,10 @@ export class TenantsRepository {
           c.connectLogin ? JSON.stringify(c.connectLogin) : null,
           c.connectLoginSecret,
           c.scopePassThrough,
+          c.setDisplayName,
+          c.displayName,
+          c.setBrandColor,
+          c.brandColor,
         ],
       ),
     );
@@ -199,6 +238,42 @@ export class TenantsRepository {
   async connectLogin(id: string): Promise<ConnectLoginRow | undefined> {
     const rows: ConnectLoginRow[] = await this.db.query(
       'SELECT connect_login, connect_login_secret FROM tenants WHERE id = $1',
+      [id],
+    );
+    return rows[0];
+  }
+
+  /** Stores the tenant's logo, replacing any; undefined when there is no such tenant, or it is being deleted. */
+  async setLogo(m: EntityManager, id: string, logo: StoredLogo): Promise<TenantRow | undefined> {
+    const rows = returned<TenantRow>(
+      await m.query(
+        `UPDATE tenants SET logo = $2, logo_content_type = $3, logo_sha256 = $4, logo_width = $5, logo_height = $6,
+             logo_updated_at = now(), updated_at = now()
+            WHERE id = $1 AND deletion_requested_at IS NULL RETURNING ${columns}`,
+        [id, logo.bytes, logo.contentType, logo.sha256, logo.width, logo.height],
+      ),
+    );
+    return rows[0];
+  }
+
+  /** Removes the tenant's logo; false when it had none (or there is no such tenant, or it is being deleted). */
+  async removeLogo(m: EntityManager, id: string): Promise<boolean> {
+    const rows = returned<{ id: string }>(
+      await m.query(
+        `UPDATE tenants SET logo = NULL, logo_content_type = NULL, logo_sha256 = NULL, logo_width = NULL,
+             logo_height = NULL, logo_updated_at = NULL, updated_at = now()
+            WHERE id = $1 AND deletion_requested_at IS NULL AND logo IS NOT NULL RETURNING id`,
+        [id],
+      ),
+    );
+    return rows.length > 0;
+  }
+
+  /** The tenant's logo to serve; undefined when it has none, or it is being deleted. */
+  async logo(id: string): Promise<LogoRow | undefined> {
+    const rows: LogoRow[] = await this.db.query(
+      `SELECT logo, logo_content_type, logo_sha256 FROM tenants
+        WHERE id = $1 AND deletion_requested_at IS NULL AND logo IS NOT NULL`,
       [id],
     );
     return rows[0];

@@ -1,7 +1,9 @@
 /**
  * A person connects an OAuth account and an API-key account through the hosted pages in a real browser
  * (Debian's Chromium, driven by playwright-core), against oidc-provider on loopback; then the token
- * endpoint returns that user's token. Screenshots of the page are saved when a step fails.
+ * endpoint returns that user's token. A tenant's branded page is checked by its screenshots: the button in
+ * the tenant's colour, the logo drawn (served by Custos, allowed by the page's CSP). Screenshots of the page
+ * are saved when a step fails.
  *
  * Chromium comes from Debian (`apt-get install -y chromium`, done by .ci/run). Without it this file is
  * skipped with a message, except under CI (CI=true), where a missing browser fails the run.
@@ -23,6 +25,7 @@ import {
   type TenantFixture,
 } from '../support/factories.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
+import { png, readPng } from '../integration/connect/hosted-pages-images.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const available = fs.existsSync(CHROMIUM);
@@ -84,7 +87,7 @@ describeBrowser('hosted connect pages in Chromium', () => {
     const client = { client_id: 'browser-app', client_secret: 'browser-secret-' + Date.now() };
     op = await startOAuthProvider({
       clients: [{ ...client, redirect_uris: [`${publicUrl}/connect/callback/inhouse`] }],
-      users: { alice: { email: 'alice@example.com' } },
+      users: { alice: { email: 'alice@example.com' }, carol: {} },
     });
     keyServer = http.createServer((req, res) => {
       res.writeHead(req.headers.authorization === 'Bearer browser-key-42' ? 200 : 401).end('{}');
@@ -110,6 +113,7 @@ describeBrowser('hosted connect pages in Chromium', () => {
         jwksUri: op.endpoints.jwks,
         scopes: ['openid', 'offline_access', 'repo'],
       },
+      scopeDescriptions: { repo: 'Read and write your repositories' },
     });
     await saveCustomProvider(app, t, {
       key: 'inhouse-keys',
@@ -174,6 +178,93 @@ describeBrowser('hosted connect pages in Chromium', () => {
       await page.getByText('Start again from your link').waitFor();
     });
     await page.close();
+  }, 60_000);
+
+  /** The colour of the middle of an element's screenshot, as [r, g, b]; the screenshot is kept for people. */
+  async function colourOf(
+    page: Page,
+    selector: string,
+    name: string,
+    at?: (w: number, h: number) => [number, number],
+  ) {
+    const shot = await page.locator(selector).first().screenshot();
+    fs.writeFileSync(path.join(os.tmpdir(), `custos-browser-${name}.png`), shot);
+    const image = readPng(shot);
+    const [x, y] = at ? at(image.width, image.height) : [image.width >> 1, image.height >> 1];
+    return image.pixel(x, y);
+  }
+
+  const near = (actual: number[], expected: number[]) =>
+    actual.every((v, i) => Math.abs(v - expected[i]) <= 3) ? expected : actual;
+
+  it('shows the tenant’s name, colour and logo, and a declined attempt’s "Try again" in them', async () => {
+    const patched = await app.request('PATCH', `/v1/tenants/${t.tenantId}`, {
+      key: t.adminKey,
+      body: { displayName: 'Acme Robotics', brandColor: '#7b1fa2' },
+    });
+    expect(patched.status).toBe(200);
+    const logo = await app.custos.app
+      .getHttpAdapter()
+      .getInstance()
+      .inject({
+        method: 'PUT',
+        url: `/v1/tenants/${t.tenantId}/logo`,
+        headers: { authorization: `Bearer ${t.adminKey}`, 'content-type': 'image/png' },
+        payload: png(120, 48, '#00a86b'),
+      });
+    expect(logo.statusCode).toBe(200);
+    const page = await browser.newPage();
+    const violations: string[] = [];
+    page.on('console', (m) => {
+      if (/Content[- ]Security[- ]Policy|Refused to/i.test(m.text())) violations.push(m.text());
+    });
+    const url = await sessionUrl('carol', 'inhouse');
+    await step(page, 'branded', async () => {
+      await page.goto(url);
+      await page.getByRole('heading', { name: 'Connect your In-house Git account' }).waitFor();
+      await page.locator('header.brand').getByText('Acme Robotics').waitFor();
+      expect(await page.title()).toBe('Connect In-house Git · Acme Robotics');
+      await page.getByRole('listitem').filter({ hasText: 'Read and write your repositories' }).waitFor();
+      // The logo was fetched from Custos and drawn: the CSP's img-src 'self' let it through.
+      const drawn = await page
+        .locator('header.brand img')
+        .evaluate((img) => (img as unknown as { naturalWidth: number }).naturalWidth);
+      expect(drawn).toBe(120);
+      expect(near(await colourOf(page, 'header.brand img', 'logo'), [0x00, 0xa8, 0x6b])).toEqual([
+        0x00, 0xa8, 0x6b,
+      ]);
+      // The button in the tenant's colour (a point clear of its label), its label in white.
+      const button = 'button[type=submit]';
+      expect(near(await colourOf(page, button, 'button', (w, h) => [4, h >> 1]), [0x7b, 0x1f, 0xa2])).toEqual(
+        [0x7b, 0x1f, 0xa2],
+      );
+      await page.screenshot({
+        path: path.join(os.tmpdir(), 'custos-browser-branded-page.png'),
+        fullPage: true,
+      });
+
+      // Declined at the provider: the page says so, in the tenant's colours, with a way to try again.
+      await page.getByRole('button', { name: 'Continue to In-house Git' }).click();
+      await page.locator('input[name="account"]').fill('carol');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByRole('button', { name: 'Deny' }).click();
+      await page.getByRole('heading', { name: 'Not connected' }).waitFor();
+      await page.getByText('You did not allow access to In-house Git').waitFor();
+      const retry = page.getByRole('link', { name: 'Try again' });
+      expect(
+        near(await colourOf(page, 'a.button', 'try-again', (w, h) => [4, h >> 1]), [0x7b, 0x1f, 0xa2]),
+      ).toEqual([0x7b, 0x1f, 0xa2]);
+      await retry.click();
+      await page.getByRole('button', { name: 'Continue to In-house Git' }).waitFor();
+    });
+    expect(violations).toEqual([]);
+    await page.close();
+    const [declined] = await app.custos.runtime.dataSource.query(
+      `SELECT details->>'reason' AS reason FROM audit_events
+        WHERE tenant_id = $1 AND action = 'connect_session.declined' AND subject_user_id = 'carol'`,
+      [t.tenantId],
+    );
+    expect(declined).toEqual({ reason: 'access_denied' });
   }, 60_000);
 
   it('connects an API key through the form, after a wrong one is refused', async () => {

@@ -218,7 +218,11 @@ beforeAll(async () => {
       method: method.toUpperCase(),
       path: p,
       params: (op.parameters ?? []).filter((x) => x.in === 'path').map((x) => x.name),
-      hasBody: op.requestBody !== undefined,
+      // JSON bodies only: the logo upload takes the image itself.
+      hasBody:
+        (op.requestBody as { content?: Record<string, unknown> } | undefined)?.content?.[
+          'application/json'
+        ] !== undefined,
       declared: Object.keys(op.responses ?? {}),
     })),
   );

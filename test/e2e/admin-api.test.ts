@@ -30,6 +30,9 @@ describe('tenants and admin keys', () => {
       webhookUrl: null,
       connectLogin: null,
       scopePassThrough: false,
+      displayName: null,
+      brandColor: null,
+      logo: null,
       createdAt: expect.any(String),
     });
   });

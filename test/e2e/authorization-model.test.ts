@@ -35,6 +35,8 @@ const model: Record<string, Level> = {
   'GET /v1/tenants': 'platform',
   'GET /v1/tenants/{tenantId}': 'tenant_or_platform_admin',
   'PATCH /v1/tenants/{tenantId}': 'tenant_admin',
+  'PUT /v1/tenants/{tenantId}/logo': 'tenant_admin',
+  'DELETE /v1/tenants/{tenantId}/logo': 'tenant_admin',
   // Without `confirm` (as called here) it is refused before anything happens.
   'DELETE /v1/tenants/{tenantId}': 'platform_on_tenant',
   'POST /v1/tenants/{tenantId}/admin-keys': 'tenant_or_platform_admin',

@@ -343,6 +343,20 @@ describe('connect-flow redirects never carry CR or LF', () => {
       .map((c) => String(c).split(';')[0])
       .join('; ');
 
+  /**
+   * The return URL exactly as registered, with the session's id and outcome appended to its query (RFC 3986:
+   * `?` or `&`), and no CR or LF anywhere.
+   */
+  function expectReturnedTo(location: unknown, returnTo: string): void {
+    expect(typeof location).toBe('string');
+    const sep = returnTo.includes('?') ? '&' : '?';
+    expect((location as string).slice(0, returnTo.length + 1)).toBe(returnTo + sep);
+    expect((location as string).slice(returnTo.length + 1)).toMatch(
+      /^custos_session=[0-9a-f-]{36}&custos_outcome=connected$/,
+    );
+    expect(location).not.toMatch(/[\r\n]/);
+  }
+
   /** Runs the hosted API-key flow for a session returning to `returnTo`; gives the final answer. */
   async function connectWithKey(returnTo: string): Promise<Reply> {
     const session = await app.request('POST', `${tenantBase()}/connect/sessions`, {
@@ -381,7 +395,7 @@ describe('connect-flow redirects never carry CR or LF', () => {
     expect(urls.status).toBe(200);
     const done = await connectWithKey(returnTo);
     expect(done.status).toBe(303);
-    expect(done.headers.location).toBe(returnTo);
+    expectReturnedTo(done.headers.location, returnTo);
     expect(done.headers['set-cookie'] ?? '').not.toContain('x=1');
   });
 
@@ -414,7 +428,7 @@ describe('connect-flow redirects never carry CR or LF', () => {
         expect(returnTo).not.toMatch(/\s/);
         const done = await connectWithKey(returnTo);
         expect(done.status).toBe(303);
-        expect(done.headers.location).toBe(returnTo);
+        expectReturnedTo(done.headers.location, returnTo);
         followed++;
       }),
       { numRuns: 60 },

@@ -4,8 +4,10 @@
  *   node --import tsx test/emulators/standalone.ts kms   [--port N] [--host H]
  *   node --import tsx test/emulators/standalone.ts vault [--port N] [--host H]
  *
- * Prints the URL and a sample configuration (credentials, key id, tokens — all generated now, never fixed) and
- * stays up until Ctrl-C. State lives in memory only.
+ * Prints, on start, the exact body of `PUT /v1/tenants/{tenantId}/key-backend` for this emulator (endpoint, key,
+ * region and credentials, all generated now, never fixed) as a JSON block, the allow-list setting Custos needs to
+ * reach a loopback address, and the curl line (with README's BASE, TENANT and TENANT_KEY), then stays up until
+ * Ctrl-C. State lives in memory only.
  */
 import crypto from 'node:crypto';
 import { startKmsEmulator } from './kms-emulator.js';
@@ -35,6 +37,24 @@ function print(lines: string[]): void {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
+/** The body as a JSON block to paste, and the lines that send it to Custos. */
+function keyBackendLines(host: string, port: number, body: Record<string, unknown>): string[] {
+  const allow = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return [
+    'Key backend configuration: the body of PUT /v1/tenants/{tenantId}/key-backend',
+    '',
+    JSON.stringify(body, null, 2),
+    '',
+    'Custos refuses loopback and private addresses unless allowed: start it with',
+    `  CUSTOS_OUTBOUND_ALLOW_HOSTS=${allow} npm start`,
+    '',
+    'Then, with BASE, TENANT and TENANT_KEY set (README, "A first session"):',
+    '  curl -sS -X PUT "$BASE/v1/tenants/$TENANT/key-backend" \\',
+    `    -H "Authorization: Bearer $TENANT_KEY" -H 'Content-Type: application/json' \\`,
+    `    -d '${JSON.stringify(body)}'`,
+  ];
+}
+
 async function runKms(port: number, host: string): Promise<() => Promise<void>> {
   const credentials = {
     accessKeyId: `AKIA${crypto.randomBytes(8).toString('hex').toUpperCase()}`,
@@ -46,15 +66,15 @@ async function runKms(port: number, host: string): Promise<() => Promise<void>> 
   print([
     `AWS KMS emulator listening on ${kms.url} (SigV4 signatures are verified)`,
     '',
-    'Key backend configuration (aws-kms):',
-    `  endpoint:         ${kms.url}`,
-    `  region:           ${region}`,
-    `  keyId:            ${key.arn}`,
-    `  alias:            alias/custos`,
-    `  accessKeyId:      ${credentials.accessKeyId}`,
-    `  secretAccessKey:  ${credentials.secretAccessKey}`,
+    ...keyBackendLines(host, kms.port, {
+      type: 'aws-kms',
+      keyId: key.arn,
+      region,
+      endpoint: kms.url,
+      credentials,
+    }),
     '',
-    'AWS CLI:',
+    'The key also answers to its alias, alias/custos. AWS CLI:',
     `  AWS_ACCESS_KEY_ID=${credentials.accessKeyId} AWS_SECRET_ACCESS_KEY='${credentials.secretAccessKey}' \\`,
     `  AWS_EC2_METADATA_DISABLED=true aws --endpoint-url ${kms.url} --region ${region} kms describe-key \\`,
     `    --key-id alias/custos`,
@@ -73,13 +93,17 @@ async function runVault(port: number, host: string): Promise<() => Promise<void>
   print([
     `Vault emulator listening on ${vault.url}`,
     '',
-    'Key backend configuration (vault-transit):',
-    `  address:   ${vault.url}`,
-    '  mount:     transit',
-    '  keyName:   custos',
-    `  token:     ${vault.rootToken}   (root: allowed everywhere)`,
-    `  appRole:   roleId ${roleId}`,
-    `             secretId ${secretId}   (allowed: transit/encrypt/custos, transit/decrypt/custos)`,
+    ...keyBackendLines(host, vault.port, {
+      type: 'vault-transit',
+      address: vault.url,
+      mount: 'transit',
+      keyName: 'custos',
+      token: vault.rootToken,
+    }),
+    '',
+    'The token is the root token (allowed everywhere, rotation included). With AppRole instead (allowed:',
+    'transit/encrypt/custos and transit/decrypt/custos), replace "token" with:',
+    `  "appRole": ${JSON.stringify({ roleId, secretId })}`,
     '',
     'Vault CLI:',
     `  VAULT_ADDR=${vault.url} VAULT_TOKEN=${vault.rootToken} vault read transit/keys/custos`,

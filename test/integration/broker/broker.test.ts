@@ -18,6 +18,7 @@ import {
   createKeyedConnector,
   createTenant,
   importConnection,
+  saveProviderApp,
   trustIdentityProvider,
   uniqueSecret,
   type KeyedConnector,
@@ -129,6 +130,9 @@ beforeAll(async () => {
   });
   a = await createTenant(app);
   b = await createTenant(app);
+  // Connect links are only handed out for providers the tenant has set up.
+  await saveProviderApp(app, a, 'github', { client_id: 'gh-app', client_secret: 'gh-app-secret' });
+  await saveProviderApp(app, b, 'github', { client_id: 'gh-app', client_secret: 'gh-app-secret' });
   await trustIdentityProvider(app, a, idp);
   await trustIdentityProvider(app, b, otherIdp);
   basicClient = await createConnector(app, a, {

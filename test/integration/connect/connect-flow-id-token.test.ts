@@ -254,7 +254,7 @@ describe('a provider with jwksUri', () => {
     expect(done.raw).toContain('could not be verified');
     expect(done.raw).not.toContain('is connected');
     expect(await outcome(sessionId, 'tampered-user')).toEqual({
-      status: 'pending',
+      status: 'failed',
       connections: 0,
       failures: [{ reason: 'id_token_invalid', check: 'signature' }],
     });
@@ -270,7 +270,7 @@ describe('a provider with jwksUri', () => {
     const { done, sessionId } = await connect('resigned-user');
     expect(done.status).toBe(502);
     expect(await outcome(sessionId, 'resigned-user')).toEqual({
-      status: 'pending',
+      status: 'failed',
       connections: 0,
       failures: [{ reason: 'id_token_invalid', check: 'signature' }],
     });
@@ -303,7 +303,7 @@ describe('a provider with jwksUri', () => {
       const result = await outcome(sessionId, user);
       expect({ name, status: result.status, connections: result.connections }).toEqual({
         name,
-        status: 'pending',
+        status: 'failed',
         connections: 0,
       });
       expect(result.failures).toHaveLength(1);
@@ -316,7 +316,7 @@ describe('a provider with jwksUri', () => {
     const { done, sessionId } = await connect('audience-user', 'idt', (n) => (nonce = n));
     expect(done.status).toBe(502);
     const result = await outcome(sessionId, 'audience-user');
-    expect(result).toMatchObject({ status: 'pending', connections: 0 });
+    expect(result).toMatchObject({ status: 'failed', connections: 0 });
     expect(result.failures).toHaveLength(1);
   });
 
@@ -326,7 +326,7 @@ describe('a provider with jwksUri', () => {
     const { done, sessionId } = await connect('issuer-user', 'idt', (n) => (nonce = n));
     expect(done.status).toBe(502);
     const result = await outcome(sessionId, 'issuer-user');
-    expect(result).toMatchObject({ status: 'pending', connections: 0 });
+    expect(result).toMatchObject({ status: 'failed', connections: 0 });
     expect(result.failures).toHaveLength(1);
   });
 
@@ -334,7 +334,7 @@ describe('a provider with jwksUri', () => {
     rewrite = async () => undefined;
     const { done, sessionId } = await connect('missing-user');
     expect(done.status).toBe(502);
-    expect(await outcome(sessionId, 'missing-user')).toMatchObject({ status: 'pending', connections: 0 });
+    expect(await outcome(sessionId, 'missing-user')).toMatchObject({ status: 'failed', connections: 0 });
   });
 
   it('fails with a page, and stores nothing, when the key set cannot be fetched', async () => {
@@ -342,7 +342,7 @@ describe('a provider with jwksUri', () => {
     expect(done.status).toBe(502);
     expect(done.raw).toContain('signing keys could not be fetched');
     expect(await outcome(sessionId, 'deadkeys-user', 'idt-deadkeys')).toEqual({
-      status: 'pending',
+      status: 'failed',
       connections: 0,
       failures: [{ reason: 'id_token_keys_unavailable', check: 'keys_unavailable' }],
     });

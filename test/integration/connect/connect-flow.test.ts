@@ -282,7 +282,8 @@ describe('OAuth connect flow', () => {
       [session.id],
     );
     const late = await callback(redirectedTo, flow.jar.header());
-    expect(late.status).toBe(400);
+    expect(late.status).toBe(410);
+    expect(late.raw).toContain('has expired');
     expect(late.raw).not.toContain('is connected');
     expect((await app.request('GET', local(session.url))).status).toBe(410);
   });
@@ -302,12 +303,16 @@ describe('OAuth connect flow', () => {
     const wrongIss = new URL(r2.href);
     wrongIss.searchParams.set('iss', 'https://evil.example');
     expect((await callback(wrongIss.href, f2.jar.header())).status).toBe(502);
+    // Each attempt failed, and each link stays usable until it expires.
+    const shown: Record<string, string> = {};
     for (const s of [s1, s2]) {
       const st = await app.request('GET', `/v1/tenants/${t.tenantId}/connect/sessions/${s.id}`, {
         key: t.adminKey,
       });
-      expect(st.body.status).toBe('pending');
+      expect(st.body.status).toBe('failed');
+      shown[s.id] = st.body.failureReason;
     }
+    expect(shown).toEqual({ [s1.id]: 'invalid_grant', [s2.id]: 'OAUTH_INVALID_RESPONSE' });
     // Each failed for its own reason: the provider refused the swapped code (PKCE), Custos refused the iss.
     const reasons = await app.custos.runtime.dataSource.query(
       `SELECT details->>'sessionId' AS session, details->>'reason' AS reason FROM audit_events
@@ -375,7 +380,9 @@ describe('OAuth connect flow', () => {
     const { redirectedTo } = await op.authorize(flow.authorizationUrl, { account: 'alice' });
     const done = await callback(redirectedTo, flow.jar.header());
     expect(done.status).toBe(303);
-    expect(done.headers.location).toBe('https://app.example.com/connected');
+    expect(done.headers.location).toBe(
+      `https://app.example.com/connected?custos_session=${session.id}&custos_outcome=connected`,
+    );
   });
 });
 
@@ -494,7 +501,15 @@ describe('sign-in before connecting (connectLogin)', () => {
   it('refuses a person who signs in as someone else, and keeps the connect step closed', async () => {
     const { url, jar, back, sessionId } = await openAndSignIn('mallory');
     expect(back.status).toBe(403);
-    expect(back.raw).toContain('made for another person');
+    expect(back.raw).toContain(
+      'This link was made for another person, but you signed in to corp as someone else',
+    );
+    // The way forward: the same link, to sign in again with the right account.
+    expect(back.raw).toContain(`<a class="button" href="${PUBLIC_URL}${url}">Try again</a>`);
+    const view = await app.request('GET', `/v1/tenants/${t2.tenantId}/connect/sessions/${sessionId}`, {
+      key: t2.adminKey,
+    });
+    expect(view.body).toMatchObject({ status: 'failed', failureReason: 'user_mismatch' });
     const page = await app.request('GET', url, { headers: { cookie: jar.header() } });
     expect(page.raw).toContain('Sign in with corp');
     const [failed] = await app.custos.runtime.dataSource.query(

@@ -11,7 +11,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
 import { startTestApp, type TestApp } from '../../support/app.js';
-import { createTenant, type TenantFixture } from '../../support/factories.js';
+import { createTenant, saveProviderApp, type TenantFixture } from '../../support/factories.js';
 import { newSigningKey, type SigningKey } from '../../support/idp.js';
 import { cookieJar, localPath, readBody } from '../../support/browser.js';
 
@@ -159,6 +159,8 @@ beforeAll(async () => {
     },
   });
   expect(patched.status).toBe(200);
+  // A link is only made for a provider the tenant has set up (its own OAuth app there).
+  await saveProviderApp(app, t, 'github', { client_id: 'gh-app', client_secret: 'gh-app-secret' });
 });
 
 afterEach(() => {
@@ -188,7 +190,7 @@ describe('the connect sign-in’s ID token', () => {
     expect(tokenRequests - before).toBe(1);
     expect(back.status).toBe(502);
     expect(String(back.headers['content-type'])).toMatch(/^text\/html/);
-    expect(back.raw).toContain('The sign-in did not complete');
+    expect(back.raw).toContain('did not complete, so nothing was connected');
     const trail = await events(sessionId);
     expect(trail).toContainEqual({ action: 'connect_session.failed', reason: 'forbidden_header' });
     expect(trail.map((e) => e.action)).not.toContain('connect_session.user_verified');
@@ -208,7 +210,7 @@ describe('the connect sign-in’s ID token', () => {
     );
     expect(tokenRequests - before).toBe(1);
     expect(back.status).toBe(502);
-    expect(back.raw).toContain('The sign-in did not complete');
+    expect(back.raw).toContain('did not complete, so nothing was connected');
     const trail = await events(sessionId);
     const failed = trail.filter((e) => e.action === 'connect_session.failed');
     // Refused for its header: by openid-client (OAUTH_UNSUPPORTED_OPERATION) or by the verifier.

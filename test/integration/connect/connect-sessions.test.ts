@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { startTestApp, type TestApp } from '../../support/app.js';
-import { createTenant, type TenantFixture } from '../../support/factories.js';
+import { createTenant, saveProviderApp, type TenantFixture } from '../../support/factories.js';
 
 let app: TestApp;
 let a: TenantFixture;
@@ -10,6 +10,11 @@ beforeAll(async () => {
   app = await startTestApp({ CUSTOS_PUBLIC_URL: 'https://custos.example.test' });
   a = await createTenant(app);
   b = await createTenant(app);
+  // Links are made only for OAuth providers the tenant has set up (its own app there).
+  for (const provider of ['github', 'notion', 'slack']) {
+    await saveProviderApp(app, a, provider, { client_id: `${provider}-app`, client_secret: 'app-secret' });
+  }
+  await saveProviderApp(app, b, 'github', { client_id: 'github-app', client_secret: 'app-secret' });
 });
 afterAll(() => app.close());
 
@@ -31,6 +36,7 @@ describe('POST /v1/tenants/:tenantId/connect/sessions', () => {
       provider: 'github',
       scopes: ['repo'],
       status: 'pending',
+      failureReason: null,
       createdAt: expect.any(String),
       expiresAt: expect.any(String),
       url: expect.stringMatching(/^https:\/\/custos\.example\.test\/connect\/cst_[A-Za-z0-9_-]{43}$/),
@@ -80,6 +86,8 @@ describe('POST /v1/tenants/:tenantId/connect/sessions', () => {
   it('refuses bad input and writes nothing', async () => {
     const cases: [unknown, number, string][] = [
       [{ userId: 'u', provider: 'nope' }, 404, 'unknown_provider'],
+      // An OAuth provider without the tenant's app: its link could only fail.
+      [{ userId: 'u', provider: 'slack' }, 400, 'provider_not_configured'],
       [{ userId: 'u', provider: 'github', extra: true }, 400, 'unknown_field'],
       [{ provider: 'github' }, 400, 'validation_failed'],
       [{ userId: 'u', provider: 'github', scopes: ['a b'] }, 400, 'validation_failed'],

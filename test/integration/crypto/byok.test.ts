@@ -134,7 +134,7 @@ describe.each(backends)('$name', (backend) => {
     const cases: [Record<string, unknown>, string][] =
       backend.name === 'aws-kms'
         ? [
-            [{ ...config, keyId: 'alias/does-not-exist' }, 'key_backend_invalid'],
+            [{ ...config, keyId: 'alias/does-not-exist' }, 'key_backend_not_found'],
             [
               {
                 ...config,
@@ -145,7 +145,7 @@ describe.each(backends)('$name', (backend) => {
             [{ ...config, endpoint: 'http://127.0.0.1:1' }, 'outbound_url_refused'],
           ]
         : [
-            [{ ...config, keyName: 'no-such-key' }, 'key_backend_invalid'],
+            [{ ...config, keyName: 'no-such-key' }, 'key_backend_not_found'],
             [{ ...config, appRole: { roleId: 'nobody', secretId: 'nothing-here' } }, 'key_backend_denied'],
             [{ ...config, address: `http://127.0.0.1:${deadPort}` }, 'key_backend_unreachable'],
             [{ ...config, address: 'http://169.254.169.254' }, 'outbound_url_refused'],

@@ -22,6 +22,7 @@ import {
   basicAuth,
   createConnector,
   createTenant,
+  saveProviderApp,
   type SecretConnector,
   type TenantFixture,
 } from '../../support/factories.js';
@@ -41,6 +42,7 @@ let authenticate: jest.SpyInstance;
 beforeAll(async () => {
   app = await startTestApp();
   t = await createTenant(app);
+  await saveProviderApp(app, t, 'github', { client_id: 'gh-app', client_secret: 'gh-app-secret' });
   connector = await createConnector(app, t);
   strategy = app.custos.app.get(AdminKeyStrategy);
 });

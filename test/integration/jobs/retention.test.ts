@@ -7,7 +7,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { UsedAssertionsRepository } from '../../../src/identity/used-assertions.repository.js';
 import { ConnectSessionsService } from '../../../src/connect/connect-sessions.service.js';
 import { startTestApp, type TestApp } from '../../support/app.js';
-import { createTenant, type TenantFixture } from '../../support/factories.js';
+import { createTenant, saveProviderApp, type TenantFixture } from '../../support/factories.js';
 
 let app: TestApp;
 let t: TenantFixture;
@@ -33,6 +33,7 @@ async function expiredAgo(id: string, seconds: number): Promise<void> {
 beforeAll(async () => {
   app = await startTestApp();
   t = await createTenant(app);
+  await saveProviderApp(app, t, 'github', { client_id: 'gh-app', client_secret: 'gh-app-secret' });
 });
 
 afterAll(async () => {
