@@ -7,8 +7,11 @@ import { TokenController } from './broker/token.controller.js';
 import { ConnectFlowController } from './connect/connect-flow.controller.js';
 import { ConnectModule } from './connect/connect.module.js';
 import { ConnectSessionsController } from './connect/connect-sessions.controller.js';
+import { PortalController } from './connect/portal.controller.js';
+import { PortalSessionsController } from './connect/portal-sessions.controller.js';
 import { ConnectionsController } from './connections/connections.controller.js';
 import { ConnectionsModule } from './connections/connections.module.js';
+import { ConsoleModule } from './console/console.module.js';
 import { CryptoModule } from './crypto/crypto.module.js';
 import { KeyBackendController } from './crypto/key-backend.controller.js';
 import { AdminKeysController } from './identity/admin-keys.controller.js';
@@ -36,6 +39,7 @@ import { TenantsModule } from './tenants/tenants.module.js';
     ConnectionsModule,
     ConnectModule,
     BrokerModule,
+    ConsoleModule,
   ],
   controllers: [
     ProvidersController,
@@ -46,6 +50,8 @@ import { TenantsModule } from './tenants/tenants.module.js';
     AdminKeysController,
     ConnectionsController,
     ConnectSessionsController,
+    PortalSessionsController,
+    PortalController,
     AuditController,
     AuditSealController,
     ConnectorsController,

@@ -11,7 +11,9 @@ import {
 } from './audit/sealed-audit.entity.js';
 import { UsedAssertion } from './identity/used-assertion.entity.js';
 import { ConnectSession } from './connect/connect-session.entity.js';
+import { PortalSession } from './connect/portal-session.entity.js';
 import { Connection } from './connections/connection.entity.js';
+import { ConsoleSession } from './console/console-session.entity.js';
 import { PendingRevocation } from './connections/pending-revocation.entity.js';
 import { DataKey } from './crypto/data-key.entity.js';
 import { TenantKeyBackend } from './crypto/tenant-key-backend.entity.js';
@@ -31,6 +33,8 @@ export const entities = [
   Connector,
   IdentityProvider,
   ConnectSession,
+  PortalSession,
+  ConsoleSession,
   UsedAssertion,
   TenantKeyBackend,
   TenantProvider,

@@ -11,6 +11,10 @@ export type ActorType = 'admin_key' | 'connector' | 'user' | 'system';
 @Entity('audit_events')
 @Index('ix_audit_events_tenant_id', ['tenantId', 'id'])
 @Index('ix_audit_events_tx', ['txId', 'id'])
+// A connection's latest released credential (the portal's "last used"), one index probe per partition.
+@Index('ix_audit_events_connection_release', ['connectionId', 'occurredAt'], {
+  where: `"action" = 'token.exchange' AND "outcome" = 'allowed'`,
+})
 export class AuditEvent {
   @PrimaryGeneratedColumn('identity', {
     type: 'bigint',

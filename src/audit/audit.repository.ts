@@ -85,6 +85,18 @@ const insertBatchSql = `INSERT INTO audit_events
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[],
                        $8::text[], $9::text[], $10::jsonb[])`;
 
+/**
+ * Each connection's latest released credential ($1 the tenant, $2 the connections' ids): one probe per
+ * connection and month partition of ix_audit_events_connection_release (a partial index on exactly these
+ * events), whatever the size of the trail. Exported for the test that reads its plan.
+ */
+export const LAST_RELEASES_SQL = `SELECT c.id AS connection_id, e.occurred_at, e.actor_id
+  FROM unnest($2::uuid[]) AS c(id)
+  CROSS JOIN LATERAL (
+    SELECT occurred_at, actor_id FROM audit_events
+     WHERE connection_id = c.id AND action = 'token.exchange' AND outcome = 'allowed' AND tenant_id = $1
+     ORDER BY occurred_at DESC LIMIT 1) e`;
+
 @Injectable()
 export class AuditRepository {
   constructor(@Inject(DataSource) private readonly db: DataSource) {}
@@ -165,6 +177,17 @@ export class AuditRepository {
         ORDER BY e.tenant_id, e.id LIMIT 1000`,
       [cursor.lastTx, cursor.lastId, range.from, range.to, ...(tenantId === null ? [] : [tenantId])],
     );
+  }
+
+  /**
+   * The latest credential release (an allowed `token.exchange`) of each of the tenant's connections in `ids`,
+   * for those that have one: when, and the connector's id (LAST_RELEASES_SQL).
+   */
+  lastReleases(
+    tenantId: string,
+    connectionIds: string[],
+  ): Promise<{ connection_id: string; occurred_at: Date; actor_id: string | null }[]> {
+    return this.db.query(LAST_RELEASES_SQL, [tenantId, connectionIds]);
   }
 
   /** Up to `limit` of the tenant's (null: the platform's) events matching the filter, newest first. */

@@ -112,6 +112,19 @@ export class AuditService {
     return this.rows.insertWithUpdate(update, params, auditRow(event)).catch(auditUnwritable);
   }
 
+  /**
+   * When each of the tenant's connections in `connectionIds` last had its credential released, and to which
+   * connector (its id), from the trail; a connection never released has no entry.
+   */
+  async lastReleases(
+    tenantId: string,
+    connectionIds: string[],
+  ): Promise<Map<string, { at: Date; connectorId: string | null }>> {
+    if (connectionIds.length === 0) return new Map();
+    const rows = await this.rows.lastReleases(tenantId, connectionIds);
+    return new Map(rows.map((r) => [r.connection_id, { at: r.occurred_at, connectorId: r.actor_id }]));
+  }
+
   /** A page of the tenant's events (null: the platform's, events with no tenant), newest first. */
   async list(
     tenantId: string | null,

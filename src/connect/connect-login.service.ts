@@ -30,10 +30,19 @@ import { ConnectSessionsRepository, type LoginSessionRow } from './connect-sessi
 export const LOGIN_FLOW_COOKIE = '__Host-custos_login_flow';
 export const LOGIN_COOKIE = '__Host-custos_login';
 
-interface LoginSettings {
+/** A tenant's connectLogin: its identity provider and the OIDC client Custos signs people in with there. */
+export interface LoginSettings {
   idp: IdentityProviderView;
   clientId: string;
   clientSecret: string;
+}
+
+/** A sign-in request: where to send the browser, and what its callback needs (kept sealed until then). */
+export interface SignInRequest {
+  url: string;
+  state: string;
+  nonce: string;
+  codeVerifier: string;
 }
 
 interface LoginSecrets {
@@ -94,10 +103,7 @@ export class ConnectLoginService {
   ): Promise<{ location: string; browserCookie: string }> {
     const settings = await this.settings(session.tenant_id);
     if (!settings) throw new FlowPageError(400, 'Not needed', 'This organisation does not require sign-in.');
-    const cfg = await this.configuration(settings);
-    const state = oidc.randomState();
-    const nonce = oidc.randomNonce();
-    const codeVerifier = oidc.randomPKCECodeVerifier();
+    const { url, state, nonce, codeVerifier } = await this.signInRequest(settings, this.redirectUri);
     const browser = randomBytes(32).toString('base64url');
     const secrets: LoginSecrets = {
       codeVerifier,
@@ -111,8 +117,20 @@ export class ConnectLoginService {
       JSON.stringify(secrets),
     );
     await this.sessions.startLogin(session.id, sha256(state), sealed);
+    return { location: url, browserCookie: cookie(LOGIN_FLOW_COOKIE, browser, 900, 'Lax') };
+  }
+
+  /**
+   * A sign-in request at the tenant's identity provider (code flow, PKCE S256, state, nonce), answered at
+   * `redirectUri`: for every hosted page that must know who is in the browser (connect links, the portal).
+   */
+  async signInRequest(settings: LoginSettings, redirectUri: string): Promise<SignInRequest> {
+    const cfg = await this.configuration(settings);
+    const state = oidc.randomState();
+    const nonce = oidc.randomNonce();
+    const codeVerifier = oidc.randomPKCECodeVerifier();
     const url = oidc.buildAuthorizationUrl(cfg, {
-      redirect_uri: this.redirectUri,
+      redirect_uri: redirectUri,
       response_type: 'code',
       scope: 'openid',
       state,
@@ -120,7 +138,37 @@ export class ConnectLoginService {
       code_challenge: await oidc.calculatePKCECodeChallenge(codeVerifier),
       code_challenge_method: 'S256',
     });
-    return { location: url.href, browserCookie: cookie(LOGIN_FLOW_COOKIE, browser, 900, 'Lax') };
+    return { url: url.href, state, nonce, codeVerifier };
+  }
+
+  /**
+   * The identity provider's answer to a sign-in request: the code is exchanged (state, PKCE and nonce checked
+   * by openid-client), then the ID token is verified against the keys the tenant registered for that provider
+   * (the token endpoint's verifier), with audience = the login client and the request's nonce. Returns the
+   * user claim's value, to be compared with the expected user. Throws on any failure (`signInFailure` names
+   * it for the audit trail).
+   */
+  async signedInUser(
+    settings: LoginSettings,
+    redirectUri: string,
+    rawQuery: string,
+    expected: { state: string; nonce: string; codeVerifier: string },
+  ): Promise<unknown> {
+    const cfg = await this.configuration(settings);
+    const tokens = await oidc.authorizationCodeGrant(cfg, new URL(`${redirectUri}?${rawQuery}`), {
+      expectedState: expected.state,
+      expectedNonce: expected.nonce,
+      pkceCodeVerifier: expected.codeVerifier,
+      idTokenExpected: true,
+    });
+    const payload = await verifyIdpToken(
+      inspectIdpToken(tokens.id_token!, 'ID token'),
+      settings.idp,
+      this.jwks.keyGetter(settings.idp),
+      { audience: settings.clientId, requiredClaims: ['nonce'] },
+    );
+    if (payload.nonce !== expected.nonce) throw new Error('nonce');
+    return payload[settings.idp.userClaim];
   }
 
   /** The identity provider's redirect back: checks everything, then marks this browser as the user's. */
@@ -165,22 +213,11 @@ export class ConnectLoginService {
     if (!settings) throw new FlowPageError(400, 'Not needed', 'This organisation does not require sign-in.');
     let user: unknown;
     try {
-      const cfg = await this.configuration(settings);
-      const tokens = await oidc.authorizationCodeGrant(cfg, new URL(`${this.redirectUri}?${rawQuery}`), {
-        expectedState: state,
-        expectedNonce: secrets.nonce,
-        pkceCodeVerifier: secrets.codeVerifier,
-        idTokenExpected: true,
+      user = await this.signedInUser(settings, this.redirectUri, rawQuery, {
+        state,
+        nonce: secrets.nonce,
+        codeVerifier: secrets.codeVerifier,
       });
-      // The ID token's signature too, against the keys the tenant registered for this provider.
-      const payload = await verifyIdpToken(
-        inspectIdpToken(tokens.id_token!, 'ID token'),
-        settings.idp,
-        this.jwks.keyGetter(settings.idp),
-        { audience: settings.clientId, requiredClaims: ['nonce'] },
-      );
-      if (payload.nonce !== secrets.nonce) throw new Error('nonce');
-      user = payload[settings.idp.userClaim];
     } catch (err) {
       await this.failed(session, 'failed', signInFailure(err));
       throw new FlowPageError(
@@ -273,7 +310,7 @@ export class ConnectLoginService {
  * The audit reason of a failed sign-in: the OAuth error, else the library's code, else the error's name. A
  * refused ID token is recorded by jose's code when jose refused it, else by the verifier's reason.
  */
-function signInFailure(err: unknown): string {
+export function signInFailure(err: unknown): string {
   const cause = err instanceof IdpTokenError ? (err.cause ?? { code: err.reason }) : err;
   const e = cause as { code?: string; error?: string; name?: string };
   return (e.error ?? e.code ?? e.name ?? 'sign_in_failed').slice(0, 64);

@@ -25,7 +25,16 @@ a.secondary{display:block;margin-top:1rem;text-align:center}
 button:focus-visible,input:focus-visible,a:focus-visible{outline:3px solid #e37400;outline-offset:2px}
 .error{color:#a50e0e;font-weight:600}
 .muted{color:#444;font-size:.9rem}
-@media (prefers-color-scheme:dark){body{background:#111;color:#eee}main{background:#1d1d1f}.muted,code.scope{color:#bbb}.error{color:#ff8a80}a{color:#8ab4f8}input[type=password],input[type=text]{background:#000;color:#eee;border-color:#aaa}}
+h2{font-size:1.1rem;margin:0 0 .25rem}
+.item{border-top:1px solid #ccc;padding:1rem 0 .5rem}
+.item p{margin:.35rem 0}
+.warn{color:#8a4b00;font-weight:600}
+.actions{display:flex;flex-wrap:wrap;gap:.5rem}
+.actions form{margin:0}
+.actions button{width:auto;margin-top:.5rem;padding:.5rem 1rem;font-size:.95rem}
+button.danger{color:#a50e0e;background:transparent;border:2px solid currentColor}
+button.secondary{color:#0b57d0;background:transparent;border:1px solid currentColor}
+@media (prefers-color-scheme:dark){body{background:#111;color:#eee}main{background:#1d1d1f}.muted,code.scope{color:#bbb}.error,button.danger{color:#ff8a80}a,button.secondary{color:#8ab4f8}.item{border-color:#444}.warn{color:#ffb74d}input[type=password],input[type=text]{background:#000;color:#eee;border-color:#aaa}}
 `;
 const STYLE_HASH = createHash('sha256').update(STYLE).digest('base64');
 
@@ -178,7 +187,7 @@ export function connectPage(m: ConnectPageModel): string {
     `<h1>Connect your ${escapeHtml(m.providerName)} account</h1>
 <p><strong>${escapeHtml(m.tenantName)}</strong> asks to use your own ${escapeHtml(m.providerName)} access on your behalf.</p>
 ${scopes}${error}${form}
-<p class="muted">Your credential is stored encrypted. You can disconnect at any time.</p>`,
+<p class="muted">Your credential is stored encrypted. You can disconnect it later on your “My connections” page: ask ${escapeHtml(m.tenantName)} for a link to it.</p>`,
     m.brand,
   );
 }

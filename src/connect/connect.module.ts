@@ -12,11 +12,17 @@ import { SessionProviderUsage } from './session-provider-usage.js';
 import { ConnectSessionsRepository } from './connect-sessions.repository.js';
 import { ConnectSessionsService } from './connect-sessions.service.js';
 import { ConnectSession } from './connect-session.entity.js';
+import { PortalSession } from './portal-session.entity.js';
+import { PortalSessionsRepository } from './portal-sessions.repository.js';
+import { PortalService } from './portal.service.js';
 
-/** Connecting an account: connect sessions (links), the hosted pages' flow and the sign-in before it. */
+/**
+ * Connecting an account: connect sessions (links), the hosted pages' flow and the sign-in before it, and the
+ * end user's "my connections" portal.
+ */
 @Module({
   imports: [
-    TypeOrmModule.forFeature([ConnectSession]),
+    TypeOrmModule.forFeature([ConnectSession, PortalSession]),
     AuditModule,
     CryptoModule,
     ProvidersModule,
@@ -30,7 +36,9 @@ import { ConnectSession } from './connect-session.entity.js';
     ConnectFlowService,
     ConnectLoginService,
     SessionProviderUsage,
+    PortalSessionsRepository,
+    PortalService,
   ],
-  exports: [ConnectSessionsService, ConnectFlowService, ConnectLoginService],
+  exports: [ConnectSessionsService, ConnectFlowService, ConnectLoginService, PortalService],
 })
 export class ConnectModule {}

@@ -20,6 +20,8 @@ import { AuditPartitions1795530000000 } from '../../migrations/1795530000000-Aud
 import { TenantDeletion1795540000000 } from '../../migrations/1795540000000-TenantDeletion.js';
 import { ScopePassThrough1795550000000 } from '../../migrations/1795550000000-ScopePassThrough.js';
 import { ConnectBranding1795560000000 } from '../../migrations/1795560000000-ConnectBranding.js';
+import { ConsoleSessions1795570000000 } from '../../migrations/1795570000000-ConsoleSessions.js';
+import { PortalSessions1795580000000 } from '../../migrations/1795580000000-PortalSessions.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -43,4 +45,6 @@ export const migrations = [
   TenantDeletion1795540000000,
   ScopePassThrough1795550000000,
   ConnectBranding1795560000000,
+  ConsoleSessions1795570000000,
+  PortalSessions1795580000000,
 ];

@@ -96,6 +96,7 @@ const bodies = (): Record<string, Example[]> => ({
   'POST /v1/tenants/{tenantId}/connect/sessions': [
     { userId: 'alice', provider: 'github', scopes: ['repo'], returnTo: 'https://app.example/done' },
   ],
+  'POST /v1/tenants/{tenantId}/portal/sessions': [{ userId: 'alice', returnTo: 'https://app.example/done' }],
   'POST /v1/tenants/{tenantId}/connectors': [
     {
       name: 'MCP',

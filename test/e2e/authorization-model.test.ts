@@ -36,6 +36,7 @@ const model: Record<string, Level> = {
   'GET /v1/tenants/{tenantId}': 'tenant_or_platform_admin',
   'PATCH /v1/tenants/{tenantId}': 'tenant_admin',
   'PUT /v1/tenants/{tenantId}/logo': 'tenant_admin',
+  'POST /v1/tenants/{tenantId}/portal/sessions': 'tenant_admin',
   'DELETE /v1/tenants/{tenantId}/logo': 'tenant_admin',
   // Without `confirm` (as called here) it is refused before anything happens.
   'DELETE /v1/tenants/{tenantId}': 'platform_on_tenant',

@@ -72,6 +72,32 @@ const examples: Record<string, unknown[]> = {
     { userId: 'alice', provider: 'github', scopes: ['repo'], returnTo: 'https://app.example/done' },
   ],
   'provider-apps.dto:saveProviderAppSchema': [{ clientId: 'abc', clientSecret: 'def', scopes: ['repo'] }],
+  'console.dto:connectionsQuerySchema': [
+    { user: 'alice', provider: 'github', status: 'needs_reauth', after: 'WyJhbGljZSJd' },
+  ],
+  'console.dto:auditQuerySchema': [
+    {
+      action: 'token.exchange',
+      outcome: 'denied',
+      user: 'alice',
+      connector: '8d0f8d64-0b39-4a8e-9f5f-5a1c3c7e2b10',
+      provider: 'github',
+      from: '2026-12-01',
+      to: '2026-12-04T10:00Z',
+      before: '1234',
+    },
+  ],
+  'console.dto:connectorsQuerySchema': [{ done: 'disabled', id: '8d0f8d64-0b39-4a8e-9f5f-5a1c3c7e2b10' }],
+  'console.dto:keyBackendQuerySchema': [{ done: 'rotated', epoch: '3', rewrapped: '10', notified: '1' }],
+  'console.dto:signInQuerySchema': [{ ended: 'expired' }],
+  'console.dto:emptyQuerySchema': [{}],
+  'console.dto:signInFormSchema': [{ csrf: 'Zm9ybS10b2tlbg', key: 'cus_abcdefghijklmnop' }],
+  'console.dto:csrfFormSchema': [{ csrf: 'Zm9ybS10b2tlbg' }],
+  'console.dto:connectorStateFormSchema': [{ csrf: 'Zm9ybS10b2tlbg', enabled: 'false' }],
+  'console.dto:verifyFormSchema': [{ csrf: 'Zm9ybS10b2tlbg', from: '2026-11-01', to: '2026-12-01' }],
+  'portal-sessions.dto:createPortalSessionSchema': [
+    { userId: 'alice', returnTo: 'https://app.example/done' },
+  ],
   'key-backend.dto:keyBackendInputSchema': [
     { type: 'managed' },
     {
