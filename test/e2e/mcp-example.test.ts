@@ -15,7 +15,9 @@ import {
   StreamableHTTPClientTransport as TransportV2,
   type ElicitRequestURLParams,
 } from '@modelcontextprotocol/client';
+import { CustosClient } from '@custos/sdk';
 import { startExampleServer } from '../../examples/mcp-server/src/server.js';
+import { createWhoami } from '../../examples/mcp-server/src/whoami.js';
 import { newSigningKey } from '../support/idp.js';
 import { PROVIDER, startMcpExampleWorld, type McpExampleWorld } from '../support/mcp-example.js';
 import { freePort } from '../support/processes.js';
@@ -553,5 +555,36 @@ describe('logs', () => {
     expect(
       world.mcpLogs.filter((l) => l.msg === 'request' && l.protocol === '2025-11-25').length,
     ).toBeGreaterThan(0);
+  });
+});
+
+describe('bad input that reaches Custos', () => {
+  it('answers whoami for a provider Custos does not know, or one the connector may not use, with a clear tool error', async () => {
+    const custos = new CustosClient({
+      url: world.custosUrl,
+      clientId: world.connector.clientId,
+      clientSecret: world.connector.clientSecret,
+    });
+    const token = await world.userToken('alice');
+    const user = { subject: 'alice', token, expiresAt: 0, scopes: [], clientId: 'test' };
+    for (const provider of ['nonesuch', 'github']) {
+      const whoami = createWhoami(custos, { ...world.mcp.config, provider });
+      const result = await whoami(user);
+      expect(result.isError).toBe(true);
+      expect(result.content[0].text).toBe(
+        'This server may not use the provider or scopes it asked for (invalid_target).',
+      );
+      expect(JSON.stringify(result)).not.toContain(token);
+    }
+    // Custos refused both and said why in the trail, without a link or a token.
+    const reasons = await world.app.custos.runtime.dataSource.query(
+      `SELECT details->>'reason' AS reason FROM audit_events
+        WHERE tenant_id = $1 AND action = 'token.exchange' AND outcome = 'denied' ORDER BY id DESC LIMIT 2`,
+      [world.tenant.tenantId],
+    );
+    expect(reasons.map((r: { reason: string }) => r.reason).sort()).toEqual([
+      'provider_not_allowed',
+      'unknown_provider',
+    ]);
   });
 });
