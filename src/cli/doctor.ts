@@ -123,7 +123,7 @@ export async function doctor(
         protection === 'enforced' ? 'ok' : 'warn',
         protection === 'enforced'
           ? "the application's role cannot alter audit rows"
-          : `the application's role ${protection === 'owner' ? 'owns' : 'is a superuser over'} the audit trail: use CUSTOS_MIGRATION_DATABASE_URL and a role of its own (README, Database roles)`,
+          : `the application's role ${protection === 'owner' ? 'owns' : 'is a superuser over'} the audit trail: use CUSTOS_MIGRATION_DATABASE_URL and a role of its own (docs/operations.md, Database roles)`,
       );
       const [lag] = await within(
         db.query<{ behind: number; oldest: number | null }[]>(

@@ -65,7 +65,7 @@ export const ERROR_BODY: JsonSchema = {
     error: {
       type: 'string',
       pattern: '^[a-z][a-z_]*$',
-      description: 'A stable code (README, "Errors"); decide on this, not on the message.',
+      description: 'A stable code (docs/api.md, "Errors"); decide on this, not on the message.',
     },
     message: {
       type: 'string',

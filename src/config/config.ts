@@ -50,7 +50,7 @@ interface VariableSpec {
   description: string;
 }
 
-/** Every variable Custos reads; README's configuration table mirrors this list. */
+/** Every variable Custos reads; the table of docs/configuration.md mirrors this list. */
 export const variables = {
   HOST: {
     schema: z

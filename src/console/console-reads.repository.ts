@@ -6,7 +6,7 @@
  * every change the console makes goes through the owning domain's service.
  *
  * These statements read tables that belong to connections/ and audit/; they sit here, next to their one
- * caller, until those domains grow the same queries (see README, "Console").
+ * caller, until those domains grow the same queries (see docs/console.md).
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';

@@ -2,7 +2,7 @@
  * Every error code Custos answers with, from every domain's list, and the one exhaustive mapping of a code
  * to its HTTP status. A domain that adds a code gets a type error here until the code has a status; a domain
  * that adds an errors file must add its list to DOMAIN_ERROR_CODES (test/unit/http/error-codes.test.ts
- * finds every *.errors.ts and checks). The codes are stable and listed in README's error table.
+ * finds every *.errors.ts and checks). The codes are stable and listed in the error table of docs/api.md.
  */
 import { COMMON_ERROR_CODES, type CommonErrorCode } from '../common/errors.js';
 import { CONNECT_ERROR_CODES, type ConnectErrorCode } from '../connect/connect.errors.js';

@@ -22,7 +22,7 @@ const ADD_CHUNK = 1000;
 /**
  * How long shutdown waits for refreshes in flight while Redis answers: a provider call has a 10 s deadline, and
  * a refresh abandoned after the provider rotated the refresh token leaves the connection `needs_reauth`
- * (README, "Crash safety").
+ * (docs/connectors.md, "Background refresh", crash safety).
  */
 const IN_FLIGHT_GRACE_MS = 15_000;
 /** How long a scrape of /metrics waits for the queue's counts: a slow or absent Redis must not hold it up. */

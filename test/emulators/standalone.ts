@@ -6,7 +6,7 @@
  *
  * Prints, on start, the exact body of `PUT /v1/tenants/{tenantId}/key-backend` for this emulator (endpoint, key,
  * region and credentials, all generated now, never fixed) as a JSON block, the allow-list setting Custos needs to
- * reach a loopback address, and the curl line (with README's BASE, TENANT and TENANT_KEY), then stays up until
+ * reach a loopback address, and the curl line (with the quickstart's BASE, TENANT and TENANT_KEY), then stays up until
  * Ctrl-C. State lives in memory only.
  */
 import crypto from 'node:crypto';
@@ -48,7 +48,7 @@ function keyBackendLines(host: string, port: number, body: Record<string, unknow
     'Custos refuses loopback and private addresses unless allowed: start it with',
     `  CUSTOS_OUTBOUND_ALLOW_HOSTS=${allow} npm start`,
     '',
-    'Then, with BASE, TENANT and TENANT_KEY set (README, "A first session"):',
+    'Then, with BASE, TENANT and TENANT_KEY set (docs/quickstart.md):',
     '  curl -sS -X PUT "$BASE/v1/tenants/$TENANT/key-backend" \\',
     `    -H "Authorization: Bearer $TENANT_KEY" -H 'Content-Type: application/json' \\`,
     `    -d '${JSON.stringify(body)}'`,

@@ -115,7 +115,7 @@ the ConfigMap, which every install has; each message names the value, never its 
 {{- if $v.existingSecret }}
 {{- range $name := keys $sensitive | sortAlpha }}
 {{- if get $sensitive $name }}
-{{- fail (printf "%s is set, but existingSecret %q is used: put the value in that Secret (README: Kubernetes) and leave %s empty" $name $v.existingSecret $name) }}
+{{- fail (printf "%s is set, but existingSecret %q is used: put the value in that Secret (the chart's README, Secrets) and leave %s empty" $name $v.existingSecret $name) }}
 {{- end }}
 {{- end }}
 {{- else }}

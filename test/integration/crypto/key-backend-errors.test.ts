@@ -45,7 +45,7 @@ async function aClosedPort(): Promise<number> {
 }
 
 beforeAll(async () => {
-  // Custos has no AWS identity of its own here, as on a laptop trying the README: nothing in the environment,
+  // Custos has no AWS identity of its own here, as on a laptop trying docs/byok.md: nothing in the environment,
   // and the instance-metadata service is never asked.
   for (const name of Object.keys(process.env)) if (name.startsWith('AWS_')) delete process.env[name];
   process.env.AWS_EC2_METADATA_DISABLED = 'true';
@@ -218,7 +218,7 @@ describe('AWS KMS', () => {
     });
   });
 
-  it("answers README's role example, where Custos has no AWS identity of its own, without blaming credentials", async () => {
+  it("answers docs/byok.md's role example, where Custos has no AWS identity of its own, without blaming credentials", async () => {
     const t = await createTenant(app);
     const res = await put(t, {
       type: 'aws-kms',
@@ -403,7 +403,7 @@ describe.each(['kms', 'vault'] as const)('npm run emulator:%s', (kind) => {
     const body = JSON.parse(block) as Record<string, unknown>;
     expect(body.type).toBe(kind === 'kms' ? 'aws-kms' : 'vault-transit');
     expect(body[kind === 'kms' ? 'endpoint' : 'address']).toBe(`http://127.0.0.1:${port}`);
-    // The curl line sends exactly that body, to README's variables.
+    // The curl line sends exactly that body, to the quickstart's variables.
     expect(out).toContain(`-d '${JSON.stringify(body)}'`);
     expect(out).toContain('curl -sS -X PUT "$BASE/v1/tenants/$TENANT/key-backend"');
     expect(out).toContain(`CUSTOS_OUTBOUND_ALLOW_HOSTS=127.0.0.1:${port}`);

@@ -1,6 +1,6 @@
 /**
  * The error model: every domain's code list is registered in the one mapping, no code belongs to two
- * domains, every code has a status, and README's error table says what the mapping does.
+ * domains, every code has a status, and the API guide's error table (docs/api.md) says what the mapping does.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -45,8 +45,8 @@ describe('error codes', () => {
     }
   });
 
-  it('matches README’s error table, status by status', () => {
-    const readme = readFileSync(join(SRC, '../README.md'), 'utf8');
+  it('matches the error table of docs/api.md, status by status', () => {
+    const readme = readFileSync(join(SRC, '../docs/api.md'), 'utf8');
     const start = readme.indexOf('| Status | Codes');
     expect(start).toBeGreaterThan(0);
     const section = readme.slice(start, readme.indexOf('\n\n', start));
