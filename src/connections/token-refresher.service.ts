@@ -205,27 +205,7 @@ export class TokenRefresher {
     if (row.status !== 'active' || !row.secret) {
       throw new CommonException('conflict', 'The connection is not active');
     }
-    if (!row.refresh_token) throw new CommonException('conflict', 'The connection has no refresh token');
-    if (row.refresh_retry_at && row.refresh_retry_at.getTime() > Date.now()) {
-      throw new CommonException(
-        'temporarily_unavailable',
-        'Refresh is backing off after a provider failure',
-        {
-          retryAt: row.refresh_retry_at.toISOString(),
-        },
-      );
-    }
-    const definition = await this.providers.get(row.tenant_id, row.provider);
-    const app = await this.apps.open(row.tenant_id, row.provider);
-    if (!definition?.oauth2 || !app) {
-      throw new CommonException('temporarily_unavailable', 'No OAuth app is configured for this provider');
-    }
-    const refreshToken = await this.dataKeys.open(
-      row.tenant_id,
-      field(row.id, 'refresh_token'),
-      row.refresh_token,
-    );
-    const sealing = await this.dataKeys.sealingKey(row.tenant_id);
+    const { definition, app, refreshToken, sealing } = await this.grantInputs(row);
     let next: Awaited<ReturnType<ProviderOAuthClient['refresh']>>;
     try {
       this.providerCalls++;
@@ -451,30 +431,7 @@ export class TokenRefresher {
           scopes: row.scopes,
         };
       }
-      if (!row.refresh_token) throw new CommonException('conflict', 'The connection has no refresh token');
-      // Backing off after a failure (or as the provider asked): no provider call before the retry time.
-      if (row.refresh_retry_at && row.refresh_retry_at.getTime() > Date.now()) {
-        throw new CommonException(
-          'temporarily_unavailable',
-          'Refresh is backing off after a provider failure',
-          {
-            retryAt: row.refresh_retry_at.toISOString(),
-          },
-        );
-      }
-      const definition = await this.providers.get(row.tenant_id, row.provider);
-      const app = await this.apps.open(row.tenant_id, row.provider);
-      if (!definition?.oauth2 || !app) {
-        throw new CommonException('temporarily_unavailable', 'No OAuth app is configured for this provider');
-      }
-      const refreshToken = await this.dataKeys.open(
-        row.tenant_id,
-        field(row.id, 'refresh_token'),
-        row.refresh_token,
-      );
-      // The sealing key is fetched before the provider call, so that nothing slow (a key backend call)
-      // stands between the provider's answer and the commit.
-      const sealing = await this.dataKeys.sealingKey(row.tenant_id);
+      const { definition, app, refreshToken, sealing } = await this.grantInputs(row);
       let next: Awaited<ReturnType<ProviderOAuthClient['refresh']>>;
       if (row.refresh_due_at) {
         const due = Math.max(row.refresh_due_at.getTime(), row.refresh_retry_at?.getTime() ?? 0);
@@ -586,6 +543,37 @@ export class TokenRefresher {
       this.log.warn({ connectionId: row.id, provider: row.provider, code: err.code }, 'token refresh failed');
       throw err;
     }
+  }
+
+  /**
+   * What a refresh_token grant for the leased row needs: the provider's definition, the tenant's app, the refresh
+   * token and the sealing key. Refused while refresh is backing off after a failure (or as the provider asked):
+   * no provider call before the retry time. The sealing key is fetched before the provider call, so that nothing
+   * slow (a key backend call) stands between the provider's answer and the commit.
+   */
+  private async grantInputs(row: LeasedRow) {
+    if (!row.refresh_token) throw new CommonException('conflict', 'The connection has no refresh token');
+    if (row.refresh_retry_at && row.refresh_retry_at.getTime() > Date.now()) {
+      throw new CommonException(
+        'temporarily_unavailable',
+        'Refresh is backing off after a provider failure',
+        {
+          retryAt: row.refresh_retry_at.toISOString(),
+        },
+      );
+    }
+    const definition = await this.providers.get(row.tenant_id, row.provider);
+    const app = await this.apps.open(row.tenant_id, row.provider);
+    if (!definition?.oauth2 || !app) {
+      throw new CommonException('temporarily_unavailable', 'No OAuth app is configured for this provider');
+    }
+    const refreshToken = await this.dataKeys.open(
+      row.tenant_id,
+      field(row.id, 'refresh_token'),
+      row.refresh_token,
+    );
+    const sealing = await this.dataKeys.sealingKey(row.tenant_id);
+    return { definition, app, refreshToken, sealing };
   }
 
   /** Marks the row `needs_reauth` if it is still at the version read; false when it was written meanwhile. */
