@@ -14,6 +14,7 @@ import { ConnectSession } from './connect/connect-session.entity.js';
 import { PortalSession } from './connect/portal-session.entity.js';
 import { Connection } from './connections/connection.entity.js';
 import { ConsoleSession } from './console/console-session.entity.js';
+import { ConsoleSignIn } from './console/console-sign-in.entity.js';
 import { PendingRevocation } from './connections/pending-revocation.entity.js';
 import { DataKey } from './crypto/data-key.entity.js';
 import { TenantKeyBackend } from './crypto/tenant-key-backend.entity.js';
@@ -35,6 +36,7 @@ export const entities = [
   ConnectSession,
   PortalSession,
   ConsoleSession,
+  ConsoleSignIn,
   UsedAssertion,
   TenantKeyBackend,
   TenantProvider,

@@ -10,7 +10,6 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AuditService } from '../audit/audit.service.js';
-import { adminActor } from '../common/admin-access.js';
 import { RateLimitedException } from '../common/errors.js';
 import { LOGGER } from '../common/logger.js';
 import { CONFIG, type Config } from '../config/config.js';
@@ -287,7 +286,7 @@ export class ConsoleHttp {
         tenantId: s.user.principal.tenantId,
         action: 'access.denied',
         outcome: 'denied',
-        actor: adminActor(s.user.principal),
+        actor: s.user.actor,
         details: { reason, route: `${req.method} ${req.routeOptions?.url ?? ''}`, via: 'console' },
       });
     } catch (err) {

@@ -42,6 +42,8 @@ export interface Frame {
   path?: string;
   viewer?: Viewer;
   notice?: Notice;
+  /** A same-origin address to move on to at once (after single sign-on, see ssoDonePage). */
+  refresh?: string;
 }
 
 const TENANT_NAV: [string, string][] = [
@@ -109,6 +111,7 @@ export function layout(frame: Frame, body: HtmlValue): string {
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <link rel="icon" href="data:," />
         <title>${frame.title} · Custos console</title>
+        ${frame.refresh ? html`<meta http-equiv="refresh" content="0;url=${frame.refresh}" />` : ''}
         <link rel="stylesheet" href="${assetUrl('console.css')}" />
         <script src="${assetUrl('console.js')}" defer></script>
       </head>
@@ -150,7 +153,60 @@ export function signInPage(m: { formToken: string; error?: string; status?: stri
         </p>
         <button type="submit">Sign in</button>
       </form>
+      <h2>Single sign-on</h2>
+      <form method="get" action="/console/sso">
+        <label for="tenant">Tenant id</label>
+        <input
+          id="tenant"
+          name="tenant"
+          autocomplete="off"
+          spellcheck="false"
+          required
+          maxlength="36"
+          aria-describedby="tenant-help"
+        />
+        <p id="tenant-help" class="muted">
+          If your tenant lets its admins and auditors sign in at its identity provider, enter its id (or open
+          the address <code>/console/sso/&lt;tenant id&gt;</code> your administrator gave you).
+        </p>
+        <button type="submit" class="secondary">Continue</button>
+      </form>
     </div>`,
+  );
+}
+
+/** A tenant's single sign-on door: one button that starts the sign-in at its identity provider. */
+export function ssoPage(m: {
+  tenantId: string;
+  tenantName: string;
+  identityProvider: string;
+  formToken: string;
+}): string {
+  return layout(
+    { title: 'Sign in' },
+    html`<div class="signin">
+      <h1>Sign in to the console for ${m.tenantName}</h1>
+      <form method="post" action="/console/sso/${m.tenantId}">
+        <input type="hidden" name="csrf" value="${m.formToken}" />
+        <button type="submit">Sign in with ${m.identityProvider}</button>
+      </form>
+      <p class="muted">
+        Only the people ${m.tenantName} lists as console admins or auditors can sign in this way.
+        <a href="/console/sign-in">Sign in with an admin key</a> instead.
+      </p>
+    </div>`,
+  );
+}
+
+/**
+ * After single sign-on: the session cookie is set (SameSite=Strict), and a same-origin refresh moves on, so
+ * that the next request is not part of the identity provider's cross-site redirect (which would not carry it).
+ */
+export function ssoDonePage(to: string): string {
+  return layout(
+    { title: 'Signed in', refresh: to },
+    html`<h1>Signed in</h1>
+      <p><a href="${to}">Continue to the console</a></p>`,
   );
 }
 
@@ -503,6 +559,7 @@ export function providersBody(m: { providers: ProviderModel[] }): Html {
 export function identityProvidersBody(m: {
   identityProviders: IdentityProviderView[];
   connectLogin: TenantView['connectLogin'];
+  consoleLogin: TenantView['consoleLogin'];
 }): Html {
   return html`<h1>Identity providers</h1>
     <p class="muted">
@@ -514,6 +571,7 @@ export function identityProvidersBody(m: {
           : ' The hosted connect pages do not sign people in.'
       }
     </p>
+    <p>Console single sign-on: ${consoleLoginText(m.consoleLogin)}.</p>
     ${
       m.identityProviders.length === 0
         ? html`<p>No identity provider is trusted yet.</p>`
@@ -537,7 +595,7 @@ export function identityProvidersBody(m: {
                 (i) =>
                   html`<tr>
                     <th scope="row">
-                      ${i.name}${m.connectLogin?.identityProvider === i.name ? html`<br /><span class="badge ok">connect sign-in</span>` : ''}
+                      ${i.name}${m.connectLogin?.identityProvider === i.name ? html`<br /><span class="badge ok">connect sign-in</span>` : ''}${m.consoleLogin?.identityProvider === i.name ? html`<br /><span class="badge ok">console sign-in</span>` : ''}
                     </th>
                     <td><code>${i.issuer}</code></td>
                     <td>
@@ -936,6 +994,29 @@ export function tenantsBody(m: { tenants: TenantView[] }): Html {
     </table>`;
 }
 
+function consoleLoginText(c: TenantView['consoleLogin']): Html {
+  return c
+    ? html`through <code>${c.identityProvider}</code> (client <code>${c.clientId}</code>): ${c.admins.length}
+        admin(s)${
+          c.admins.length > 0
+            ? html` (${join(
+                c.admins.map((u) => html`<code>${u}</code>`),
+                ', ',
+              )})`
+            : ''
+        },
+        ${c.auditors.length}
+        auditor(s)${
+          c.auditors.length > 0
+            ? html` (${join(
+                c.auditors.map((u) => html`<code>${u}</code>`),
+                ', ',
+              )})`
+            : ''
+        }`
+    : html`none`;
+}
+
 export function tenantBody(t: TenantView): Html {
   return html`<p><a href="/console/platform">All tenants</a></p>
     <h1>${t.displayName ?? t.name}</h1>
@@ -959,6 +1040,8 @@ export function tenantBody(t: TenantView): Html {
         <dd><code>${t.keyBackend.type}</code></dd>
         <dt>Connect sign-in</dt>
         <dd>${t.connectLogin ? html`through <code>${t.connectLogin.identityProvider}</code>` : 'none'}</dd>
+        <dt>Console single sign-on</dt>
+        <dd>${consoleLoginText(t.consoleLogin)}</dd>
         <dt>Return URLs</dt>
         <dd>
           ${

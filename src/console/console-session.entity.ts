@@ -14,11 +14,17 @@ import { AdminKey } from '../identity/admin-key.entity.js';
 import { Tenant } from '../tenants/tenant.entity.js';
 
 /**
- * A console sign-in. The cookie holds a random token; only its SHA-256 is stored. The admin key that signed in
- * is checked on every request (revoked: the session is over); deleting the key or its tenant deletes the row.
+ * A console sign-in. The cookie holds a random token; only its SHA-256 is stored. A session belongs to the admin
+ * key that signed in, checked on every request (revoked: the session is over), or to a user who signed in
+ * through the tenant's identity provider (single sign-on), checked against the tenant's consoleLogin on every
+ * request; deleting the key or its tenant deletes the row.
  */
 @Entity('console_sessions')
 @Check('ck_console_sessions_role', `"role" IN ('platform_admin', 'admin', 'auditor')`)
+@Check(
+  'ck_console_sessions_principal',
+  `("admin_key_id" IS NOT NULL AND "user_id" IS NULL AND "identity_provider" IS NULL) OR ("admin_key_id" IS NULL AND "user_id" IS NOT NULL AND "identity_provider" IS NOT NULL AND "tenant_id" IS NOT NULL AND "role" IN ('admin', 'auditor'))`,
+)
 export class ConsoleSession {
   @PrimaryColumn('uuid', { primaryKeyConstraintName: 'PK_console_sessions' })
   id!: string;
@@ -28,8 +34,9 @@ export class ConsoleSession {
   tokenHash!: Buffer;
 
   @Index('ix_console_sessions_admin_key')
-  @Column('uuid', { name: 'admin_key_id' })
-  adminKeyId!: string;
+  /** Null for a single sign-on session. */
+  @Column('uuid', { name: 'admin_key_id', nullable: true })
+  adminKeyId!: string | null;
 
   @ManyToOne(() => AdminKey, { onDelete: 'CASCADE' })
   @JoinColumn({ name: 'admin_key_id', foreignKeyConstraintName: 'FK_console_sessions_admin_key' })
@@ -46,6 +53,14 @@ export class ConsoleSession {
 
   @Column('text')
   role!: AdminRole;
+
+  /** A single sign-on session's user (the identity provider's user claim); null for an admin key's. */
+  @Column('text', { name: 'user_id', nullable: true })
+  userId!: string | null;
+
+  /** The identity provider a single sign-on session's user signed in at. */
+  @Column('text', { name: 'identity_provider', nullable: true })
+  identityProvider!: string | null;
 
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;

@@ -8,13 +8,15 @@ import { DataSource } from 'typeorm';
 import type { AdminRole } from '../common/admin-access.js';
 import { returned } from '../database/sql.js';
 
-/** A live session as a request sees it, with the name of the admin key that signed in. */
+/** A live session as a request sees it, with the name of the admin key that signed in (null for single sign-on). */
 export interface ConsoleSessionRow {
   id: string;
-  admin_key_id: string;
+  admin_key_id: string | null;
+  user_id: string | null;
+  identity_provider: string | null;
   tenant_id: string | null;
   role: AdminRole;
-  key_name: string;
+  key_name: string | null;
   created_at: Date;
   expires_at: Date;
 }
@@ -22,7 +24,10 @@ export interface ConsoleSessionRow {
 export interface NewConsoleSession {
   id: string;
   tokenHash: Buffer;
-  adminKeyId: string;
+  /** The admin key that signed in, or the single sign-on user and their identity provider. */
+  adminKeyId: string | null;
+  userId: string | null;
+  identityProvider: string | null;
   tenantId: string | null;
   role: AdminRole;
   absoluteSeconds: number;
@@ -34,25 +39,32 @@ export class ConsoleSessionsRepository {
 
   async insert(s: NewConsoleSession): Promise<void> {
     await this.db.query(
-      `INSERT INTO console_sessions (id, token_hash, admin_key_id, tenant_id, role, expires_at)
-       VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
-      [s.id, s.tokenHash, s.adminKeyId, s.tenantId, s.role, s.absoluteSeconds],
+      `INSERT INTO console_sessions (id, token_hash, admin_key_id, user_id, identity_provider, tenant_id, role, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))`,
+      [s.id, s.tokenHash, s.adminKeyId, s.userId, s.identityProvider, s.tenantId, s.role, s.absoluteSeconds],
     );
   }
 
   /**
    * The session with this token hash if it is live: within both limits (the database's clock decides), its
-   * admin key not revoked and its tenant not being deleted. Its idle clock starts again. One statement.
+   * tenant not being deleted, and its admin key not revoked, or (single sign-on) its user still listed with
+   * its role in the tenant's consoleLogin for the same identity provider. Its idle clock starts again. One
+   * statement.
    */
   async touchLive(tokenHash: Buffer, idleSeconds: number): Promise<ConsoleSessionRow | undefined> {
     const rows = returned<ConsoleSessionRow>(
       await this.db.query(
         `UPDATE console_sessions s SET last_seen_at = now()
-           FROM admin_keys k
-          WHERE s.token_hash = $1 AND k.id = s.admin_key_id AND k.revoked_at IS NULL
+          WHERE s.token_hash = $1
             AND s.expires_at > now() AND s.last_seen_at > now() - make_interval(secs => $2)
             AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id AND t.deletion_requested_at IS NOT NULL)
-        RETURNING s.id, s.admin_key_id, s.tenant_id, s.role, k.name AS key_name, s.created_at, s.expires_at`,
+            AND (EXISTS (SELECT 1 FROM admin_keys k WHERE k.id = s.admin_key_id AND k.revoked_at IS NULL)
+              OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id AND s.user_id IS NOT NULL
+                            AND t.console_login->>'identityProvider' = s.identity_provider
+                            AND jsonb_exists(t.console_login -> (CASE s.role WHEN 'admin' THEN 'admins' ELSE 'auditors' END),
+                                             s.user_id)))
+        RETURNING s.id, s.admin_key_id, s.user_id, s.identity_provider, s.tenant_id, s.role,
+                  (SELECT k.name FROM admin_keys k WHERE k.id = s.admin_key_id) AS key_name, s.created_at, s.expires_at`,
         [tokenHash, idleSeconds],
       ),
     );

@@ -1,16 +1,17 @@
 /**
  * Console sign-in with an admin key, and the sessions it opens: a random token in a `__Host-` cookie, only its
  * SHA-256 stored, an idle limit of 30 minutes and an absolute one of 8 hours, the admin key checked on every
- * request (revoking it ends its sessions at once). The CSRF token of a session is derived from its token (an
+ * request (revoking it ends its sessions at once); single sign-on sessions (console-sso.service.ts) follow the
+ * same rules, their user checked against the tenant's consoleLogin on every request. The CSRF token of a session is derived from its token (an
  * HMAC), so it is bound to the session and nothing more is stored. Failed sign-ins count against the same
  * throttle as the admin API's failed authentications, and are audited the same way; sign-in and sign-out are
  * audited with the admin key as the actor.
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { AuditService } from '../audit/audit.service.js';
+import { AuditService, type Actor } from '../audit/audit.service.js';
 import { DenialThrottle } from '../audit/denial-throttle.js';
-import { adminActor, type AdminPrincipal, type AdminRole } from '../common/admin-access.js';
+import { adminActor, type AdminRole } from '../common/admin-access.js';
 import { CommonException, RateLimitedException } from '../common/errors.js';
 import { addressKey, adminKeyKey, sourceAddress, type LimitKey } from '../common/rate-limit.js';
 import { AdminKeysService } from '../identity/admin-keys.service.js';
@@ -27,10 +28,24 @@ export const SIGN_IN_FORM_SECONDS = 30 * 60;
 const TOKEN = /^ccs_[A-Za-z0-9_-]{43}$/;
 const FORM_SECRET = /^[A-Za-z0-9_-]{43}$/;
 
-/** Who is signed in to the console: the admin key's principal and the session. */
+/** Who a console session is for: its tenant (null: the platform), role, and the name the console shows. */
+export interface ConsolePrincipal {
+  tenantId: string | null;
+  role: AdminRole;
+  name: string;
+}
+
+/**
+ * Who is signed in to the console: the session, its principal, and the audit actor of what it does: the admin
+ * key that signed in, or (single sign-on) the identity provider's user, `{type: 'user', id}`.
+ */
 export interface ConsoleUser {
   sessionId: string;
-  principal: AdminPrincipal;
+  principal: ConsolePrincipal;
+  actor: Actor;
+  /** How the session was opened; for single sign-on, at which identity provider. */
+  method: 'admin_key' | 'sso';
+  identityProvider?: string;
   expiresAt: Date;
 }
 
@@ -110,6 +125,8 @@ export class ConsoleSessionsService {
       id,
       tokenHash: sha256(token),
       adminKeyId: principal.keyId,
+      userId: null,
+      identityProvider: null,
       tenantId: principal.tenantId,
       role: principal.role,
       absoluteSeconds: ABSOLUTE_SECONDS,
@@ -123,7 +140,58 @@ export class ConsoleSessionsService {
     });
     return {
       token,
-      user: { sessionId: id, principal, expiresAt: new Date(Date.now() + ABSOLUTE_SECONDS * 1000) },
+      user: {
+        sessionId: id,
+        principal: { tenantId: principal.tenantId, role: principal.role, name: principal.name },
+        actor: adminActor(principal),
+        method: 'admin_key',
+        expiresAt: new Date(Date.now() + ABSOLUTE_SECONDS * 1000),
+      },
+    };
+  }
+
+  /**
+   * Opens a session for a user who signed in at the tenant's identity provider (console-sso.service.ts has
+   * checked the ID token and found the user in the tenant's consoleLogin with `role`). Audited as
+   * `console.signed_in` with the user as the actor and `method: 'sso'`.
+   */
+  async signInWithSso(
+    tenantId: string,
+    userId: string,
+    identityProvider: string,
+    role: 'admin' | 'auditor',
+  ): Promise<{ token: string; user: ConsoleUser }> {
+    await this.sessions.deleteExpired(IDLE_SECONDS);
+    const token = `ccs_${randomBytes(32).toString('base64url')}`;
+    const id = randomUUID();
+    await this.sessions.insert({
+      id,
+      tokenHash: sha256(token),
+      adminKeyId: null,
+      userId,
+      identityProvider,
+      tenantId,
+      role,
+      absoluteSeconds: ABSOLUTE_SECONDS,
+    });
+    const actor: Actor = { type: 'user', id: userId };
+    await this.audit.record({
+      tenantId,
+      action: 'console.signed_in',
+      outcome: 'allowed',
+      actor,
+      details: { sessionId: id, role, method: 'sso', identityProvider },
+    });
+    return {
+      token,
+      user: {
+        sessionId: id,
+        principal: { tenantId, role, name: userId },
+        actor,
+        method: 'sso',
+        identityProvider,
+        expiresAt: new Date(Date.now() + ABSOLUTE_SECONDS * 1000),
+      },
     };
   }
 
@@ -139,14 +207,22 @@ export class ConsoleSessionsService {
       await this.sessions.deleteByHash(hash);
       return null;
     }
+    const principal = { tenantId: row.tenant_id, role: row.role satisfies AdminRole };
+    if (row.admin_key_id === null) {
+      return {
+        sessionId: row.id,
+        principal: { ...principal, name: row.user_id ?? '' },
+        actor: { type: 'user', id: row.user_id },
+        method: 'sso',
+        identityProvider: row.identity_provider ?? undefined,
+        expiresAt: row.expires_at,
+      };
+    }
     return {
       sessionId: row.id,
-      principal: {
-        keyId: row.admin_key_id,
-        tenantId: row.tenant_id,
-        role: row.role satisfies AdminRole,
-        name: row.key_name,
-      },
+      principal: { ...principal, name: row.key_name ?? '' },
+      actor: { type: 'admin_key', id: row.admin_key_id },
+      method: 'admin_key',
       expiresAt: row.expires_at,
     };
   }
@@ -158,8 +234,8 @@ export class ConsoleSessionsService {
       tenantId: user.principal.tenantId,
       action: 'console.signed_out',
       outcome: 'allowed',
-      actor: adminActor(user.principal),
-      details: { sessionId: user.sessionId },
+      actor: user.actor,
+      details: { sessionId: user.sessionId, method: user.method },
     });
   }
 }

@@ -8,7 +8,6 @@
 import { Controller, Get, Inject, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { adminActor } from '../common/admin-access.js';
 import { CommonException } from '../common/errors.js';
 import { UuidParam } from '../common/validation.js';
 import { KeyBackendService } from '../crypto/key-backend.service.js';
@@ -45,7 +44,7 @@ import {
 } from './console.dto.js';
 import { query } from './html.js';
 
-const actorOf = (s: TenantSigned) => adminActor(s.user.principal);
+const actorOf = (s: TenantSigned) => s.user.actor;
 
 @ApiExcludeController()
 @Controller('console')
@@ -175,7 +174,11 @@ export class ConsoleTenantController {
       return {
         title: 'Identity providers',
         path: '/console/identity-providers',
-        body: identityProvidersBody({ identityProviders, connectLogin: tenant.connectLogin }),
+        body: identityProvidersBody({
+          identityProviders,
+          connectLogin: tenant.connectLogin,
+          consoleLogin: tenant.consoleLogin,
+        }),
       };
     });
   }

@@ -10,8 +10,9 @@ import { CommonException } from '../common/errors.js';
 import { UuidParam } from '../common/validation.js';
 import { TenantsService } from '../tenants/tenants.service.js';
 import { ASSETS } from './console-assets.js';
-import { cookies, ConsoleHttp, hostCookie, PAGE_HEADERS, Redirect } from './console-http.js';
-import { errorPage, signInPage, tenantBody, tenantsBody } from './console-pages.js';
+import { CONSOLE_CSP, cookies, ConsoleHttp, hostCookie, PAGE_HEADERS, Redirect } from './console-http.js';
+import { errorPage, signInPage, ssoDonePage, ssoPage, tenantBody, tenantsBody } from './console-pages.js';
+import { ConsoleSsoService, SSO_FLOW_COOKIE, SSO_FLOW_SECONDS, SsoRefused } from './console-sso.service.js';
 import {
   ABSOLUTE_SECONDS,
   ConsoleSessionsService,
@@ -22,7 +23,14 @@ import {
   SIGN_IN_FORM_SECONDS,
   signInFormOk,
 } from './console-sessions.service.js';
-import { emptyQuerySchema, parseFields, signInFormSchema, signInQuerySchema } from './console.dto.js';
+import {
+  csrfFormSchema,
+  emptyQuerySchema,
+  parseFields,
+  signInFormSchema,
+  signInQuerySchema,
+  ssoQuerySchema,
+} from './console.dto.js';
 
 @ApiExcludeController()
 @Controller('console')
@@ -31,6 +39,7 @@ export class ConsoleController {
     @Inject(ConsoleHttp) private readonly http: ConsoleHttp,
     @Inject(ConsoleSessionsService) private readonly sessions: ConsoleSessionsService,
     @Inject(TenantsService) private readonly tenants: TenantsService,
+    @Inject(ConsoleSsoService) private readonly sso: ConsoleSsoService,
   ) {}
 
   @Get()
@@ -109,6 +118,107 @@ export class ConsoleController {
       }),
       { 'set-cookie': hostCookie(SIGN_IN_COOKIE, again.secret, SIGN_IN_FORM_SECONDS) },
     );
+  }
+
+  /** The sign-in page's single sign-on form: on to the tenant's own address. */
+  @Get('sso')
+  async ssoByTenantId(@Req() req: FastifyRequest, @Res() reply: FastifyReply) {
+    try {
+      const q = parseFields(ssoQuerySchema, req.query);
+      await this.http.redirect(reply, new Redirect(`/console/sso/${q.tenant}`));
+    } catch (err) {
+      await this.http.fail(req, reply, err, null);
+    }
+  }
+
+  /** The identity provider's answer: a session for a listed user, else a page that says why not (audited). */
+  @Get('sso/callback')
+  async ssoCallback(@Req() req: FastifyRequest, @Res() reply: FastifyReply) {
+    const spent = hostCookie(SSO_FLOW_COOKIE, '', 0);
+    try {
+      const raw = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+      const query = Object.fromEntries(
+        Object.entries((req.query ?? {}) as Record<string, unknown>).map(([k, v]) => [
+          k,
+          typeof v === 'string' ? v : undefined,
+        ]),
+      );
+      const { token, user } = await this.sso.complete(query, raw, cookies(req)[SSO_FLOW_COOKIE]);
+      const to = user.principal.role === 'platform_admin' ? '/console/platform' : '/console/connections';
+      void reply.header('set-cookie', [hostCookie(SESSION_COOKIE, token, ABSOLUTE_SECONDS), spent]);
+      await this.http.send(reply, 200, ssoDonePage(to));
+    } catch (err) {
+      if (err instanceof SsoRefused) {
+        return await this.http.send(
+          reply,
+          err.status,
+          errorPage({
+            title: err.title,
+            message: err.text,
+            back: { href: '/console/sign-in', label: 'Back to sign-in' },
+          }),
+          { 'set-cookie': spent },
+        );
+      }
+      await this.http.fail(req, reply, err, null);
+    }
+  }
+
+  /** A tenant's single sign-on door: "Sign in with <identity provider>". */
+  @Get('sso/:tenantId')
+  async ssoForm(@Req() req: FastifyRequest, @Res() reply: FastifyReply, @Param('tenantId') tenantId: string) {
+    try {
+      parseFields(emptyQuerySchema, req.query);
+      const id = new UuidParam().transform(tenantId);
+      const { login, oidc } = await this.sso.settings(id);
+      const tenant = await this.tenants.getTenant(id);
+      const form = newSignInForm();
+      await this.http.send(
+        reply,
+        200,
+        ssoPage({
+          tenantId: id,
+          tenantName: tenant.displayName ?? tenant.name,
+          identityProvider: login.identityProvider,
+          formToken: form.token,
+        }),
+        {
+          // The form's redirect goes on to the identity provider, which form-action must allow.
+          'content-security-policy': CONSOLE_CSP.replace(
+            "form-action 'self'",
+            `form-action 'self' ${new URL(oidc.idp.issuer).origin}`,
+          ),
+          'set-cookie': hostCookie(SIGN_IN_COOKIE, form.secret, SIGN_IN_FORM_SECONDS),
+        },
+      );
+    } catch (err) {
+      await this.http.fail(req, reply, err, null);
+    }
+  }
+
+  /** Starts the sign-in at the tenant's identity provider (login CSRF: the form's token and the Origin). */
+  @Post('sso/:tenantId')
+  async ssoStart(
+    @Req() req: FastifyRequest,
+    @Res() reply: FastifyReply,
+    @Param('tenantId') tenantId: string,
+  ) {
+    try {
+      const id = new UuidParam().transform(tenantId);
+      const form = parseFields(csrfFormSchema, req.body);
+      if (!this.http.sameOrigin(req) || !signInFormOk(cookies(req)[SIGN_IN_COOKIE], form.csrf)) {
+        return await this.http.send(reply, 403, this.http.formRefusedPage(null));
+      }
+      const { location, browser } = await this.sso.begin(id);
+      void reply.status(303).headers({ ...PAGE_HEADERS, location });
+      void reply.header('set-cookie', [
+        `${SSO_FLOW_COOKIE}=${browser}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=${SSO_FLOW_SECONDS}`,
+        hostCookie(SIGN_IN_COOKIE, '', 0),
+      ]);
+      await reply.send();
+    } catch (err) {
+      await this.http.fail(req, reply, err, null);
+    }
   }
 
   @Post('sign-out')

@@ -90,6 +90,9 @@ export const signInQuerySchema = z.strictObject({
 
 export const emptyQuerySchema = z.strictObject({});
 
+/** The sign-in page's single sign-on form: the tenant's id. */
+export const ssoQuerySchema = z.strictObject({ tenant: z.string().trim().pipe(uuidSchema) });
+
 /** A form token this console wrote (base64url). */
 const csrf = z.string().regex(/^[A-Za-z0-9_-]{1,200}$/, 'must be a form token');
 

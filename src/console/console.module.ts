@@ -10,6 +10,9 @@ import { ConsoleConnectionsService } from './console-connections.service.js';
 import { ConsoleHttp } from './console-http.js';
 import { ConsoleReadsRepository } from './console-reads.repository.js';
 import { ConsoleSession } from './console-session.entity.js';
+import { ConsoleSignIn } from './console-sign-in.entity.js';
+import { ConsoleSsoService } from './console-sso.service.js';
+import { ConnectModule } from '../connect/connect.module.js';
 import { ConsoleSessionsRepository } from './console-sessions.repository.js';
 import { ConsoleSessionsService } from './console-sessions.service.js';
 import { ConsoleTenantController } from './console-tenant.controller.js';
@@ -22,12 +25,13 @@ import { ConsoleController } from './console.controller.js';
  */
 @Module({
   imports: [
-    TypeOrmModule.forFeature([ConsoleSession]),
+    TypeOrmModule.forFeature([ConsoleSession, ConsoleSignIn]),
     AuditModule,
     CryptoModule,
     TenantsModule,
     ProvidersModule,
     IdentityModule,
+    ConnectModule,
   ],
   providers: [
     ConsoleSessionsRepository,
@@ -36,6 +40,7 @@ import { ConsoleController } from './console.controller.js';
     ConsoleConnectionsService,
     ConsoleAuditService,
     ConsoleHttp,
+    ConsoleSsoService,
   ],
   controllers: [ConsoleController, ConsoleTenantController],
 })

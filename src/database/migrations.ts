@@ -22,6 +22,7 @@ import { ScopePassThrough1795550000000 } from '../../migrations/1795550000000-Sc
 import { ConnectBranding1795560000000 } from '../../migrations/1795560000000-ConnectBranding.js';
 import { ConsoleSessions1795570000000 } from '../../migrations/1795570000000-ConsoleSessions.js';
 import { PortalSessions1795580000000 } from '../../migrations/1795580000000-PortalSessions.js';
+import { ConsoleSso1795590000000 } from '../../migrations/1795590000000-ConsoleSso.js';
 
 export const migrations = [
   Initial1795304937774,
@@ -47,4 +48,5 @@ export const migrations = [
   ConnectBranding1795560000000,
   ConsoleSessions1795570000000,
   PortalSessions1795580000000,
+  ConsoleSso1795590000000,
 ];

@@ -41,6 +41,17 @@ export class Tenant {
   @Column('bytea', { name: 'connect_login_secret', nullable: true })
   connectLoginSecret!: Buffer | null;
 
+  /**
+   * Console single sign-on: `{identityProvider, clientId, admins, auditors}` (user ids as the identity
+   * provider's user claim gives them); null for none.
+   */
+  @Column('jsonb', { name: 'console_login', nullable: true })
+  consoleLogin!: { identityProvider: string; clientId: string; admins: string[]; auditors: string[] } | null;
+
+  /** That OIDC client's secret, sealed under the tenant's data key. */
+  @Column('bytea', { name: 'console_login_secret', nullable: true })
+  consoleLoginSecret!: Buffer | null;
+
   /** Hand out a stored grant wider than a connector's allowed scopes when the provider cannot narrow it. */
   @Column('boolean', { name: 'scope_pass_through', default: false })
   scopePassThrough!: boolean;

@@ -148,7 +148,9 @@ export class TenantsController implements OnModuleInit {
       'Tenant admin. Any of: `name`; `allowedReturnUrls` (the exact URLs a connect flow may return to: https, ' +
       'http only for localhost); `webhookUrl` (signed notifications; the signing secret is answered once, as ' +
       '`webhookSecret`, also with `rotateWebhookSecret: true`; null removes it); `connectLogin` (sign-in at one of ' +
-      'the tenant’s identity providers before connecting; null turns it off); `scopePassThrough`; the hosted ' +
+      'the tenant’s identity providers before connecting; null turns it off); `consoleLogin` (console single ' +
+      'sign-on through one of them: the OIDC client and which of its users are `admins` and `auditors`; null ' +
+      'turns it off and ends those sessions); `scopePassThrough`; the hosted ' +
       'pages’ `displayName` and `brandColor` (null removes them). Audited as `tenant.updated`.',
   })
   @ApiTenantParam()
@@ -168,6 +170,18 @@ export class TenantsController implements OnModuleInit {
           identityProvider: 'corp',
           clientId: 'custos-connect',
           clientSecret: 'idp-client-secret',
+        },
+      },
+    },
+    consoleLogin: {
+      summary: 'Console single sign-on',
+      value: {
+        consoleLogin: {
+          identityProvider: 'corp',
+          clientId: 'custos-console',
+          clientSecret: 'idp-client-secret',
+          admins: ['alice@acme.example'],
+          auditors: ['audit@acme.example'],
         },
       },
     },

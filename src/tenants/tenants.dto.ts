@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { text, textRule } from '../common/validation.js';
+import { text, textRule, userIdSchema } from '../common/validation.js';
 
 const tenantName = text({ max: 200, trim: true });
 
@@ -57,6 +57,48 @@ export const returnUrlSchema = text({ max: 2048 }).refine((raw) => {
   return !u.username && !u.password && !u.hash && u.href === raw;
 }, 'must be an absolute https URL in canonical form, without credentials or fragment (http only for localhost)');
 
+const oidcClientId = z
+  .string()
+  .min(1)
+  .max(512)
+  .regex(/^[\x21-\x7e]+$/);
+const oidcClientSecret = z
+  .string()
+  .min(1)
+  .max(4096)
+  .regex(/^[\x21-\x7e]+$/);
+/**
+ * A list of the identity provider's user ids: at most 100, no repeats, none with invisible formatting,
+ * private-use or unassigned characters (the console shows them: they must read as what they are).
+ */
+const consoleUsers = z
+  .array(
+    userIdSchema.refine(
+      (v) => !/[\p{Cf}\p{Co}\p{Cn}]/u.test(v),
+      'must not contain invisible formatting, private-use or unassigned characters',
+    ),
+  )
+  .max(100)
+  .refine((ids) => new Set(ids).size === ids.length, 'must not list a user twice');
+
+/** Console single sign-on: who of the identity provider's users are the tenant's admins and auditors. */
+export const consoleLoginSchema = z
+  .strictObject({
+    identityProvider: text({ max: 100 }),
+    clientId: oidcClientId,
+    clientSecret: oidcClientSecret,
+    admins: consoleUsers.default([]),
+    auditors: consoleUsers.default([]),
+  })
+  .refine((c) => c.admins.length + c.auditors.length > 0, {
+    message: 'must list at least one admin or auditor',
+    path: ['admins'],
+  })
+  .refine((c) => !c.admins.some((u) => c.auditors.includes(u)), {
+    message: 'a user is either an admin or an auditor, not both',
+    path: ['auditors'],
+  });
+
 export const updateTenantSchema = z
   .strictObject({
     name: tenantName.optional(),
@@ -72,19 +114,13 @@ export const updateTenantSchema = z
     connectLogin: z
       .strictObject({
         identityProvider: text({ max: 100 }),
-        clientId: z
-          .string()
-          .min(1)
-          .max(512)
-          .regex(/^[\x21-\x7e]+$/),
-        clientSecret: z
-          .string()
-          .min(1)
-          .max(4096)
-          .regex(/^[\x21-\x7e]+$/),
+        clientId: oidcClientId,
+        clientSecret: oidcClientSecret,
       })
       .nullable()
       .optional(),
+    /** Console single sign-on through one of the tenant's identity providers; null turns it off. */
+    consoleLogin: consoleLoginSchema.nullable().optional(),
     /**
      * Least privilege: with false (the default), a connector whose allowed scopes are narrower than a user's
      * stored grant gets no token for a provider that cannot mint a narrower one; true hands out the whole grant.

@@ -28,6 +28,16 @@ export const tenantViewSchema = z.looseObject({
     .looseObject({ identityProvider: z.string(), clientId: z.string() })
     .nullable()
     .describe('Sign-in at an identity provider before connecting (never its client secret).'),
+  consoleLogin: z
+    .looseObject({
+      identityProvider: z.string(),
+      clientId: z.string(),
+      admins: z.array(z.string()),
+      auditors: z.array(z.string()),
+    })
+    .nullable()
+    .optional()
+    .describe('Console single sign-on through an identity provider (never its client secret).'),
   scopePassThrough: z.boolean(),
   displayName: z.string().nullable().optional(),
   brandColor: z.string().nullable().optional(),
@@ -62,6 +72,7 @@ export const tenantExample = {
   allowedReturnUrls: ['https://app.acme.example/connected'],
   webhookUrl: null,
   connectLogin: null,
+  consoleLogin: null,
   scopePassThrough: false,
   displayName: null,
   brandColor: null,

@@ -18,6 +18,20 @@ export interface ConnectLogin {
   clientId: string;
 }
 
+/** The console's single sign-on: one of the tenant's identity providers, the OIDC client, and who is whom. */
+export interface ConsoleLogin {
+  identityProvider: string;
+  clientId: string;
+  admins: string[];
+  auditors: string[];
+}
+
+/** The tenant's console single sign-on settings, the client secret sealed. */
+export interface ConsoleLoginRow {
+  console_login: ConsoleLogin | null;
+  console_login_secret: Buffer | null;
+}
+
 /** A tenant as the admin API shows it (no secret columns). */
 export interface TenantRow {
   id: string;
@@ -26,6 +40,7 @@ export interface TenantRow {
   allowed_return_urls: string[];
   webhook_url: string | null;
   connect_login: ConnectLogin | null;
+  console_login: ConsoleLogin | null;
   scope_pass_through: boolean;
   display_name: string | null;
   brand_color: string | null;
@@ -43,7 +58,7 @@ export interface TenantRow {
 
 /** The columns of a TenantRow (never the logo's bytes). */
 const columns =
-  'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, scope_pass_through, ' +
+  'id, name, key_backend_type, allowed_return_urls, webhook_url, connect_login, console_login, scope_pass_through, ' +
   'display_name, brand_color, logo_content_type, octet_length(logo) AS logo_bytes, logo_width, logo_height, ' +
   "encode(logo_sha256, 'hex') AS logo_sha256, logo_updated_at, deletion_requested_at, created_at";
 
@@ -89,6 +104,11 @@ export interface TenantChanges {
   connectLogin: ConnectLogin | null;
   /** The login client's secret, already sealed. */
   connectLoginSecret: Buffer | null;
+  /** Whether to write console_login and its secret (null: no console single sign-on). */
+  setConsoleLogin: boolean;
+  consoleLogin: ConsoleLogin | null;
+  /** The console client's secret, already sealed. */
+  consoleLoginSecret: Buffer | null;
   scopePassThrough: boolean | null;
   /** Whether to write display_name (null: none). */
   setDisplayName: boolean;
@@ -124,7 +144,9 @@ export class TenantsRepository {
              connect_login_secret = CASE WHEN $7::boolean THEN $9 ELSE connect_login_secret END,
              scope_pass_through = COALESCE($10, scope_pass_through),
              display_name = CASE WHEN $11::boolean THEN $12 ELSE display_name END,
-             brand_color = CASE WHEN $13::boolean THEN $14 ELSE brand_color END
+             brand_color = CASE WHEN $13::boolean THEN $14 ELSE brand_color END,
+             console_login = CASE WHEN $15::boolean THEN $16::jsonb ELSE console_login END,
+             console_login_secret = CASE WHEN $15::boolean THEN $17 ELSE console_login_secret END
             WHERE id = $1 AND deletion_requested_at IS NULL RETURNING ${columns}`,
         [
           id,
@@ -141,6 +163,9 @@ export class TenantsRepository {
           c.displayName,
           c.setBrandColor,
           c.brandColor,
+          c.setConsoleLogin,
+          c.consoleLogin ? JSON.stringify(c.consoleLogin) : null,
+          c.consoleLoginSecret,
         ],
       ),
     );
@@ -238,6 +263,15 @@ export class TenantsRepository {
   async connectLogin(id: string): Promise<ConnectLoginRow | undefined> {
     const rows: ConnectLoginRow[] = await this.db.query(
       'SELECT connect_login, connect_login_secret FROM tenants WHERE id = $1',
+      [id],
+    );
+    return rows[0];
+  }
+
+  /** The tenant's console single sign-on settings; undefined when there is no such tenant. */
+  async consoleLogin(id: string): Promise<ConsoleLoginRow | undefined> {
+    const rows: ConsoleLoginRow[] = await this.db.query(
+      'SELECT console_login, console_login_secret FROM tenants WHERE id = $1 AND deletion_requested_at IS NULL',
       [id],
     );
     return rows[0];

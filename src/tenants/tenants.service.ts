@@ -9,7 +9,7 @@ import { DataKeyService } from '../crypto/data-key.service.js';
 import type { KeyBackendType } from '../crypto/key-backend.js';
 import { LogoRejected, readLogo, type LogoContentType } from './logo-image.js';
 import type { UpdateTenantInput } from './tenants.dto.js';
-import { TenantsRepository, type LogoRow, type TenantRow } from './tenants.repository.js';
+import { TenantsRepository, type ConsoleLogin, type LogoRow, type TenantRow } from './tenants.repository.js';
 import type { IdentityProviderNames } from './identity-provider-names.js';
 import {
   statusOf,
@@ -28,6 +28,8 @@ export interface TenantView {
   allowedReturnUrls: string[];
   webhookUrl: string | null;
   connectLogin: { identityProvider: string; clientId: string } | null;
+  /** Console single sign-on (never its client secret): the identity provider, client, admins and auditors. */
+  consoleLogin: ConsoleLogin | null;
   /** Whether a grant wider than a connector's allowed scopes is handed out when it cannot be narrowed. */
   scopePassThrough: boolean;
   /** The hosted pages' branding: the name they show (null: `name`), their colour and logo. */
@@ -73,6 +75,7 @@ const view = (r: TenantRow, publicUrl: string): TenantView => ({
   allowedReturnUrls: r.allowed_return_urls,
   webhookUrl: r.webhook_url,
   connectLogin: r.connect_login,
+  consoleLogin: r.console_login,
   scopePassThrough: r.scope_pass_through,
   displayName: r.display_name,
   brandColor: r.brand_color,
@@ -129,7 +132,7 @@ export class TenantsService {
 
   /**
    * Changes a tenant's settings: name, allowed return URLs (the list is replaced, not merged), webhook,
-   * connect sign-in, scope pass-through, and the hosted pages' display name and colour (null removes either).
+   * connect sign-in, console single sign-on, scope pass-through, and the hosted pages' display name and colour (null removes either).
    * Setting a webhook URL for the first time, or `rotateWebhookSecret`, issues a signing secret, returned only
    * in this response (`webhookSecret`) and stored sealed.
    */
@@ -149,6 +152,30 @@ export class TenantsService {
         );
       }
     }
+    if (patch.consoleLogin) {
+      if (!this.identityProviders) throw new Error('no identity provider lookup is registered');
+      if (!(await this.identityProviders.exists(id, patch.consoleLogin.identityProvider))) {
+        throw new CommonException(
+          'validation_failed',
+          `consoleLogin names identity provider "${patch.consoleLogin.identityProvider}", which this tenant does not have`,
+        );
+      }
+    }
+    const consoleSecret = patch.consoleLogin
+      ? await this.dataKeys.seal(
+          id,
+          { scope: 'tenant', recordId: id, field: 'console_login_secret' },
+          patch.consoleLogin.clientSecret,
+        )
+      : null;
+    const consoleLogin: ConsoleLogin | null = patch.consoleLogin
+      ? {
+          identityProvider: patch.consoleLogin.identityProvider,
+          clientId: patch.consoleLogin.clientId,
+          admins: patch.consoleLogin.admins,
+          auditors: patch.consoleLogin.auditors,
+        }
+      : null;
     const loginSecret = patch.connectLogin
       ? await this.dataKeys.seal(
           id,
@@ -178,6 +205,9 @@ export class TenantsService {
             }
           : null,
         connectLoginSecret: loginSecret,
+        setConsoleLogin: patch.consoleLogin !== undefined,
+        consoleLogin,
+        consoleLoginSecret: consoleSecret,
         scopePassThrough: patch.scopePassThrough ?? null,
         setDisplayName: patch.displayName !== undefined,
         displayName: patch.displayName ?? null,
@@ -185,7 +215,7 @@ export class TenantsService {
         brandColor: patch.brandColor ?? null,
       });
       if (!row) throw new CommonException('not_found', 'Tenant not found');
-      const { rotateWebhookSecret: _rotate, connectLogin, ...rest } = patch;
+      const { rotateWebhookSecret: _rotate, connectLogin, consoleLogin: _console, ...rest } = patch;
       const shown = {
         ...rest,
         ...(connectLogin !== undefined
@@ -195,6 +225,8 @@ export class TenantsService {
                 : null,
             }
           : {}),
+        // Without its client secret.
+        ...(patch.consoleLogin !== undefined ? { consoleLogin } : {}),
       };
       await this.audit.record(
         {

@@ -29,6 +29,7 @@ describe('tenants and admin keys', () => {
       allowedReturnUrls: [],
       webhookUrl: null,
       connectLogin: null,
+      consoleLogin: null,
       scopePassThrough: false,
       displayName: null,
       brandColor: null,

@@ -33,7 +33,17 @@ const examples: Record<string, unknown[]> = {
       allowedReturnUrls: ['https://app.example/done'],
       webhookUrl: 'https://hooks.example/custos',
       connectLogin: { identityProvider: 'main', clientId: 'custos', clientSecret: 's3cret' },
+      consoleLogin: {
+        identityProvider: 'main',
+        clientId: 'custos-console',
+        clientSecret: 's3cret',
+        admins: ['alice'],
+        auditors: ['audrey'],
+      },
     },
+  ],
+  'tenants.dto:consoleLoginSchema': [
+    { identityProvider: 'main', clientId: 'custos-console', clientSecret: 's3cret', admins: ['alice'] },
   ],
   'connectors.dto:connectorAuthSchema': [
     { method: 'client_secret_basic' },
@@ -90,6 +100,7 @@ const examples: Record<string, unknown[]> = {
   'console.dto:connectorsQuerySchema': [{ done: 'disabled', id: '8d0f8d64-0b39-4a8e-9f5f-5a1c3c7e2b10' }],
   'console.dto:keyBackendQuerySchema': [{ done: 'rotated', epoch: '3', rewrapped: '10', notified: '1' }],
   'console.dto:signInQuerySchema': [{ ended: 'expired' }],
+  'console.dto:ssoQuerySchema': [{ tenant: '3f0c1e8a-5b7d-4c2e-9a61-2d4f8b9e0c17' }],
   'console.dto:emptyQuerySchema': [{}],
   'console.dto:signInFormSchema': [{ csrf: 'Zm9ybS10b2tlbg', key: 'cus_abcdefghijklmnop' }],
   'console.dto:csrfFormSchema': [{ csrf: 'Zm9ybS10b2tlbg' }],
