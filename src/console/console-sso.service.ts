@@ -8,7 +8,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { CommonException } from '../common/errors.js';
 import { userIdSchema } from '../common/validation.js';
@@ -16,9 +15,9 @@ import { CONFIG, type Config } from '../config/config.js';
 import { ConnectLoginService, signInFailure, type LoginSettings } from '../connect/connect-login.service.js';
 import { DataKeyService } from '../crypto/data-key.service.js';
 import { IdentityProvidersService } from '../identity/identity-providers.service.js';
-import { returned } from '../database/sql.js';
 import { TenantsRepository, type ConsoleLogin } from '../tenants/tenants.repository.js';
 import { ConsoleSessionsService, type ConsoleUser } from './console-sessions.service.js';
+import { ConsoleSignInsRepository } from './console-sign-ins.repository.js';
 
 /** Holds the browser's half of a pending sign-in (Lax: it must come back with the identity provider's redirect). */
 export const SSO_FLOW_COOKIE = '__Host-custos_console_sso';
@@ -40,12 +39,6 @@ interface SignInSecrets {
   codeVerifier: string;
 }
 
-interface PendingRow {
-  tenant_id: string;
-  browser_hash: Buffer;
-  secrets: Buffer;
-}
-
 const sha256 = (v: string): Buffer => createHash('sha256').update(v, 'utf8').digest();
 const secretsField = (stateHash: Buffer) => ({
   scope: 'console_sign_in',
@@ -56,7 +49,7 @@ const secretsField = (stateHash: Buffer) => ({
 @Injectable()
 export class ConsoleSsoService {
   constructor(
-    @Inject(DataSource) private readonly db: DataSource,
+    @Inject(ConsoleSignInsRepository) private readonly signIns: ConsoleSignInsRepository,
     @Inject(TenantsRepository) private readonly tenants: TenantsRepository,
     @Inject(DataKeyService) private readonly dataKeys: DataKeyService,
     @Inject(IdentityProvidersService) private readonly identityProviders: IdentityProvidersService,
@@ -101,12 +94,7 @@ export class ConsoleSsoService {
     const stateHash = sha256(request.state);
     const secrets: SignInSecrets = { nonce: request.nonce, codeVerifier: request.codeVerifier };
     const sealed = await this.dataKeys.seal(tenantId, secretsField(stateHash), JSON.stringify(secrets));
-    await this.db.query(`DELETE FROM console_sign_ins WHERE expires_at <= now()`);
-    await this.db.query(
-      `INSERT INTO console_sign_ins (state_hash, tenant_id, browser_hash, secrets, expires_at)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-      [stateHash, tenantId, sha256(browser), sealed, SSO_FLOW_SECONDS],
-    );
+    await this.signIns.insert(stateHash, tenantId, sha256(browser), sealed, SSO_FLOW_SECONDS);
     return { location: request.url, browser };
   }
 
@@ -129,13 +117,7 @@ export class ConsoleSsoService {
     const state = query.state;
     if (!state || state.length > 512) throw unknown();
     const stateHash = sha256(state);
-    const [row] = returned<PendingRow>(
-      await this.db.query(
-        `DELETE FROM console_sign_ins WHERE state_hash = $1 AND expires_at > now()
-          RETURNING tenant_id, browser_hash, secrets`,
-        [stateHash],
-      ),
-    );
+    const row = await this.signIns.take(stateHash);
     if (!row) throw unknown();
     const anonymous: Actor = { type: 'user', id: null };
     const bound = browser !== undefined && browser.length <= 200 && sha256(browser).equals(row.browser_hash);

@@ -15,6 +15,7 @@ import { ConsoleSsoService } from './console-sso.service.js';
 import { ConnectModule } from '../connect/connect.module.js';
 import { ConsoleSessionsRepository } from './console-sessions.repository.js';
 import { ConsoleSessionsService } from './console-sessions.service.js';
+import { ConsoleSignInsRepository } from './console-sign-ins.repository.js';
 import { ConsoleTenantController } from './console-tenant.controller.js';
 import { ConsoleController } from './console.controller.js';
 
@@ -35,6 +36,7 @@ import { ConsoleController } from './console.controller.js';
   ],
   providers: [
     ConsoleSessionsRepository,
+    ConsoleSignInsRepository,
     ConsoleSessionsService,
     ConsoleReadsRepository,
     ConsoleConnectionsService,
