@@ -48,8 +48,8 @@ export class ConsoleSessionsRepository {
   /**
    * The session with this token hash if it is live: within both limits (the database's clock decides), its
    * tenant not being deleted, and its admin key not revoked, or (single sign-on) its user still listed with
-   * its role in the tenant's consoleLogin for the same identity provider. Its idle clock starts again. One
-   * statement.
+   * its role in the tenant's consoleLogin for the same identity provider, which the tenant still trusts. Its
+   * idle clock starts again. One statement.
    */
   async touchLive(tokenHash: Buffer, idleSeconds: number): Promise<ConsoleSessionRow | undefined> {
     const rows = returned<ConsoleSessionRow>(
@@ -61,6 +61,8 @@ export class ConsoleSessionsRepository {
             AND (EXISTS (SELECT 1 FROM admin_keys k WHERE k.id = s.admin_key_id AND k.revoked_at IS NULL)
               OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id AND s.user_id IS NOT NULL
                             AND t.console_login->>'identityProvider' = s.identity_provider
+                            AND EXISTS (SELECT 1 FROM identity_providers i
+                                         WHERE i.tenant_id = t.id AND i.name = s.identity_provider)
                             AND jsonb_exists(t.console_login -> (CASE s.role WHEN 'admin' THEN 'admins' ELSE 'auditors' END),
                                              s.user_id)))
         RETURNING s.id, s.admin_key_id, s.user_id, s.identity_provider, s.tenant_id, s.role,

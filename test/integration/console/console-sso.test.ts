@@ -248,6 +248,29 @@ describe('signing in through the identity provider', () => {
   });
 });
 
+describe('the identity provider', () => {
+  it('ends the session on the next request once the tenant no longer trusts it', async () => {
+    const t = await createTenant(app, `sso-c-${Date.now()}`);
+    await trustIdentityProvider(
+      app,
+      t,
+      { issuer: corp.issuer, jwksUri: corp.endpoints.jwks },
+      { algorithms: ['RS256'] },
+      'corp',
+    );
+    expect((await setConsoleLogin(t, mapping(['cleo'], []))).status).toBe(200);
+    const { c } = await ssoSignIn(t, 'cleo');
+    expect((await c.get('/console/connections')).status).toBe(200);
+    const removed = await app.request('DELETE', `/v1/tenants/${t.tenantId}/identity-providers/corp`, {
+      key: t.adminKey,
+    });
+    expect(removed.status).toBe(204);
+    const after = await c.get('/console/connections');
+    expect(after.status).toBe(303);
+    expect(after.headers.location).toBe('/console/sign-in?ended=expired');
+  });
+});
+
 describe('tenant isolation', () => {
   it('gives a user mapped in tenant A nothing of tenant B', async () => {
     const { c, done } = await ssoSignIn(b, 'alice');
