@@ -395,6 +395,7 @@ export class ConnectFlowService {
         ...(tokens.expiresAt ? { expiresAt: tokens.expiresAt.toISOString() } : {}),
         scopes: tokens.scopes,
       },
+      'connect',
     );
     await this.complete(session, connection.id, {
       scopes: tokens.scopes,
@@ -544,6 +545,7 @@ export class ConnectFlowService {
         type: 'api_key',
         apiKey,
       },
+      'connect',
     );
     await this.complete(session, connection.id, { verified: verify !== undefined });
     return this.connected(session, `Your ${definition.name} key is connected. You can close this window.`);

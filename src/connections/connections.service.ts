@@ -128,6 +128,8 @@ export class ConnectionsService {
     userId: string,
     providerKey: string,
     input: ImportCredentialInput,
+    /** How the credential came: imported through the API, or from the hosted connect flow. */
+    source: 'import' | 'connect' = 'import',
   ): Promise<{ connection: ConnectionView; created: boolean }> {
     const checkProvider = (provider: ProviderDefinition | undefined): void => {
       if (!provider) throw new ProviderException('unknown_provider', `Unknown provider "${providerKey}"`);
@@ -196,7 +198,7 @@ export class ConnectionsService {
             subjectUserId: userId,
             connectionId: id,
             provider: providerKey,
-            details: { type: input.type, scopes, hasRefreshToken: refresh !== null, source: 'import' },
+            details: { type: input.type, scopes, hasRefreshToken: refresh !== null, source },
           },
           m,
         );

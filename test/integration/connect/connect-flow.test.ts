@@ -254,6 +254,13 @@ describe('OAuth connect flow', () => {
       'connect_session.started',
       'connect_session.completed',
     ]);
+    // The connection is recorded as made by the hosted flow, not imported through the API.
+    const [created] = await app.custos.runtime.dataSource.query(
+      `SELECT details FROM audit_events WHERE tenant_id = $1 AND action IN ('connection.created', 'connection.replaced')
+          AND subject_user_id = 'alice' AND provider = 'inhouse' ORDER BY id DESC LIMIT 1`,
+      [t.tenantId],
+    );
+    expect(created.details.source).toBe('connect');
   });
 
   it('refuses a replayed, foreign or unknown state', async () => {
