@@ -18,9 +18,17 @@ async function main(): Promise<void> {
   const config = loadConfig();
   logFormat = config.logFormat;
   const logger = createLogger(config.logLevel, logDestination(logFormat));
-  const custos = await startCustos({ config, logger });
+  /** Set once start-up is done: until then a signal exits at once. */
+  const started: { custos?: Awaited<ReturnType<typeof startCustos>> } = {};
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
+    const custos = started.custos;
+    if (!custos) {
+      // Still starting: exit now. process.exit runs the exit hooks, so an embedded PostgreSQL already started
+      // is told to stop too (the default action of the signal would skip them and leave it running).
+      logger.warn({ signal }, 'signal during start-up: exiting');
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
     if (stopping) {
       // A second signal while stopping: the operator does not want to wait. Exit now; the embedded PostgreSQL
       // (if any) is told to stop as this process exits, and the data folder's lock goes with it.
@@ -43,6 +51,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  started.custos = await startCustos({ config, logger });
 }
 
 main().catch((err: unknown) => {

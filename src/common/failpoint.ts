@@ -6,7 +6,11 @@ import type { Logger } from 'pino';
 
 /** The failpoints a process stops at: `refresh.after-provider`, `token.after-audit`, ... (see config.ts). */
 export type FailpointName =
-  'refresh.after-provider' | 'token.after-audit' | 'import.after-commit' | 'key-migration.before-write';
+  | 'refresh.after-provider'
+  | 'token.after-audit'
+  | 'import.after-commit'
+  | 'key-migration.before-write'
+  | 'start.after-embedded-postgres';
 
 /** Passes so far per failpoint, per configuration (two apps in one test process count apart). */
 const passes = new WeakMap<readonly string[], Map<string, number>>();

@@ -159,7 +159,7 @@ export const variables = {
       .optional(),
     sensitive: false,
     description:
-      'Tests only: comma-separated failpoints where the process stops dead, so that a test can kill it there; `name@N` stops from the Nth pass on. `refresh.after-provider`: between a provider’s answer and the commit; `token.after-audit`: a release’s audit event committed, the answer not sent; `import.after-commit`: a credential import committed, its refresh job not queued nor the answer sent; `key-migration.before-write`: a data key unwrapped and wrapped by the new backend, not yet written. Never set in production.',
+      'Tests only: comma-separated failpoints where the process stops dead, so that a test can kill it there; `name@N` stops from the Nth pass on. `refresh.after-provider`: between a provider’s answer and the commit; `token.after-audit`: a release’s audit event committed, the answer not sent; `import.after-commit`: a credential import committed, its refresh job not queued nor the answer sent; `key-migration.before-write`: a data key unwrapped and wrapped by the new backend, not yet written; `start.after-embedded-postgres`: the embedded PostgreSQL running, start-up not finished. Never set in production.',
   },
   CUSTOS_ROOT_KEYS: {
     schema: rootKeysSpec.optional(),

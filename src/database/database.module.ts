@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import type { Config } from '../config/config.js';
 import { auditTrailProtection, createDataSource, runMigrations } from './data-source.js';
+import { failpoint } from '../common/failpoint.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './embedded-postgres.js';
 import { DatabasePoolMetrics } from './pool-metrics.js';
 
@@ -54,6 +55,7 @@ export async function openDatabase(
   if (!url) {
     embedded = await startEmbeddedPostgres(config.dataDir, logger);
     url = embedded.databaseUrl;
+    await failpoint(config.failpoints, logger, 'start.after-embedded-postgres');
   }
   const ds = createDataSource(
     url,

@@ -76,6 +76,53 @@ describe('embedded PostgreSQL', () => {
     }
   });
 
+  it('stops its PostgreSQL when a signal comes while Custos is still starting', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-early-signal-'));
+    const dataDir = path.join(tmp, 'data');
+    let pgdata = '';
+    let pid = 0;
+    try {
+      // src/main.ts, stopped by a failpoint once its embedded PostgreSQL runs and before start-up is done.
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+        cwd: packageRoot,
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          PORT: '0',
+          CUSTOS_DATA_DIR: dataDir,
+          CUSTOS_LOG_LEVEL: 'info',
+          CUSTOS_TEST_FAILPOINTS: 'start.after-embedded-postgres',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      const deadline = Date.now() + 90_000;
+      while (!out.includes('failpoint reached')) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no failpoint:\n${out}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      pgdata = JSON.parse(fs.readFileSync(path.join(dataDir, 'embedded-postgres.json'), 'utf8')).pgdata;
+      pid = Number(fs.readFileSync(path.join(pgdata, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      expect(isProcessAlive(pid)).toBe(true);
+
+      child.kill('SIGTERM');
+      expect(await exited).toBe(143);
+      expect(out).toContain('signal during start-up: exiting');
+      // PostgreSQL was told to stop as Custos exited, and does so on its own.
+      const until = Date.now() + 15_000;
+      while (isProcessAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      expect(isProcessAlive(pid)).toBe(false);
+    } finally {
+      // A failed run must not leave its server behind.
+      if (pid && isProcessAlive(pid)) process.kill(pid, 'SIGKILL');
+      if (pgdata) removeCluster(pgdata, dataDir);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it('runs Custos with no configuration, generates its keys 0600, and keeps data across a restart', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-embedded-'));
     const logs: string[] = [];
