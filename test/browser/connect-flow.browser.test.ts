@@ -15,6 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startTestApp, type TestApp } from '../support/app.js';
+import { CHROMIUM, describeBrowser, near } from '../support/browser.js';
+import { freePort } from '../support/processes.js';
 import {
   basicAuth,
   createConnector,
@@ -26,26 +28,6 @@ import {
 } from '../support/factories.js';
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 import { png, readPng } from '../integration/connect/hosted-pages-images.js';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = fs.existsSync(CHROMIUM);
-if (!available && process.env.CI === 'true') {
-  throw new Error(
-    `Chromium is required in CI: ${CHROMIUM} not found (install it with apt-get install -y chromium)`,
-  );
-}
-if (!available) {
-  process.stderr.write(`browser tests skipped: ${CHROMIUM} not found (apt-get install -y chromium)\n`);
-}
-const describeBrowser = available ? describe : describe.skip;
-
-async function freePort(): Promise<number> {
-  const srv = http.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 describeBrowser('hosted connect pages in Chromium', () => {
   let app: TestApp;
@@ -193,9 +175,6 @@ describeBrowser('hosted connect pages in Chromium', () => {
     const [x, y] = at ? at(image.width, image.height) : [image.width >> 1, image.height >> 1];
     return image.pixel(x, y);
   }
-
-  const near = (actual: number[], expected: number[]) =>
-    actual.every((v, i) => Math.abs(v - expected[i]) <= 3) ? expected : actual;
 
   it('shows the tenant’s name, colour and logo, and a declined attempt’s "Try again" in them', async () => {
     const patched = await app.request('PATCH', `/v1/tenants/${t.tenantId}`, {

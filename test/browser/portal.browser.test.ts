@@ -11,12 +11,12 @@
  * with a message, except under CI (CI=true), where a missing browser fails the run.
  */
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startTestApp, type TestApp } from '../support/app.js';
+import { CHROMIUM, describeBrowser, near } from '../support/browser.js';
+import { freePort } from '../support/processes.js';
 import {
   basicAuth,
   createConnector,
@@ -29,30 +29,6 @@ import {
 import { startOAuthProvider, type TestOAuthProvider } from '../support/oauth-provider.js';
 import { readPng } from '../integration/connect/hosted-pages-images.js';
 import { ProviderRevocationService } from '../../src/connections/provider-revocation.service.js';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = fs.existsSync(CHROMIUM);
-if (!available && process.env.CI === 'true') {
-  throw new Error(
-    `Chromium is required in CI: ${CHROMIUM} not found (install it with apt-get install -y chromium)`,
-  );
-}
-if (!available) {
-  process.stderr.write(`browser tests skipped: ${CHROMIUM} not found (apt-get install -y chromium)\n`);
-}
-const describeBrowser = available ? describe : describe.skip;
-
-async function freePort(): Promise<number> {
-  const srv = http.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/** Within 3 of each channel: the colour itself, else what was found. */
-const near = (actual: number[], expected: number[]) =>
-  actual.slice(0, 3).every((v, i) => Math.abs(v - expected[i]) <= 3) ? expected : actual.slice(0, 3);
 
 describeBrowser('the “my connections” portal in Chromium', () => {
   let app: TestApp;
