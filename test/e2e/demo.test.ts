@@ -8,11 +8,11 @@
  * a build would cost this file half a minute and race with other files that build. npm-start.test.ts covers
  * the built entry point.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { connect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { descendantsOf, listening } from '../support/processes.js';
 
 const ROOT = path.join(__dirname, '../..');
 
@@ -22,25 +22,6 @@ interface Guide {
   tokenCurl: string;
   userinfoCurl: string;
   auditCurl: string;
-}
-
-/** Every process below `root`, found by walking parent ids. */
-function descendantsOf(root: number): number[] {
-  const rows = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' })
-    .trim()
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/).map(Number));
-  const found: number[] = [];
-  const walk = (pid: number) => {
-    for (const [child, parent] of rows) {
-      if (parent === pid) {
-        found.push(child);
-        walk(child);
-      }
-    }
-  };
-  walk(root);
-  return found;
 }
 
 /** Whether a process runs (a zombie counts as gone). */
@@ -56,17 +37,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 /** Runs a printed command exactly as a user pastes it into a shell. */

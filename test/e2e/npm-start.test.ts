@@ -3,11 +3,11 @@
  * through `sh -c`) stops Custos and its embedded PostgreSQL within seconds, and the log says so; a second
  * signal while it stops exits at once.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { descendantsOf, listening } from '../support/processes.js';
 
 const ROOT = path.join(__dirname, '../..');
 
@@ -18,36 +18,6 @@ interface Started {
   output: () => string;
   apiPort: number;
   databasePort: number;
-}
-
-function descendantsOf(root: number): number[] {
-  const rows = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' })
-    .trim()
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/).map(Number));
-  const found: number[] = [];
-  const walk = (pid: number) => {
-    for (const [child, parent] of rows) {
-      if (parent === pid) {
-        found.push(child);
-        walk(child);
-      }
-    }
-  };
-  walk(root);
-  return found;
-}
-
-/** Whether something accepts TCP connections on 127.0.0.1:port. */
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 async function npmStart(dataDir: string): Promise<Started> {

@@ -10,8 +10,7 @@ import { cookieJar, localPath } from '../support/browser.js';
 import {
   createConnector,
   createTenant,
-  saveCustomProvider,
-  saveProviderApp,
+  saveOidcProvider,
   type SecretConnector,
   type TenantFixture,
 } from '../support/factories.js';
@@ -46,22 +45,7 @@ export async function startMcpCustos(): Promise<McpCustos> {
   try {
     await app.custos.app.getHttpAdapter().getInstance().listen({ port, host: '127.0.0.1' });
     const tenant = await createTenant(app);
-    await saveCustomProvider(app, tenant, {
-      key: PROVIDER,
-      name: 'Acme',
-      authMode: 'oauth2',
-      oauth2: {
-        authorizationUrl: op.endpoints.authorization,
-        tokenUrl: op.endpoints.token,
-        revocationUrl: op.endpoints.revocation,
-        issuer: op.issuer,
-        jwksUri: op.endpoints.jwks,
-        scopes: ['openid'],
-        pkce: true,
-        tokenEndpointAuthMethod: 'client_secret_basic',
-      },
-    });
-    await saveProviderApp(app, tenant, PROVIDER, PROVIDER_APP);
+    await saveOidcProvider(app, tenant, PROVIDER, op, PROVIDER_APP, 'Acme');
     const connector = await createConnector(app, tenant, {
       name: 'mcp-helpers',
       allowedProviders: [PROVIDER],

@@ -7,6 +7,7 @@
  */
 import type { Reply, TestApp } from './app.js';
 import type { SigningKey } from './idp.js';
+import type { TestOAuthProvider } from './oauth-provider.js';
 
 export interface TenantFixture {
   tenantId: string;
@@ -195,4 +196,34 @@ export async function saveProviderApp(
     body: { clientId: client.client_id, clientSecret: client.client_secret },
   });
   expectAccepted(res, `app at ${provider}`, [200, 201]);
+}
+
+/**
+ * oidc-provider (`op`) as the tenant's custom OAuth provider `key`, with every endpoint it has (authorization with
+ * PKCE, token, revocation, issuer and JWKS for ID tokens), and the tenant's app there (`client`).
+ */
+export async function saveOidcProvider(
+  app: TestApp,
+  t: TenantFixture,
+  key: string,
+  op: TestOAuthProvider,
+  client: { client_id: string; client_secret: string },
+  name = key,
+): Promise<void> {
+  await saveCustomProvider(app, t, {
+    key,
+    name,
+    authMode: 'oauth2',
+    oauth2: {
+      authorizationUrl: op.endpoints.authorization,
+      tokenUrl: op.endpoints.token,
+      revocationUrl: op.endpoints.revocation,
+      issuer: op.issuer,
+      jwksUri: op.endpoints.jwks,
+      scopes: ['openid'],
+      pkce: true,
+      tokenEndpointAuthMethod: 'client_secret_basic',
+    },
+  });
+  await saveProviderApp(app, t, key, client);
 }

@@ -18,8 +18,7 @@ import { cookieJar, localPath } from './browser.js';
 import {
   createConnector,
   createTenant,
-  saveCustomProvider,
-  saveProviderApp,
+  saveOidcProvider,
   trustIdentityProvider,
   type SecretConnector,
   type TenantFixture,
@@ -143,22 +142,7 @@ export async function startMcpExampleWorld(mcpEnv: Record<string, string> = {}):
   try {
     await app.custos.app.getHttpAdapter().getInstance().listen({ port: custosPort, host: '127.0.0.1' });
     const tenant = await createTenant(app);
-    await saveCustomProvider(app, tenant, {
-      key: PROVIDER,
-      name: 'Acme',
-      authMode: 'oauth2',
-      oauth2: {
-        authorizationUrl: op.endpoints.authorization,
-        tokenUrl: op.endpoints.token,
-        revocationUrl: op.endpoints.revocation,
-        issuer: op.issuer,
-        jwksUri: op.endpoints.jwks,
-        scopes: ['openid'],
-        pkce: true,
-        tokenEndpointAuthMethod: 'client_secret_basic',
-      },
-    });
-    await saveProviderApp(app, tenant, PROVIDER, PROVIDER_APP);
+    await saveOidcProvider(app, tenant, PROVIDER, op, PROVIDER_APP, 'Acme');
     // The users' tokens are for the MCP server, not for Custos: the tenant trusts them for that audience.
     await trustIdentityProvider(app, tenant, idp, { audiences: [mcpUrl], algorithms: ['ES256'] });
     const connector = await createConnector(app, tenant, {

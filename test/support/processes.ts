@@ -2,7 +2,7 @@
  * Real processes for tests that kill them: Custos started from source in its own Node process (any role),
  * and a private redis-server that a test may FLUSHALL without touching anyone else's keys.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -26,6 +26,37 @@ export interface CustosProcess {
   /** SIGKILL: no shutdown hook runs, as in a crash. */
   kill9(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** Every process below `root`, found by walking parent ids. */
+export function descendantsOf(root: number): number[] {
+  const rows = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number));
+  const found: number[] = [];
+  const walk = (pid: number) => {
+    for (const [child, parent] of rows) {
+      if (parent === pid) {
+        found.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(root);
+  return found;
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+export function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }
 
 export async function freePort(): Promise<number> {
